@@ -1,0 +1,83 @@
+"""encdec: encoder-decoder models as three mirrored ports (PyTorch, TensorFlow, Flax).
+
+`import encdec` imports no framework. The model classes are loaded on first use,
+each importing only its own framework:
+
+    from encdec import EncoderDecoderModel        # PyTorch
+    from encdec import TFEncoderDecoderModel      # TensorFlow (Keras 3)
+    from encdec import FlaxEncoderDecoderModel    # JAX / Flax
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from .config import (
+    BertConfig,
+    BertGenerationConfig,
+    EncoderDecoderConfig,
+    GenerationConfig,
+    GPT2Config,
+    RobertaConfig,
+)
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    EncdecError,
+    InputError,
+    MissingFrameworkError,
+    UnsafePickleError,
+)
+
+__version__ = "0.1.0"
+
+# attribute -> (port module, the import that module needs, the extra that installs it)
+_PORTS = {
+    "pt": ("encdec.pt", "torch", "torch"),
+    "tf": ("encdec.tf", "tensorflow", "tf"),
+    "flax": ("encdec.flax", "flax", "flax"),
+}
+_LAZY = {
+    "EncoderDecoderModel": "pt",
+    "TFEncoderDecoderModel": "tf",
+    "FlaxEncoderDecoderModel": "flax",
+}
+
+
+def require_framework(port: str) -> None:
+    """Raise MissingFrameworkError naming the extra to install when a port's framework is absent."""
+    _, module, extra = _PORTS[port]
+    if importlib.util.find_spec(module) is None:
+        raise MissingFrameworkError(
+            f"the {port!r} port needs {module!r}, which is not installed; "
+            f"install it with: pip install 'encdec[{extra}]'"
+        )
+
+
+def __getattr__(name: str):
+    port = _LAZY.get(name)
+    if port is None:
+        raise AttributeError(f"module 'encdec' has no attribute {name!r}")
+    require_framework(port)
+    module = importlib.import_module(_PORTS[port][0])
+    return getattr(module, name)
+
+
+__all__ = [
+    "BertConfig",
+    "BertGenerationConfig",
+    "CheckpointError",
+    "ConfigError",
+    "EncdecError",
+    "EncoderDecoderConfig",
+    "FlaxEncoderDecoderModel",
+    "GPT2Config",
+    "GenerationConfig",
+    "InputError",
+    "MissingFrameworkError",
+    "RobertaConfig",
+    "TFEncoderDecoderModel",
+    "UnsafePickleError",
+    "require_framework",
+]

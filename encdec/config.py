@@ -1,0 +1,490 @@
+"""Architecture configs, the encoder-decoder config and the generation config.
+
+Each config reads and writes transformers' `config.json` / `generation_config.json`.
+Keys a config does not model are kept in `extra` and written back unchanged, so a
+round trip through encdec never drops what another tool put there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+# Activation names transformers writes, and that every port implements.
+ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "tanh")
+
+
+class ArchConfig:
+    """Shared behaviour of the architecture configs: defaults, extras, (de)serialisation."""
+
+    model_type: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    # Generic name -> this architecture's own key (GPT-2 says n_embd for hidden_size).
+    aliases: ClassVar[dict[str, str]] = {}
+    can_take_cross_attention: ClassVar[bool] = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.pop("model_type", None)
+        values = dict(self.defaults)
+        for generic, own in self.aliases.items():
+            if generic in kwargs:
+                kwargs[own] = kwargs.pop(generic)
+        extra = {}
+        for key, value in kwargs.items():
+            if key in values:
+                values[key] = value
+            else:
+                extra[key] = value
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "extra", extra)
+        self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        aliases = type(self).aliases
+        if name in aliases:
+            return values[aliases[name]]
+        if name in values:
+            return values[name]
+        extra = object.__getattribute__(self, "extra")
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        name = type(self).aliases.get(name, name)
+        if name in self._values:
+            self._values[name] = value
+        else:
+            self.extra[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), sort_keys=True)})"
+
+    def copy(self) -> "ArchConfig":
+        return copy.deepcopy(self)
+
+    def validate(self) -> None:
+        hidden, heads = self.hidden_size, self.num_attention_heads
+        if heads <= 0 or hidden % heads != 0:
+            raise ConfigError(
+                f"{self.model_type}: hidden size {hidden} is not divisible by the number of "
+                f"attention heads {heads}; expected hidden_size % num_attention_heads == 0"
+            )
+        act = self.hidden_act
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"{self.model_type}: unknown activation {act!r}; expected one of {ACTIVATIONS}")
+        if self.add_cross_attention and not self.is_decoder:
+            raise ConfigError(
+                f"{self.model_type}: add_cross_attention=True needs is_decoder=True "
+                "(cross-attention only exists in a decoder)"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"model_type": self.model_type}
+        out.update(copy.deepcopy(self._values))
+        out.update(copy.deepcopy(self.extra))
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArchConfig":
+        return cls(**copy.deepcopy(data))
+
+
+_BERT_LIKE = dict(
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    max_position_embeddings=512,
+    type_vocab_size=2,
+    initializer_range=0.02,
+    layer_norm_eps=1e-12,
+    pad_token_id=0,
+    bos_token_id=None,
+    eos_token_id=None,
+    position_embedding_type="absolute",
+    use_cache=True,
+    is_decoder=False,
+    add_cross_attention=False,
+    tie_word_embeddings=True,
+)
+
+
+class BertConfig(ArchConfig):
+    model_type = "bert"
+    defaults = dict(_BERT_LIKE)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.position_embedding_type != "absolute":
+            raise ConfigError(
+                f"{self.model_type}: position_embedding_type {self.position_embedding_type!r} "
+                "is not supported; expected 'absolute'"
+            )
+
+
+class RobertaConfig(BertConfig):
+    model_type = "roberta"
+    defaults = dict(_BERT_LIKE, vocab_size=50265, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+
+
+class BertGenerationConfig(BertConfig):
+    model_type = "bert-generation"
+    defaults = {
+        k: v for k, v in dict(
+            _BERT_LIKE,
+            vocab_size=50358,
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+        ).items() if k != "type_vocab_size"
+    }
+
+
+class GPT2Config(ArchConfig):
+    model_type = "gpt2"
+    defaults = dict(
+        vocab_size=50257,
+        n_positions=1024,
+        n_embd=768,
+        n_layer=12,
+        n_head=12,
+        n_inner=None,
+        activation_function="gelu_new",
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.02,
+        scale_attn_weights=True,
+        scale_attn_by_inverse_layer_idx=False,
+        reorder_and_upcast_attn=False,
+        use_cache=True,
+        bos_token_id=50256,
+        eos_token_id=50256,
+        pad_token_id=None,
+        is_decoder=False,
+        add_cross_attention=False,
+        tie_word_embeddings=True,
+    )
+    aliases = dict(
+        hidden_size="n_embd",
+        num_attention_heads="n_head",
+        num_hidden_layers="n_layer",
+        max_position_embeddings="n_positions",
+        hidden_act="activation_function",
+        layer_norm_eps="layer_norm_epsilon",
+    )
+
+    @property
+    def inner_size(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    def validate(self) -> None:
+        super().validate()
+        if self.reorder_and_upcast_attn:
+            raise ConfigError("gpt2: reorder_and_upcast_attn=True is not supported; expected False")
+
+
+ARCH_CONFIGS: dict[str, type[ArchConfig]] = {
+    c.model_type: c for c in (BertConfig, RobertaConfig, BertGenerationConfig, GPT2Config)
+}
+ENCODER_TYPES = ("bert", "roberta", "bert-generation")
+DECODER_TYPES = ("bert", "roberta", "bert-generation", "gpt2")
+
+
+def arch_config_from_dict(data: dict[str, Any]) -> ArchConfig:
+    model_type = data.get("model_type")
+    if model_type not in ARCH_CONFIGS:
+        raise ConfigError(f"unknown model_type {model_type!r}; expected one of {sorted(ARCH_CONFIGS)}")
+    return ARCH_CONFIGS[model_type].from_dict(data)
+
+
+class EncoderDecoderConfig:
+    """An encoder config, a decoder config, and the keys of the joined model."""
+
+    model_type: ClassVar[str] = "encoder-decoder"
+    defaults: ClassVar[dict[str, Any]] = dict(
+        decoder_start_token_id=None,
+        pad_token_id=None,
+        eos_token_id=None,
+        bos_token_id=None,
+        tie_encoder_decoder=False,
+        tie_word_embeddings=False,
+        is_encoder_decoder=True,
+    )
+
+    def __init__(self, encoder: ArchConfig | dict, decoder: ArchConfig | dict, **kwargs: Any) -> None:
+        if isinstance(encoder, dict):
+            encoder = arch_config_from_dict(encoder)
+        if isinstance(decoder, dict):
+            decoder = arch_config_from_dict(decoder)
+        kwargs.pop("model_type", None)
+        self.encoder = encoder
+        self.decoder = decoder
+        values = dict(self.defaults)
+        extra = {}
+        for key, value in kwargs.items():
+            (values if key in values else extra)[key] = value
+        self._values = values
+        self.extra = extra
+        self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("extra", "encoder", "decoder"):
+            raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+        if name in self.extra:
+            return self.extra[name]
+        raise AttributeError(f"EncoderDecoderConfig has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("encoder", "decoder", "_values", "extra"):
+            object.__setattr__(self, name, value)
+        elif name in self._values:
+            self._values[name] = value
+        else:
+            self.extra[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EncoderDecoderConfig) and other.to_dict() == self.to_dict()
+
+    def __repr__(self) -> str:
+        return f"EncoderDecoderConfig({json.dumps(self.to_dict(), sort_keys=True)})"
+
+    def copy(self) -> "EncoderDecoderConfig":
+        return copy.deepcopy(self)
+
+    def validate(self) -> None:
+        if self.encoder.model_type not in ENCODER_TYPES:
+            raise ConfigError(
+                f"model_type {self.encoder.model_type!r} cannot be the encoder; expected one of {ENCODER_TYPES}"
+            )
+        if self.decoder.model_type not in DECODER_TYPES:
+            raise ConfigError(
+                f"model_type {self.decoder.model_type!r} cannot be the decoder; expected one of {DECODER_TYPES}"
+            )
+        if not (self.decoder.is_decoder and self.decoder.add_cross_attention):
+            raise ConfigError(
+                f"the decoder config ({self.decoder.model_type}) has is_decoder={self.decoder.is_decoder}, "
+                f"add_cross_attention={self.decoder.add_cross_attention}; expected both True "
+                "(build it with EncoderDecoderConfig.from_encoder_decoder_configs)"
+            )
+        if self.tie_encoder_decoder and self.encoder.model_type != self.decoder.model_type:
+            raise ConfigError(
+                f"tie_encoder_decoder=True needs the same architecture on both sides; got "
+                f"{self.encoder.model_type!r} and {self.decoder.model_type!r}"
+            )
+        if self.tie_encoder_decoder and self.encoder.hidden_size != self.decoder.hidden_size:
+            raise ConfigError(
+                f"tie_encoder_decoder=True needs equal hidden sizes; got {self.encoder.hidden_size} "
+                f"and {self.decoder.hidden_size}"
+            )
+
+    @property
+    def needs_projection(self) -> bool:
+        """Whether `enc_to_dec_proj` maps encoder states to the decoder's width."""
+        return self.encoder.hidden_size != self.decoder.hidden_size
+
+    @classmethod
+    def from_encoder_decoder_configs(
+        cls, encoder_config: ArchConfig, decoder_config: ArchConfig, **kwargs: Any
+    ) -> "EncoderDecoderConfig":
+        """Join two configs; the decoder copy is marked as a cross-attending decoder.
+
+        The caller's objects are not changed.
+        """
+        decoder = decoder_config.copy()
+        decoder.is_decoder = True
+        decoder.add_cross_attention = True
+        return cls(encoder=encoder_config.copy(), decoder=decoder, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model_type": self.model_type}
+        out.update(copy.deepcopy(self._values))
+        out.update(copy.deepcopy(self.extra))
+        out["encoder"] = self.encoder.to_dict()
+        out["decoder"] = self.decoder.to_dict()
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EncoderDecoderConfig":
+        data = copy.deepcopy(data)
+        model_type = data.get("model_type")
+        if model_type != cls.model_type:
+            raise ConfigError(
+                f"model_type {model_type!r} is not an encoder-decoder config; expected {cls.model_type!r}"
+            )
+        if "encoder" not in data or "decoder" not in data:
+            raise ConfigError("an encoder-decoder config needs both 'encoder' and 'decoder' entries")
+        return cls(encoder=data.pop("encoder"), decoder=data.pop("decoder"), **data)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        with open(os.path.join(directory, CONFIG_NAME), "w") as f:
+            f.write(self.to_json_string())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "EncoderDecoderConfig":
+        return cls.from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: file not found; expected a transformers JSON config")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_arch_config(directory: str | os.PathLike) -> ArchConfig:
+    """The config of a single pretrained encoder or decoder (a BERT, GPT-2... folder)."""
+    return arch_config_from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
+
+
+class GenerationConfig:
+    """The options of `generate`, with transformers' names and defaults."""
+
+    defaults: ClassVar[dict[str, Any]] = dict(
+        max_length=20,
+        max_new_tokens=None,
+        min_length=0,
+        min_new_tokens=None,
+        early_stopping=False,
+        do_sample=False,
+        num_beams=1,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
+        repetition_penalty=1.0,
+        length_penalty=1.0,
+        no_repeat_ngram_size=0,
+        bad_words_ids=None,
+        num_return_sequences=1,
+        output_scores=False,
+        return_dict_in_generate=False,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+        decoder_start_token_id=None,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        use_cache=True,
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        values = dict(self.defaults)
+        extra = {}
+        for key, value in kwargs.items():
+            (values if key in values else extra)[key] = value
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "extra", extra)
+        self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        extra = object.__getattribute__(self, "extra")
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"GenerationConfig has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        (self._values if name in self._values else self.extra)[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GenerationConfig) and other.to_dict() == self.to_dict()
+
+    def __repr__(self) -> str:
+        return f"GenerationConfig({json.dumps(self.to_diff_dict(), sort_keys=True)})"
+
+    def validate(self) -> None:
+        if self.num_beams < 1:
+            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.num_return_sequences > self.num_beams and not self.do_sample:
+            raise ConfigError(
+                f"num_return_sequences ({self.num_return_sequences}) must be <= num_beams "
+                f"({self.num_beams}) without sampling"
+            )
+        if self.early_stopping not in (True, False, "never"):
+            raise ConfigError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
+
+    def update(self, **kwargs: Any) -> "GenerationConfig":
+        """A copy with the given options changed; unknown options are an error."""
+        unknown = [k for k in kwargs if k not in self._values]
+        if unknown:
+            raise ConfigError(f"unknown generation option(s) {unknown}; expected some of {sorted(self._values)}")
+        new = copy.deepcopy(self)
+        new._values.update(kwargs)
+        new.validate()
+        return new
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = self.eos_token_id
+        if eos is None:
+            return []
+        return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = copy.deepcopy(self._values)
+        out.update(copy.deepcopy(self.extra))
+        return dict(sorted(out.items()))
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """Only what differs from the defaults, as transformers writes it."""
+        out = {k: v for k, v in self._values.items() if v != self.defaults[k]}
+        out.update(copy.deepcopy(self.extra))
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationConfig":
+        return cls(**copy.deepcopy(data))
+
+    @classmethod
+    def from_model_config(cls, config: EncoderDecoderConfig) -> "GenerationConfig":
+        """The generation defaults a model config implies (its special token ids)."""
+        keys = ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
+        return cls(**{k: getattr(config, k) for k in keys if getattr(config, k, None) is not None})
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        with open(os.path.join(directory, GENERATION_CONFIG_NAME), "w") as f:
+            f.write(json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "GenerationConfig":
+        return cls.from_dict(read_json(os.path.join(directory, GENERATION_CONFIG_NAME)))

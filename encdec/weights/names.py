@@ -1,0 +1,406 @@
+"""Parameter specs: every tensor a config implies, by name, in each framework's layout.
+
+The canonical name and layout are transformers' PyTorch `state_dict` ones
+(`[out, in]` dense weights, GPT-2 Conv1D `[in, out]`). Each `ParamSpec` also
+carries the name the tensor has in a TF `tf_model.h5` and in Flax params, and the
+`kind` that decides how its layout changes between them. This table is the only
+place names are made; conversion looks tensors up in it and never rewrites a
+name by string replacement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Iterable
+
+import numpy as np
+
+from ..config import ArchConfig, EncoderDecoderConfig
+from ..errors import ConfigError
+
+# kind -> (TF layout, Flax layout), each relative to the canonical (PyTorch) one.
+#   "same": identical; "T": transposed (rank 2); "row": reshaped to [1, n].
+KIND_LAYOUTS = {
+    "dense": ("T", "T"),  # torch.nn.Linear [out, in]; TF/Flax kernels are [in, out]
+    "conv1d": ("same", "T"),  # GPT-2 Conv1D [in, out] in PyTorch and TF; Flax [out, in]
+    "conv1d_bias": ("row", "same"),  # TF GPT-2 Conv1D bias is [1, out]
+    "embedding": ("same", "same"),
+    "norm_weight": ("same", "same"),
+    "norm_bias": ("same", "same"),
+    "bias": ("same", "same"),
+}
+
+# The Keras instance name transformers' TF class is saved under; its first scope.
+TF_ROOT_SCOPE = "tf_encoder_decoder_model"
+
+# Tensors a transformers checkpoint may hold that no model parameter takes.
+IGNORED = (
+    (re.compile(r"(^|\.)embeddings\.position_ids$"), "a non-persistent buffer (position ids 0..n-1)"),
+    (re.compile(r"(^|\.)embeddings\.token_type_ids$"), "a non-persistent buffer (zero token types)"),
+    (re.compile(r"\.(attn|crossattention)\.(bias|masked_bias)$"), "GPT-2's causal-mask buffer, rebuilt at run time"),
+)
+
+
+def ignored_reason(name: str) -> str | None:
+    """Why a checkpoint tensor that is not a parameter may be skipped, or None."""
+    for pattern, reason in IGNORED:
+        if pattern.search(name):
+            return reason
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One stored parameter: its canonical name and shape, and where it lives in TF and Flax."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    tf_name: str  # h5 weight name without the root scope and the ":0" suffix
+    flax_path: str  # "/"-joined keys of the nested Flax params dict
+
+    @property
+    def tf_shape(self) -> tuple[int, ...]:
+        return _layout_shape(self.shape, KIND_LAYOUTS[self.kind][0])
+
+    @property
+    def flax_shape(self) -> tuple[int, ...]:
+        return _layout_shape(self.shape, KIND_LAYOUTS[self.kind][1])
+
+    def to_tf(self, array: np.ndarray) -> np.ndarray:
+        return _to_layout(array, KIND_LAYOUTS[self.kind][0])
+
+    def from_tf(self, array: np.ndarray) -> np.ndarray:
+        return _from_layout(array, KIND_LAYOUTS[self.kind][0], self.shape)
+
+    def to_flax(self, array: np.ndarray) -> np.ndarray:
+        return _to_layout(array, KIND_LAYOUTS[self.kind][1])
+
+    def from_flax(self, array: np.ndarray) -> np.ndarray:
+        return _from_layout(array, KIND_LAYOUTS[self.kind][1], self.shape)
+
+    def shape_in(self, layout: str) -> tuple[int, ...]:
+        """The shape this tensor has in `layout` ("pt", "tf" or "flax")."""
+        return {"pt": self.shape, "tf": self.tf_shape, "flax": self.flax_shape}[layout]
+
+
+@dataclasses.dataclass(frozen=True)
+class TiedSpec:
+    """A canonical name that is not stored: it is the same tensor as `source`."""
+
+    name: str
+    source: str
+    reason: str
+
+
+def _layout_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    if layout == "T":
+        return tuple(reversed(shape))
+    if layout == "row":
+        return (1,) + tuple(shape)
+    return tuple(shape)
+
+
+def _to_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "T":
+        return np.ascontiguousarray(array.T)
+    if layout == "row":
+        return array.reshape((1,) + array.shape)
+    return array
+
+
+def _from_layout(array: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
+    if layout == "T":
+        return np.ascontiguousarray(array.T)
+    if layout == "row":
+        return array.reshape(shape)
+    return array
+
+
+class ModelSpec:
+    """The parameters of one model, indexed by canonical, TF and Flax name."""
+
+    def __init__(self, params: Iterable[ParamSpec], tied: Iterable[TiedSpec] = ()) -> None:
+        self.params = list(params)
+        self.tied = list(tied)
+        self.by_name = {p.name: p for p in self.params}
+        self.by_tf = {p.tf_name: p for p in self.params}
+        self.by_flax = {p.flax_path: p for p in self.params}
+        self.tied_by_name = {t.name: t for t in self.tied}
+        for index, label in ((self.by_name, "canonical"), (self.by_tf, "TF"), (self.by_flax, "Flax")):
+            if len(index) != len(self.params):
+                raise AssertionError(f"duplicate {label} names in a parameter spec")
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __iter__(self):
+        return iter(self.params)
+
+    def num_parameters(self) -> int:
+        return int(sum(int(np.prod(p.shape)) for p in self.params))
+
+    def state_dict_names(self) -> list[str]:
+        """Every name of the PyTorch `state_dict`, tied ones included."""
+        return [p.name for p in self.params] + [t.name for t in self.tied]
+
+
+class _Scope:
+    """Three parallel prefixes: canonical (dots), TF (slashes, `layer_._i`), Flax (slashes)."""
+
+    def __init__(self, pt: str = "", tf: str = "", flax: str = "") -> None:
+        self.pt, self.tf, self.flax = pt, tf, flax
+
+    def child(self, pt: str | None, tf: str | None = None, flax: str | None = None) -> "_Scope":
+        tf = pt if tf is None else tf
+        flax = pt if flax is None else flax
+        return _Scope(_join(self.pt, pt, "."), _join(self.tf, tf, "/"), _join(self.flax, flax, "/"))
+
+    def param(self, pt_leaf: str, tf_leaf: str, flax_leaf: str, shape, kind: str) -> ParamSpec:
+        return ParamSpec(
+            name=_join(self.pt, pt_leaf, "."),
+            shape=tuple(int(s) for s in shape),
+            kind=kind,
+            tf_name=_join(self.tf, tf_leaf, "/"),
+            flax_path=_join(self.flax, flax_leaf, "/"),
+        )
+
+
+def _join(prefix: str, leaf: str, sep: str) -> str:
+    if not leaf:
+        return prefix
+    return f"{prefix}{sep}{leaf}" if prefix else leaf
+
+
+def _dense(scope: _Scope, n_in: int, n_out: int, bias: bool = True) -> list[ParamSpec]:
+    out = [scope.param("weight", "kernel", "kernel", (n_out, n_in), "dense")]
+    if bias:
+        out.append(scope.param("bias", "bias", "bias", (n_out,), "bias"))
+    return out
+
+
+def _conv1d(scope: _Scope, n_in: int, n_out: int) -> list[ParamSpec]:
+    return [
+        scope.param("weight", "weight", "kernel", (n_in, n_out), "conv1d"),
+        scope.param("bias", "bias", "bias", (n_out,), "conv1d_bias"),
+    ]
+
+
+def _layer_norm(scope: _Scope, n: int) -> list[ParamSpec]:
+    return [
+        scope.param("weight", "gamma", "scale", (n,), "norm_weight"),
+        scope.param("bias", "beta", "bias", (n,), "norm_bias"),
+    ]
+
+
+def _embedding(scope: _Scope, rows: int, width: int, tf_leaf: str = "embeddings") -> list[ParamSpec]:
+    return [scope.param("weight", tf_leaf, "embedding", (rows, width), "embedding")]
+
+
+# ---------------------------------------------------------------------------
+# BERT, RoBERTa and BertGeneration share one body.
+
+
+def _bert_embeddings(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    h = cfg.hidden_size
+    emb = scope.child("embeddings")
+    # transformers' TF BERT names the word table "weight", the others "embeddings".
+    out = _embedding(emb.child("word_embeddings"), cfg.vocab_size, h, tf_leaf="weight")
+    out += _embedding(emb.child("position_embeddings"), cfg.max_position_embeddings, h)
+    if cfg.model_type != "bert-generation":
+        out += _embedding(emb.child("token_type_embeddings"), cfg.type_vocab_size, h)
+    out += _layer_norm(emb.child("LayerNorm"), h)
+    return out
+
+
+def _bert_attention(scope: _Scope, h: int) -> list[ParamSpec]:
+    out = []
+    for proj in ("query", "key", "value"):
+        out += _dense(scope.child("self").child(proj), h, h)
+    out += _dense(scope.child("output").child("dense"), h, h)
+    out += _layer_norm(scope.child("output").child("LayerNorm"), h)
+    return out
+
+
+def _bert_layers(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    h, inner = cfg.hidden_size, cfg.intermediate_size
+    out = []
+    for i in range(cfg.num_hidden_layers):
+        layer = scope.child("encoder").child(f"layer.{i}", f"layer_._{i}", f"layer/{i}")
+        out += _bert_attention(layer.child("attention"), h)
+        if cfg.add_cross_attention:
+            out += _bert_attention(layer.child("crossattention"), h)
+        out += _dense(layer.child("intermediate").child("dense"), h, inner)
+        out += _dense(layer.child("output").child("dense"), inner, h)
+        out += _layer_norm(layer.child("output").child("LayerNorm"), h)
+    return out
+
+
+def _has_pooler(cfg: ArchConfig) -> bool:
+    # Encoders keep transformers' pooler (it is in their checkpoints); decoders have none.
+    return cfg.model_type in ("bert", "roberta") and not cfg.is_decoder
+
+
+def _bert_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    out = _bert_embeddings(scope, cfg) + _bert_layers(scope, cfg)
+    if _has_pooler(cfg):
+        out += _dense(scope.child("pooler").child("dense"), cfg.hidden_size, cfg.hidden_size)
+    return out
+
+
+def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[ParamSpec], list[TiedSpec]]:
+    """The LM head of BertLMHeadModel / RobertaForCausalLM / BertGenerationDecoder."""
+    h, v = cfg.hidden_size, cfg.vocab_size
+    word = body.child("embeddings").child("word_embeddings")
+    if cfg.model_type == "bert":
+        head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
+        transform = head.child("transform")
+        params = _dense(transform.child("dense"), h, h) + _layer_norm(transform.child("LayerNorm"), h)
+        params.append(head.param("bias", "bias", "bias", (v,), "bias"))
+    elif cfg.model_type == "roberta":
+        head = scope.child("lm_head")
+        params = _dense(head.child("dense"), h, h) + _layer_norm(head.child("layer_norm"), h)
+        params.append(head.param("bias", "bias", "bias", (v,), "bias"))
+    else:  # bert-generation: the head is a single projection
+        head = scope.child("lm_head")
+        params = [head.param("bias", "bias", "bias", (v,), "bias")]
+    decoder = head.child("decoder")
+    tied = [TiedSpec(decoder.pt + ".bias", head.pt + ".bias", "the LM head's bias is the output bias")]
+    if cfg.tie_word_embeddings:
+        tied.append(TiedSpec(decoder.pt + ".weight", word.pt + ".weight", "the LM head is tied to the word embeddings"))
+    else:
+        params.insert(0, decoder.param("weight", "kernel", "kernel", (v, h), "dense"))
+    return params, tied
+
+
+def _gpt2_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    h, inner = cfg.n_embd, cfg.inner_size
+    out = _embedding(scope.child("wte"), cfg.vocab_size, h) + _embedding(scope.child("wpe"), cfg.n_positions, h)
+    for i in range(cfg.n_layer):
+        block = scope.child(f"h.{i}", f"h_._{i}", f"h/{i}")
+        out += _layer_norm(block.child("ln_1"), h)
+        out += _conv1d(block.child("attn").child("c_attn"), h, 3 * h)
+        out += _conv1d(block.child("attn").child("c_proj"), h, h)
+        out += _layer_norm(block.child("ln_2"), h)
+        if cfg.add_cross_attention:
+            out += _conv1d(block.child("crossattention").child("c_attn"), h, 2 * h)
+            out += _conv1d(block.child("crossattention").child("q_attn"), h, h)
+            out += _conv1d(block.child("crossattention").child("c_proj"), h, h)
+            out += _layer_norm(block.child("ln_cross_attn"), h)
+        out += _conv1d(block.child("mlp").child("c_fc"), h, inner)
+        out += _conv1d(block.child("mlp").child("c_proj"), inner, h)
+    out += _layer_norm(scope.child("ln_f"), h)
+    return out
+
+
+# The attribute each decoder class keeps its base model under (PyTorch, TF and Flax alike).
+BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "gpt2": "transformer"}
+
+
+def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
+    """A bare encoder (BertModel, RobertaModel, BertGenerationEncoder), as transformers names it.
+
+    Standalone, PyTorch and Flax names have no base prefix; TF names always have the
+    main layer (`bert/...`).
+    """
+    if cfg.model_type == "gpt2":
+        raise ConfigError("gpt2 cannot be the encoder; expected bert, roberta or bert-generation")
+    scope = scope or _Scope()
+    base = BASE_MODEL_PREFIX[cfg.model_type]
+    return ModelSpec(_bert_body(scope.child("", base, ""), cfg))
+
+
+def decoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
+    """A decoder with its LM head (BertLMHeadModel, RobertaForCausalLM, GPT2LMHeadModel,
+    BertGenerationDecoder), as transformers names it."""
+    scope = scope or _Scope()
+    base = BASE_MODEL_PREFIX[cfg.model_type]
+    body = scope.child(base)
+    if cfg.model_type == "gpt2":
+        params = _gpt2_body(body, cfg)
+        head = scope.child("lm_head")
+        if cfg.tie_word_embeddings:
+            tied = [TiedSpec(head.pt + ".weight", body.pt + ".wte.weight", "the LM head is tied to the word embeddings")]
+        else:
+            tied = []
+            params += [head.param("weight", "kernel", "kernel", (cfg.vocab_size, cfg.n_embd), "dense")]
+        return ModelSpec(params, tied)
+    head_params, tied = _bert_lm_head(scope, cfg, body)
+    return ModelSpec(_bert_body(body, cfg) + head_params, tied)
+
+
+def model_spec(config: EncoderDecoderConfig) -> ModelSpec:
+    """Every parameter of an EncoderDecoderModel, in transformers' order."""
+    enc_scope = _Scope("encoder", "encoder", "encoder")
+    dec_scope = _Scope("decoder", "decoder", "decoder")
+    encoder = encoder_spec(config.encoder, enc_scope)
+    decoder = decoder_spec(config.decoder, dec_scope)
+    params = list(encoder.params)
+    tied = list(decoder.tied)
+    if config.tie_encoder_decoder:
+        # The decoder's base model shares every tensor it has in common with the encoder.
+        base = BASE_MODEL_PREFIX[config.decoder.model_type]
+        enc_prefix, dec_prefix = "encoder.", f"decoder.{base}."
+        for p in decoder.params:
+            source = enc_prefix + p.name[len(dec_prefix):] if p.name.startswith(dec_prefix) else None
+            if source in encoder.by_name:
+                tied.append(TiedSpec(p.name, source, "tie_encoder_decoder: shared with the encoder"))
+            else:
+                params.append(p)
+    else:
+        params += decoder.params
+    if config.needs_projection:
+        params += _dense(_Scope().child("enc_to_dec_proj"), config.encoder.hidden_size, config.decoder.hidden_size)
+    # A tie to a tied name resolves to the stored tensor.
+    stored = {p.name for p in params}
+    by_name = {t.name: t for t in tied}
+    resolved = []
+    for t in tied:
+        source = t.source
+        while source not in stored and source in by_name:
+            source = by_name[source].source
+        resolved.append(dataclasses.replace(t, source=source))
+    return ModelSpec(params, resolved)
+
+
+def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role: str = "model") -> dict[str, np.ndarray]:
+    """A whole random model in numpy (float32), the same bit for bit in every framework.
+
+    Dense, Conv1D and embedding weights ~ N(0, initializer_range), biases and
+    LayerNorm offsets 0, LayerNorm scales 1, as transformers initialises them;
+    the padding row of word embeddings is zero. `role` picks the spec for a bare
+    architecture config: "encoder" or "decoder".
+    """
+    if isinstance(config, EncoderDecoderConfig):
+        spec = model_spec(config)
+        pad_ids = {"encoder.": config.encoder.pad_token_id, "decoder.": config.decoder.pad_token_id}
+        ranges = {"encoder.": config.encoder.initializer_range, "decoder.": config.decoder.initializer_range}
+    else:
+        spec = encoder_spec(config) if role == "encoder" else decoder_spec(config)
+        pad_ids = {"": config.pad_token_id}
+        ranges = {"": config.initializer_range}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p in spec:
+        prefix = next((k for k in ranges if p.name.startswith(k)), None)
+        std = ranges[prefix] if prefix is not None else max(ranges.values())
+        if p.kind in ("dense", "conv1d", "embedding"):
+            value = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
+            pad = pad_ids.get(prefix) if prefix is not None else None
+            if p.name.endswith("word_embeddings.weight") and pad is not None and 0 <= pad < p.shape[0]:
+                value[pad] = 0.0
+        elif p.kind == "norm_weight":
+            value = np.ones(p.shape, np.float32)
+        else:
+            value = np.zeros(p.shape, np.float32)
+        out[p.name] = value
+    return out
+
+
+def expand_tied(spec: ModelSpec, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The stored tensors plus every tied name pointing at its source (no copies)."""
+    full = dict(state)
+    for t in spec.tied:
+        full[t.name] = state[t.source]
+    return full
