@@ -288,6 +288,11 @@ class EncoderDecoderConfig:
             raise ConfigError(
                 f"model_type {self.decoder.model_type!r} cannot be the decoder; expected one of {DECODER_TYPES}"
             )
+        if not type(self.decoder).can_take_cross_attention:
+            raise ConfigError(
+                f"model_type {self.decoder.model_type!r} has no cross-attention, so it cannot attend to an "
+                f"encoder; expected a decoder type that can: {DECODER_TYPES}"
+            )
         if not (self.decoder.is_decoder and self.decoder.add_cross_attention):
             raise ConfigError(
                 f"the decoder config ({self.decoder.model_type}) has is_decoder={self.decoder.is_decoder}, "

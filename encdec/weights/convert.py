@@ -1,0 +1,529 @@
+"""Loading, saving and converting checkpoints through the parameter table of `names.py`.
+
+A checkpoint tensor is looked up by its native name in the spec (canonical name
+for safetensors and .bin, TF name for h5, Flax path for msgpack), checked for
+shape, and moved to or from the canonical (PyTorch) layout by its `ParamSpec`.
+The table is the only source of parameter names (the one edit is a format's
+own spelling: the `:0` of TF names and the dots of Flax keys in safetensors
+files), and a tensor that is not in it is either ignored for a stated reason
+or an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import (
+    CONFIG_NAME,
+    GENERATION_CONFIG_NAME,
+    ArchConfig,
+    EncoderDecoderConfig,
+    GenerationConfig,
+)
+from ..errors import CheckpointError, ConfigError
+from . import names
+from .formats import (
+    FORMATS,
+    LazyTensor,
+    Reader,
+    as_dtype,
+    c_contiguous,
+    is_floating,
+    is_weight_file,
+    open_checkpoint,
+    write_checkpoint,
+)
+from .io import atomic_directory, parse_size
+from .names import ModelSpec, ParamSpec
+
+# The naming and layout each format's native tensors use.
+LAYOUT = {"safetensors": "pt", "pt": "pt", "tf": "tf", "flax": "flax"}
+
+
+def _native(p: ParamSpec, layout: str) -> str:
+    return {"pt": p.name, "tf": p.tf_name, "flax": p.flax_path}[layout]
+
+
+def _to_canonical(p: ParamSpec, layout: str, array: np.ndarray) -> np.ndarray:
+    if layout == "tf":
+        return p.from_tf(array)
+    if layout == "flax":
+        return p.from_flax(array)
+    return array
+
+
+def _from_canonical(p: ParamSpec, layout: str, array: np.ndarray) -> np.ndarray:
+    if layout == "tf":
+        return p.to_tf(array)
+    if layout == "flax":
+        return p.to_flax(array)
+    return array
+
+
+def to_native(state: dict[str, np.ndarray], spec: ModelSpec, layout: str) -> dict[str, np.ndarray]:
+    """A canonical state in a framework's names and layouts ("pt", "tf" or "flax"), e.g. to fill a model."""
+    return {_native(p, layout): _from_canonical(p, layout, state[p.name]) for p in spec if p.name in state}
+
+
+def from_native(tensors: dict[str, np.ndarray], spec: ModelSpec, layout: str) -> dict[str, np.ndarray]:
+    """The canonical state of a framework's named tensors; a name or shape the spec does not know is an error."""
+    index = {_native(p, layout): p for p in spec}
+    out = {}
+    for name, value in tensors.items():
+        p = index.get(name)
+        if p is None:
+            raise CheckpointError(f"{name!r} is not a {layout} parameter name of this model")
+        if tuple(np.shape(value)) != p.shape_in(layout):
+            raise CheckpointError(
+                f"{name!r} has shape {list(np.shape(value))}, the config implies {list(p.shape_in(layout))}"
+            )
+        out[p.name] = _to_canonical(p, layout, np.asarray(value))
+    return out
+
+
+def _reader_layout(reader: Reader) -> str:
+    """The layout of the names in a reader; a safetensors file says which in its metadata."""
+    if reader.format == "safetensors":
+        return {"tf": "tf", "flax": "flax"}.get(reader.metadata.get("format", "pt"), "pt")
+    return LAYOUT[reader.format]
+
+
+def _lookup_name(native: str, reader: Reader) -> str:
+    """A reader's name as the table spells it in that layout.
+
+    TF-format safetensors keep the `:0` suffix, Flax-format ones join the path
+    with dots (flax's `flatten_dict(sep=".")`); the table uses neither.
+    """
+    if reader.format == "safetensors":
+        fmt = reader.metadata.get("format", "pt")
+        if fmt == "tf":
+            return re.sub(r":\d+$", "", native)
+        if fmt == "flax" and "/" not in native:
+            return native.replace(".", "/")
+    return native
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load did: the tensors used, ignored (with why) and missing."""
+
+    format: str
+    files: list[str]
+    used: list[str] = dataclasses.field(default_factory=list)
+    ignored: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        files = ", ".join(os.path.basename(f) for f in self.files)
+        lines = [f"loaded {len(self.used)} tensors from {files} ({self.format})"]
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)}:")
+            lines += [f"  {name}: {reason}" for name, reason in self.ignored]
+        if self.missing:
+            lines.append(f"newly initialised (not in the checkpoint) {len(self.missing)}:")
+            lines += [f"  {name}" for name in self.missing]
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class _Match:
+    """Where each parameter of a spec comes from in a reader, and what is left over."""
+
+    layout: str
+    sources: dict[str, str]  # canonical name -> reader name
+    ignored: list[tuple[str, str]]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # reader name, file shape, expected
+    not_float: list[tuple[str, np.dtype]]
+    duplicated: list[tuple[str, str, str]]  # canonical, first reader name, second
+    missing: list[str]
+    tied_copies: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # reader name, source, why
+
+    def problems(self) -> bool:
+        return bool(self.unexpected or self.mismatched or self.not_float or self.duplicated or self.missing)
+
+
+def _match(
+    reader: Reader,
+    spec: ModelSpec,
+    aliases: dict[str, ParamSpec] | None = None,
+    ignore: Callable[[str], str | None] | None = None,
+) -> _Match:
+    """Pair each reader tensor with a parameter of `spec` (or an alias), checking shapes and dtypes."""
+    layout = _reader_layout(reader)
+    index = {_native(p, layout): p for p in spec}
+    for alias, p in (aliases or {}).items():
+        index.setdefault(alias, p)
+    tied = {t.name: t for t in spec.tied} if layout == "pt" else {}
+    match = _Match(layout, {}, [], [], [], [], [], [])
+    for name in reader.names():
+        key = _lookup_name(name, reader)
+        info = reader.info(name)
+        p = index.get(key)
+        if p is None:
+            reason = None
+            if key in tied:
+                reason = f"tied to {tied[key].source}: {tied[key].reason}"
+                if tuple(info.shape) == spec.by_name[tied[key].source].shape:
+                    match.tied_copies.append((name, tied[key].source, tied[key].reason))
+            if reason is None:
+                reason = names.ignored_reason(key)
+            if reason is None and ignore is not None:
+                reason = ignore(key)
+            if reason is None:
+                match.unexpected.append(name)
+            else:
+                match.ignored.append((name, reason))
+            continue
+        expected = p.shape_in(layout)
+        if tuple(info.shape) != expected:
+            match.mismatched.append((name, tuple(info.shape), expected))
+            continue
+        if not is_floating(info.dtype):
+            match.not_float.append((name, info.dtype))
+            continue
+        if p.name in match.sources:
+            match.duplicated.append((p.name, match.sources[p.name], name))
+            continue
+        match.sources[p.name] = name
+    for name, source, _ in match.tied_copies:
+        # A checkpoint may keep only the tied name of a shared tensor (transformers drops one
+        # name of each shared pair from safetensors); it then holds the source's value.
+        if source not in match.sources:
+            match.sources[source] = name
+            match.ignored = [(n, r) for n, r in match.ignored if n != name]
+    match.missing = [p.name for p in spec if p.name not in match.sources]
+    return match
+
+
+def _check_tied_copies(reader: Reader, match: _Match) -> None:
+    """A tied name stored next to its source must hold the same values, or the config is wrong."""
+    for name, source, reason in match.tied_copies:
+        stored = match.sources.get(source)
+        if stored is None or stored == name:
+            continue
+        same_storage = getattr(reader, "same_view", None)
+        if same_storage is not None and same_storage(name, stored):
+            continue
+        a, b = reader.read(name), reader.read(stored)
+        if a.shape != b.shape or a.tobytes() != b.tobytes():
+            raise CheckpointError(
+                f"{_where(reader, name)}: tensor {name!r} should be the same tensor as {stored!r} "
+                f"({reason}, says the config) but holds different values; expected equal tensors, "
+                "or a config that does not tie them"
+            )
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _where(reader: Reader, name: str | None = None) -> str:
+    if name is not None and name in reader:
+        return reader.info(name).file
+    return reader.files[0] if len(reader.files) == 1 else os.path.dirname(reader.files[0])
+
+
+def _raise_problems(reader: Reader, match: _Match, spec: ModelSpec, allow_missing=None, check_missing=True) -> None:
+    """Raise a CheckpointError for the first kind of problem a match found, naming tensors and file."""
+    if match.mismatched:
+        lines = [
+            f"tensor {name!r} in {_where(reader, name)} has shape {list(got)}, the config implies {list(want)}"
+            for name, got, want in match.mismatched
+        ]
+        raise CheckpointError(
+            "the checkpoint does not fit the config (" + "; ".join(lines[:5])
+            + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "") + ")"
+        )
+    if match.not_float:
+        name, dtype = match.not_float[0]
+        raise CheckpointError(
+            f"tensor {name!r} in {_where(reader, name)} has dtype {dtype}; expected a floating-point parameter"
+        )
+    if match.duplicated:
+        canonical, first, second = match.duplicated[0]
+        raise CheckpointError(
+            f"{_where(reader)}: both {first!r} and {second!r} hold parameter {canonical!r}; expected one"
+        )
+    if match.unexpected:
+        example = _native(spec.params[0], match.layout) if spec.params else "?"
+        raise CheckpointError(
+            f"{_where(reader, match.unexpected[0])}: {len(match.unexpected)} tensor(s) match no parameter of the "
+            f"model: {_listing(match.unexpected)}; expected {match.layout} names like {example!r}"
+        )
+    if check_missing:
+        missing = [n for n in match.missing if not (allow_missing and allow_missing(n))]
+        if missing:
+            spec_by_name = spec.by_name
+            shown = [f"{n} ({_native(spec_by_name[n], match.layout)})" if match.layout != "pt" else n for n in missing]
+            raise CheckpointError(
+                f"{_where(reader)}: {len(missing)} parameter(s) of the model are not in the checkpoint: "
+                f"{_listing(shown)}"
+            )
+
+
+def _report(reader: Reader, match: _Match, allow_missing=None) -> LoadReport:
+    return LoadReport(
+        format=reader.format,
+        files=list(reader.files),
+        used=list(match.sources),
+        ignored=list(match.ignored),
+        missing=[n for n in match.missing if allow_missing and allow_missing(n)],
+    )
+
+
+def _read_canonical(reader: Reader, spec: ModelSpec, match: _Match, name: str) -> np.ndarray:
+    p = spec.by_name[name]
+    return _to_canonical(p, match.layout, reader.read(match.sources[name]))
+
+
+def check_state(reader: Reader, spec: ModelSpec) -> _Match:
+    """Match a reader against a spec without reading any tensor (for `encdec inspect`)."""
+    return _match(reader, spec)
+
+
+def load_state(
+    directory: str | os.PathLike,
+    spec: ModelSpec,
+    *,
+    fmt: str | None = None,
+    allow_missing: Callable[[str], bool] | None = None,
+) -> tuple[dict[str, np.ndarray], LoadReport]:
+    """Every stored parameter of `spec` from a checkpoint folder, canonical names and layouts.
+
+    Strict: every checkpoint tensor is used or ignored for a stated reason (tied
+    copies, buffers), shapes must match, and a parameter not in the checkpoint
+    is an error unless `allow_missing(name)` says it may be initialised instead
+    (then it is listed in the report). Tied names are not returned; expand them
+    with `names.expand_tied`.
+    """
+    with open_checkpoint(directory, fmt) as reader:
+        match = _match(reader, spec)
+        _raise_problems(reader, match, spec, allow_missing)
+        _check_tied_copies(reader, match)
+        state = {name: _read_canonical(reader, spec, match, name) for name in match.sources}
+        return state, _report(reader, match, allow_missing)
+
+
+# ---------------------------------------------------------------------------
+# A pretrained encoder or decoder on its own (BertModel, GPT2LMHeadModel, ...)
+
+# Heads of pretrained checkpoints that an encoder-decoder component has no place for.
+_ENCODER_FOREIGN = re.compile(
+    r"^(?:(?:bert|roberta)[./])?(?:cls|lm_head|mlm___cls|nsp___cls|qa_outputs|classifier)(?:[./]|$)"
+)
+_DECODER_FOREIGN = (
+    (re.compile(r"(?:^|[./])pooler[./]"), "the pooler: a decoder has none"),
+    (re.compile(r"(?:^|[./])(?:cls[./]seq_relationship|nsp___cls)[./]"), "the next-sentence head: a decoder has none"),
+)
+
+
+def _component_specs(cfg: ArchConfig, role: str) -> tuple[ModelSpec, list[ParamSpec]]:
+    """The spec of a component, and the same body parameters named with the base prefix toggled.
+
+    A component checkpoint may come from the bare model (`BertModel`: no prefix)
+    or from a model with a head (`BertLMHeadModel`, `BertForMaskedLM`: `bert.`),
+    whatever the role it is loaded for. The other naming is built by the same
+    table, under the other scope, so that no name is edited by hand.
+    """
+    base = names.BASE_MODEL_PREFIX[cfg.model_type]
+    if role == "encoder":
+        spec = names.encoder_spec(cfg)
+        other = names.encoder_spec(cfg, names._Scope(base, "", base))
+        return spec, other.params
+    if role != "decoder":
+        raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
+    spec = names.decoder_spec(cfg)
+    if cfg.model_type == "gpt2":
+        other = names._gpt2_body(names._Scope("", base, ""), cfg)
+    else:
+        other = names.encoder_spec(cfg).params  # the body alone: a decoder config has no pooler
+    return spec, other
+
+
+def load_component(
+    directory: str | os.PathLike, arch_config: ArchConfig, role: str, *, fmt: str | None = None
+) -> tuple[dict[str, np.ndarray], LoadReport]:
+    """A pretrained encoder or decoder, for `from_encoder_decoder_pretrained`.
+
+    Names are those of `names.encoder_spec(arch_config)` / `names.decoder_spec(arch_config)`
+    (no `encoder.`/`decoder.` prefix). Checkpoints with or without the base
+    prefix (`bert.`, `roberta.`, `transformer.`) load either way; an LM head
+    loaded as encoder and a pooler loaded as decoder are ignored with a reason;
+    parameters the checkpoint lacks (cross-attention, a head) are returned in
+    `report.missing` for the caller to initialise, not raised.
+    """
+    spec = _component_specs(arch_config, role)[0]
+    with open_checkpoint(directory, fmt) as reader:
+        match = check_component(reader, arch_config, role)
+        _raise_problems(reader, match, spec, check_missing=False)
+        _check_tied_copies(reader, match)
+        state = {name: _read_canonical(reader, spec, match, name) for name in match.sources}
+        report = _report(reader, match)
+        report.missing = list(match.missing)
+        return state, report
+
+
+def check_component(reader: Reader, arch_config: ArchConfig, role: str) -> _Match:
+    """Match a single encoder/decoder checkpoint against a component spec, reading no tensor."""
+    spec, other = _component_specs(arch_config, role)
+    layout = _reader_layout(reader)
+    aliases: dict[str, ParamSpec] = {}
+    for alt in other:
+        # TF names always carry the main layer, so they pair the two namings.
+        primary = spec.by_tf.get(alt.tf_name)
+        if primary is None or primary.shape != alt.shape:
+            raise AssertionError(f"no parameter of the {role} spec pairs with {alt.name}")
+        aliases[_native(alt, layout)] = primary
+
+    def ignore(name: str) -> str | None:
+        if role == "encoder" and _ENCODER_FOREIGN.search(name):
+            return "a task head of the pretrained checkpoint: an encoder has none"
+        if role == "decoder":
+            for pattern, reason in _DECODER_FOREIGN:
+                if pattern.search(name):
+                    return reason
+        return None
+
+    return _match(reader, spec, aliases, ignore)
+
+
+# ---------------------------------------------------------------------------
+# Saving and converting
+
+
+def _cast(dtype: np.dtype | None, value_dtype: np.dtype) -> np.dtype:
+    return dtype if dtype is not None and is_floating(value_dtype) else value_dtype
+
+
+def _native_tensors(
+    state: dict[str, Any], spec: ModelSpec, fmt: str, dtype: np.dtype | None
+) -> dict[str, Any]:
+    """The tensors of `fmt`'s file: native names and layouts, each loaded (and cast) only when written."""
+    layout = LAYOUT[fmt]
+    out: dict[str, Any] = {}
+    by_source: dict[str, Any] = {}
+    for p in spec:
+        if p.name not in state:
+            raise CheckpointError(f"cannot save: parameter {p.name!r} is not in the state to save")
+        value = state[p.name]
+        shape = tuple(value.shape)
+        if shape != p.shape:
+            raise CheckpointError(
+                f"cannot save: parameter {p.name!r} has shape {list(shape)}, the config implies {list(p.shape)}"
+            )
+        target = _cast(dtype, value.dtype)
+
+        def load(p=p, value=value, target=target) -> np.ndarray:
+            array = value.load() if isinstance(value, LazyTensor) else np.asarray(value)
+            return c_contiguous(_from_canonical(p, layout, array.astype(target, copy=False)))
+
+        lazy = LazyTensor(p.shape_in(layout), target, load)
+        out[_native(p, layout)] = lazy
+        by_source[p.name] = lazy
+    if fmt == "pt":
+        # transformers' .bin holds the whole state dict: tied names share their source's storage.
+        for t in spec.tied:
+            out[t.name] = by_source[t.source]
+    return out
+
+
+def save_state(
+    state: dict[str, Any],
+    spec: ModelSpec,
+    directory: str | os.PathLike,
+    fmt: str,
+    *,
+    shard_size: int | str | None = None,
+    dtype: str | np.dtype | None = None,
+) -> list[str]:
+    """Write the weights of `state` (canonical names; arrays or LazyTensors) in `fmt` into `directory`.
+
+    As transformers writes them: tied tensors stored once (safetensors, h5,
+    msgpack) or sharing one storage (.bin), TF and Flax names and layouts from
+    the spec, safetensors metadata `{"format": "pt"}`. Returns the file names.
+    """
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    os.makedirs(directory, exist_ok=True)
+    target = as_dtype(dtype) if dtype is not None else None
+    if target is not None and not is_floating(target):
+        raise ConfigError(f"dtype {dtype!r} is not a floating-point type; expected float32, float16 or bfloat16")
+    size = parse_size(shard_size) if shard_size is not None else None
+    return write_checkpoint(directory, fmt, _native_tensors(state, spec, fmt, target), size)
+
+
+@dataclasses.dataclass
+class ConvertReport:
+    source: LoadReport
+    format: str
+    directory: str
+    files: list[str]
+
+    def summary(self) -> str:
+        return self.source.summary() + f"\nwrote {', '.join(self.files)} ({self.format}) to {self.directory}"
+
+
+def convert_checkpoint(
+    src_dir: str | os.PathLike,
+    dst_dir: str | os.PathLike,
+    to: str,
+    *,
+    shard_size: int | str | None = None,
+    dtype: str | np.dtype | None = None,
+    progress: bool = True,
+    src_fmt: str | None = None,
+) -> ConvertReport:
+    """Convert an encoder-decoder checkpoint folder to format `to`, tensor by tensor.
+
+    Reads config.json and generation_config.json, checks every tensor against
+    the config before writing anything, then streams the tensors one at a time
+    into `dst_dir` (written to a temporary sibling and swapped in). Files already
+    in `dst_dir` are kept, except weight files of the target format.
+    """
+    from tqdm import tqdm
+
+    if to not in FORMATS:
+        raise CheckpointError(f"unknown target format {to!r}; expected one of {FORMATS}")
+    src_dir, dst_dir = os.fspath(src_dir), os.fspath(dst_dir)
+    config = EncoderDecoderConfig.from_pretrained(src_dir)
+    if os.path.isfile(os.path.join(src_dir, GENERATION_CONFIG_NAME)):
+        generation = GenerationConfig.from_pretrained(src_dir)
+    else:
+        generation = GenerationConfig.from_model_config(config)
+    spec = names.model_spec(config)
+    target = as_dtype(dtype) if dtype is not None else None
+    size = parse_size(shard_size) if shard_size is not None else None
+
+    with open_checkpoint(src_dir, src_fmt) as reader:
+        match = _match(reader, spec)
+        _raise_problems(reader, match, spec)
+        _check_tied_copies(reader, match)
+        total = sum(int(np.prod(spec.by_name[n].shape)) * reader.info(s).dtype.itemsize for n, s in match.sources.items())
+        bar = tqdm(
+            total=total, unit="B", unit_scale=True, disable=not progress, desc=f"{reader.format} -> {to}", leave=False
+        )
+        state = {}
+        for name, source in match.sources.items():
+            info = reader.info(source)
+
+            def load(name=name) -> np.ndarray:
+                array = _read_canonical(reader, spec, match, name)
+                bar.update(array.nbytes)
+                return array
+
+            state[name] = LazyTensor(spec.by_name[name].shape, info.dtype, load)
+        try:
+            with atomic_directory(dst_dir, keep=lambda f: not is_weight_file(f, to)) as tmp:
+                files = save_state(state, spec, tmp, to, shard_size=size, dtype=target)
+                config.save_pretrained(tmp)
+                generation.save_pretrained(tmp)
+        finally:
+            bar.close()
+        return ConvertReport(_report(reader, match), to, dst_dir, files + [CONFIG_NAME, GENERATION_CONFIG_NAME])
