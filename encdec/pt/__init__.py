@@ -1,0 +1,23 @@
+"""The PyTorch port: `EncoderDecoderModel` and the architecture classes, named as in transformers.
+
+Imports only torch and encdec's core.
+"""
+
+from .bert import BertLMHeadModel, BertModel
+from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
+from .encoder_decoder import EncoderDecoderModel, shift_tokens_right
+from .gpt2 import GPT2LMHeadModel, GPT2Model
+from .roberta import RobertaForCausalLM, RobertaModel
+
+__all__ = [
+    "BertGenerationDecoder",
+    "BertGenerationEncoder",
+    "BertLMHeadModel",
+    "BertModel",
+    "EncoderDecoderModel",
+    "GPT2LMHeadModel",
+    "GPT2Model",
+    "RobertaForCausalLM",
+    "RobertaModel",
+    "shift_tokens_right",
+]

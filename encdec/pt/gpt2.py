@@ -1,0 +1,342 @@
+"""GPT-2 as a cross-attending decoder: pre-LayerNorm blocks, Conv1D projections, gelu_new.
+
+Conv1D keeps its weight `[in, out]` (y = x @ W + b), as transformers stores it.
+Cross-attention has its own `q_attn` and a `c_attn` that makes keys and values
+(`[H, 2H]`) from the encoder's states, and a LayerNorm `ln_cross_attn` in front.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .bert import _causal_lm_loss
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    CausalLMOutput,
+    _attend,
+    _fold_beams_attend,
+    _KVCache,
+    _padding_bias,
+    causal_bias,
+    check_input_ids,
+)
+
+
+class _Conv1D(nn.Module):
+    """A dense layer with the weight stored `[in, out]`."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x):
+        # [..., in] -> [N, in] @ [in, out] + [out] -> [..., out]
+        out = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
+        super().__init__()
+        h = config.n_embd
+        self.embed_dim = h
+        self.num_heads = config.n_head
+        self.head_dim = h // self.num_heads
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= float(layer_idx + 1)
+        self.is_cross_attention = is_cross_attention
+        if is_cross_attention:
+            self.c_attn = _Conv1D(h, 2 * h)
+            self.q_attn = _Conv1D(h, h)
+        else:
+            self.c_attn = _Conv1D(h, 3 * h)
+        self.c_proj = _Conv1D(h, h)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.layer_idx = layer_idx
+
+    def _heads(self, x):
+        # [B, T, H*D] -> [B, H, T, D]
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states,
+        attention_bias=None,
+        is_causal: bool = False,
+        key_value_states=None,
+        cache: Optional[_KVCache] = None,
+        output_attentions: bool = False,
+    ):
+        b, t, _ = hidden_states.shape
+        if self.is_cross_attention:
+            query = self._heads(self.q_attn(hidden_states))
+            if cache is not None and cache.cross_keys[self.layer_idx] is not None:
+                key, value = cache.cross_keys[self.layer_idx], cache.cross_values[self.layer_idx]
+            else:
+                key, value = self.c_attn(key_value_states).split(self.embed_dim, dim=2)
+                key, value = self._heads(key), self._heads(value)
+                if cache is not None:
+                    cache.cross_keys[self.layer_idx], cache.cross_values[self.layer_idx] = key, value
+        else:
+            query, key, value = self.c_attn(hidden_states).split(self.embed_dim, dim=2)
+            query, key, value = self._heads(query), self._heads(key), self._heads(value)
+            if cache is not None:
+                key, value = cache.update(self.layer_idx, key, value)
+        dropout_p = self.attn_pdrop if self.training else 0.0
+        if key.shape[0] != b:
+            out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
+        else:
+            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions)
+        out = out.transpose(1, 2).reshape(b, t, -1)  # [B, T, H*D]
+        return self.resid_dropout(self.c_proj(out)), probs
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.c_fc = _Conv1D(config.n_embd, config.inner_size)
+        self.c_proj = _Conv1D(config.inner_size, config.n_embd)
+        self.act = ACT2FN[config.activation_function]
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states):
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))
+
+
+class GPT2Block(nn.Module):
+    """Pre-LayerNorm: x + attn(ln_1(x)), + crossattention(ln_cross_attn(x)), + mlp(ln_2(x))."""
+
+    def __init__(self, config, layer_idx: int = 0) -> None:
+        super().__init__()
+        h, eps = config.n_embd, config.layer_norm_epsilon
+        self.ln_1 = nn.LayerNorm(h, eps=eps)
+        self.attn = GPT2Attention(config, layer_idx=layer_idx)
+        self.ln_2 = nn.LayerNorm(h, eps=eps)
+        if config.add_cross_attention:
+            self.crossattention = GPT2Attention(config, is_cross_attention=True, layer_idx=layer_idx)
+            self.ln_cross_attn = nn.LayerNorm(h, eps=eps)
+        self.mlp = GPT2MLP(config)
+
+    def forward(
+        self,
+        hidden_states,
+        attention_bias=None,
+        is_causal: bool = False,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        cache=None,
+        output_attentions: bool = False,
+    ):
+        attn, self_probs = self.attn(self.ln_1(hidden_states), attention_bias, is_causal, None, cache, output_attentions)
+        hidden_states = attn + hidden_states
+        cross_probs = None
+        if encoder_hidden_states is not None:
+            if not hasattr(self, "crossattention"):
+                raise InputError("encoder_hidden_states were given to a GPT-2 block without cross-attention; "
+                                 "expected a decoder config with add_cross_attention=True")
+            cross, cross_probs = self.crossattention(
+                self.ln_cross_attn(hidden_states), encoder_bias, False, encoder_hidden_states, cache, output_attentions
+            )
+            hidden_states = hidden_states + cross
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return hidden_states, self_probs, cross_probs
+
+
+class GPT2Model(nn.Module):
+    """GPT-2 body: token + position embeddings, causal blocks, final LayerNorm."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList([GPT2Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):
+        cfg = self.config
+        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
+        batch, length = input_ids.shape
+        if position_ids is None:
+            if past_length + length > cfg.n_positions:
+                raise InputError(
+                    f"input_ids has length {length} after {past_length} cached tokens; the position table of gpt2 "
+                    f"covers {cfg.n_positions} tokens, expected at most {cfg.n_positions} in all"
+                )
+        else:
+            if tuple(position_ids.shape) not in ((batch, length), (1, length)):
+                raise InputError(
+                    f"position_ids has shape {tuple(position_ids.shape)}; expected {(batch, length)} like input_ids"
+                )
+            check_input_ids(position_ids, cfg.n_positions, name="position_ids")
+        if token_type_ids is not None:
+            if tuple(token_type_ids.shape) != (batch, length):
+                raise InputError(
+                    f"token_type_ids has shape {tuple(token_type_ids.shape)}; expected {(batch, length)} like input_ids"
+                )
+            # GPT-2 embeds token types with its word table.
+            check_input_ids(token_type_ids, cfg.vocab_size, name="token_type_ids")
+        if attention_mask is not None and tuple(attention_mask.shape) != (batch, past_length + length):
+            raise InputError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; expected {(batch, past_length + length)} "
+                "(batch, cached + new tokens)"
+            )
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values: Optional[_KVCache] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ):
+        cfg = self.config
+        use_cache = cfg.use_cache if use_cache is None else use_cache
+        cache = past_key_values
+        if use_cache and cache is None:
+            cache = _KVCache(cfg.n_layer)
+        past_length = cache.length if cache is not None else 0
+        if cache is None or not cache.static:
+            # A static cache is `generate`'s: it checked the lengths, and feeds back the model's own tokens.
+            self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        length = input_ids.shape[1]
+
+        if position_ids is None:
+            positions = self.wpe.weight[past_length : past_length + length]  # [T, H]
+        else:
+            positions = self.wpe(position_ids)
+        hidden = self.wte(input_ids) + positions
+        if token_type_ids is not None:
+            hidden = hidden + self.wte(token_type_ids)
+        hidden = self.drop(hidden)
+
+        dtype = hidden.dtype
+        is_causal, bias = False, None
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: the plain causal pattern
+        if attention_mask is None and past_length == 0 and length > 1:
+            is_causal = True
+        elif attention_mask is not None or length > 1:
+            bias = causal_bias(length, past_length + length, past_length, attention_mask, dtype, hidden.device)
+        encoder_bias = None
+        if encoder_attention_mask is not None:
+            encoder_bias = (
+                encoder_attention_mask if encoder_attention_mask.dim() == 4 else _padding_bias(encoder_attention_mask, dtype)
+            )
+
+        all_hidden = () if output_hidden_states else None
+        all_self = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
+        for block in self.h:
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, self_probs, cross_probs = block(
+                hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache, output_attentions
+            )
+            if output_attentions:
+                all_self += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        hidden = self.ln_f(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
+        if cache is not None:
+            cache.advance(length)
+        out = BaseModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=cache if use_cache else None,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class GPT2LMHeadModel(nn.Module):
+    """GPT-2 with its LM head (no bias), tied to the token embeddings."""
+
+    base_model_prefix = "transformer"
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    @property
+    def base_model(self) -> GPT2Model:
+        return self.transformer
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def compute_logits(self, hidden_states):
+        return self.lm_head(hidden_states)
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache: Optional[bool] = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        labels=None,
+        logits_to_keep: int = 0,
+        return_dict: bool = True,
+    ):
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
+        logits = self.compute_logits(hidden)
+        loss = _causal_lm_loss(logits, labels) if labels is not None else None
+        result = CausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cross_attentions=out.cross_attentions,
+        )
+        return result if return_dict else result.to_tuple()

@@ -1,0 +1,63 @@
+"""Generation internals: the decode-step weight layouts change nothing and follow parameter changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import encdec.pt.generation as generation
+from pt_helpers import joined_config, one_torch_thread, our_model, random_batch, random_state  # noqa: F401
+
+
+def _plain(monkeypatch):
+    monkeypatch.setattr(generation._StepWeights, "__init__", lambda self, model, rows: setattr(self, "patched", []))
+
+
+@pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen"])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_step_weights_give_the_same_generation(pair, num_beams, monkeypatch):
+    config = joined_config(pair, 5)
+    model = our_model(config, random_state(config, 5))
+    b = random_batch(config, np.random.default_rng(5), 3, 7, 4, "ragged")
+    kwargs = dict(attention_mask=b["attention_mask"], max_length=9, num_beams=num_beams, output_scores=True,
+                  return_dict_in_generate=True)
+    fast = model.generate(b["input_ids"], **kwargs)
+    assert generation._STEP_WEIGHTS.get(model), "the CPU float32 path prepares the step weights"
+    with monkeypatch.context() as m:
+        _plain(m)
+        plain = model.generate(b["input_ids"], **kwargs)
+    assert torch.equal(fast.sequences, plain.sequences)
+    for a, e in zip(fast.scores, plain.scores):
+        finite = torch.isfinite(e)
+        assert torch.equal(finite, torch.isfinite(a))
+        torch.testing.assert_close(a[finite], e[finite], rtol=0, atol=1e-5)
+    # the patched layers are restored: a plain forward is unaffected
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_step_weights_follow_parameter_changes():
+    config = joined_config("bert2bert", 6)
+    state = random_state(config, 6)
+    model = our_model(config, state)
+    b = random_batch(config, np.random.default_rng(6), 2, 7, 4, "none")
+    first = model.generate(b["input_ids"], max_length=10)
+    changed = random_state(config, 7)
+    model._load_numpy_state(changed)  # in-place copies: same tensors, new versions
+    expected = our_model(config, changed).generate(b["input_ids"], max_length=10)
+    assert torch.equal(model.generate(b["input_ids"], max_length=10), expected)
+    assert not torch.equal(first, expected)
+    generation._release_step_weights(model)
+    assert model not in generation._STEP_WEIGHTS
+    assert torch.equal(model.generate(b["input_ids"], max_length=10), expected)
+
+
+def test_generated_ids_are_ordinary_tensors():
+    config = joined_config("bert2bert", 0)
+    model = our_model(config, random_state(config, 0))
+    b = random_batch(config, np.random.default_rng(0), 2, 7, 4, "none")
+    ids = model.generate(b["input_ids"], max_length=6, num_beams=2)
+    assert not ids.is_inference()
+    labels = ids[:, 1:].clone()
+    ids[ids == config.pad_token_id] = -100  # in-place edits work, as on transformers' output
+    assert model(input_ids=b["input_ids"], labels=labels).loss.requires_grad

@@ -1,0 +1,241 @@
+"""encdec's EncoderDecoderModel against transformers 5's, over many small random configurations.
+
+Both models are built from the same config dict and hold the same weights
+(`init_weights`, biases and LayerNorms perturbed); every comparison is against
+transformers run in the test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pt_helpers import (  # noqa: F401
+    PAD,
+    PAIRS,
+    START,
+    hf_model,
+    joined_config,
+    one_torch_thread,
+    our_model,
+    random_batch,
+    random_state,
+)
+
+# transformers' own notices about its API (not about what is compared here)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:Using the model-agnostic default `max_length`:UserWarning"),
+]
+
+# (pair, variant): every architecture pair plain, plus the projection and tied variants.
+VARIANTS = [(pair, "plain") for pair in PAIRS] + [
+    ("bert2bert", "proj"),
+    ("bert2gpt2", "proj"),
+    ("roberta2roberta", "proj"),
+    ("bert2bert", "tie"),
+    ("roberta2roberta", "tie"),
+    ("bertgen2bertgen", "tie"),
+]
+SEEDS = (0, 1)
+IDS = [f"{pair}-{variant}" for pair, variant in VARIANTS]
+
+_built: dict = {}
+
+
+def build(pair: str, variant: str, seed: int, **config_kwargs):
+    key = (pair, variant, seed, tuple(sorted(config_kwargs.items())))
+    if key not in _built:
+        config = joined_config(pair, seed, proj=variant == "proj", tie=variant == "tie", **config_kwargs)
+        state = random_state(config, seed)
+        _built[key] = (config, hf_model(config, state), our_model(config, state))
+    return _built[key]
+
+
+def close(a, b, atol=1e-5):
+    np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("pair,variant", VARIANTS, ids=IDS)
+def test_forward_logits_hidden_states_and_loss(pair, variant, seed):
+    config, hf, ours = build(pair, variant, seed)
+    rng = np.random.default_rng(seed)
+    for batch, padding in ((1, "none"), (3, "none"), (3, "right"), (4, "ragged")):
+        b = random_batch(config, rng, batch, 9, 6, padding)
+        with torch.no_grad():
+            kwargs = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            expected = hf(**kwargs, decoder_input_ids=b["decoder_input_ids"], output_hidden_states=True)
+            got = ours(**kwargs, decoder_input_ids=b["decoder_input_ids"], output_hidden_states=True)
+            close(got.logits, expected.logits)
+            close(got.encoder_last_hidden_state, expected.encoder_last_hidden_state)
+            assert len(got.decoder_hidden_states) == len(expected.decoder_hidden_states)
+            for mine, theirs in zip(got.decoder_hidden_states, expected.decoder_hidden_states):
+                close(mine, theirs)
+            for mine, theirs in zip(got.encoder_hidden_states, expected.encoder_hidden_states):
+                close(mine, theirs)
+            expected = hf(**kwargs, labels=b["labels"])
+            got = ours(**kwargs, labels=b["labels"])
+        assert abs(got.loss.item() - expected.loss.item()) <= 1e-6 * abs(expected.loss.item())
+        close(got.logits, expected.logits)
+
+
+@pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2", "roberta2roberta"])
+def test_decoder_masks_with_leading_pads(pair):
+    """decoder_start_token_id == pad_token_id: the labels' decoder mask masks the first position entirely."""
+    config, hf, ours = build(pair, "plain", 2, decoder_start_token_id=PAD)
+    b = random_batch(config, np.random.default_rng(2), 3, 8, 6, "ragged")
+    left_padded = b["decoder_input_ids"].clone()
+    mask = torch.ones_like(left_padded)
+    mask[1, :2] = 0
+    mask[2, :1] = 0
+    left_padded[mask == 0] = PAD
+    with torch.no_grad():
+        kwargs = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        expected, got = hf(**kwargs, labels=b["labels"]), ours(**kwargs, labels=b["labels"])
+        assert abs(got.loss.item() - expected.loss.item()) <= 1e-6 * abs(expected.loss.item())
+        close(got.logits, expected.logits)
+        kwargs.update(decoder_input_ids=left_padded, decoder_attention_mask=mask)
+        close(ours(**kwargs).logits, hf(**kwargs).logits)
+
+
+@pytest.mark.parametrize("pair,variant", VARIANTS, ids=IDS)
+def test_incremental_decoding_with_past_key_values(pair, variant):
+    config, hf, ours = build(pair, variant, 0)
+    b = random_batch(config, np.random.default_rng(3), 3, 9, 7, "ragged")
+    enc_kwargs = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    dec = b["decoder_input_ids"]
+    with torch.no_grad():
+        full = ours(**enc_kwargs, decoder_input_ids=dec, use_cache=False)
+        assert full.past_key_values is None
+        # a prefix of 3 tokens, then chunks of 2 and 1 tokens on top of the cache
+        mine = ours(**enc_kwargs, decoder_input_ids=dec[:, :3], use_cache=True)
+        theirs = hf(**enc_kwargs, decoder_input_ids=dec[:, :3], use_cache=True)
+        close(mine.logits, full.logits[:, :3])
+        close(mine.logits, theirs.logits)
+        encoder_outputs = (mine.encoder_last_hidden_state,)
+        start = 3
+        for width in (2, 1, 1):
+            chunk = dec[:, start : start + width]
+            mine = ours(encoder_outputs=encoder_outputs, attention_mask=b["attention_mask"], decoder_input_ids=chunk,
+                        past_key_values=mine.past_key_values, use_cache=True)
+            theirs = hf(encoder_outputs=encoder_outputs, attention_mask=b["attention_mask"], decoder_input_ids=chunk,
+                        past_key_values=theirs.past_key_values, use_cache=True)
+            close(mine.logits, full.logits[:, start : start + width])
+            close(mine.logits, theirs.logits)
+            start += width
+        assert mine.past_key_values.get_seq_length() == start
+
+
+# Generation settings; `eos` is replaced by a token the model actually generates, so that
+# some rows and beams finish early and others do not.
+SETTINGS = {
+    "greedy": dict(max_length=10),
+    "greedy_default_length": dict(),
+    "greedy_new_tokens": dict(max_new_tokens=6, min_new_tokens=3),
+    "greedy_min_length_repetition": dict(max_length=9, min_length=6, repetition_penalty=1.4),
+    "greedy_ngram_bad_words": dict(max_length=12, no_repeat_ngram_size=2, bad_words_ids=[[5], [7, 8], [9, 10, 11]]),
+    "greedy_forced_eos": dict(max_length=7, forced_eos_token_id="eos"),
+    "beam2_early": dict(max_length=10, num_beams=2, early_stopping=True),
+    "beam3": dict(max_length=10, num_beams=3),
+    "beam4_never_ret3": dict(max_length=11, num_beams=4, num_return_sequences=3, length_penalty=0.5,
+                             early_stopping="never"),
+    "beam5_lp2_ret2": dict(max_length=9, num_beams=5, num_return_sequences=2, length_penalty=2.0),
+    "beam3_negative_lp_never": dict(max_length=10, num_beams=3, length_penalty=-1.0, early_stopping="never"),
+    "beam3_ngram_repetition": dict(max_length=10, num_beams=3, no_repeat_ngram_size=2, repetition_penalty=1.3),
+    "beam2_min_length": dict(max_length=9, num_beams=2, min_length=6),
+    "beam4_forced_bos_eos": dict(max_length=8, num_beams=4, forced_bos_token_id=9, forced_eos_token_id="eos"),
+    "beam3_no_eos": dict(max_length=8, num_beams=3, eos_token_id=None),
+    # transformers fills beam outputs with `pad or eos`: a pad id of 0 is taken as unset
+    "beam3_ret3_pad0": dict(max_length=10, num_beams=3, num_return_sequences=3, pad_token_id=0),
+    "greedy_pad0": dict(max_length=10, pad_token_id=0),
+}
+
+
+def _generated_eos(ours, b) -> int:
+    """A token the model generates at step 3 of the first row: a natural eos for the comparison."""
+    ids = ours.generate(b["input_ids"], attention_mask=b["attention_mask"], max_length=6, eos_token_id=None)
+    token = int(ids[0, 3])
+    return token if token not in (PAD, START) else 3
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("pair,variant", VARIANTS, ids=IDS)
+def test_generation_gives_the_same_ids(pair, variant, seed, setting):
+    config, hf, ours = build(pair, variant, seed)
+    b = random_batch(config, np.random.default_rng(seed + 10), 3, 8, 4, "ragged")
+    eos = _generated_eos(ours, b)
+    kwargs = {"eos_token_id": eos}
+    kwargs.update({k: (eos if v == "eos" else v) for k, v in SETTINGS[setting].items()})
+    expected = hf.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+    got = ours.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+    assert got.shape == expected.shape, (got, expected)
+    assert torch.equal(got, expected), (got, expected)
+
+
+@pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2", "roberta2roberta"])
+def test_generation_scores_match(pair):
+    config, hf, ours = build(pair, "plain", 0)
+    b = random_batch(config, np.random.default_rng(4), 2, 8, 4, "right")
+    eos = _generated_eos(ours, b)
+    for kwargs in (dict(max_length=8), dict(max_length=8, num_beams=3, num_return_sequences=2)):
+        kwargs.update(eos_token_id=eos, output_scores=True, return_dict_in_generate=True, repetition_penalty=1.2)
+        expected = hf.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+        got = ours.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+        assert torch.equal(got.sequences, expected.sequences)
+        assert len(got.scores) == len(expected.scores)
+        for mine, theirs in zip(got.scores, expected.scores):
+            finite = torch.isfinite(theirs)
+            assert torch.equal(finite, torch.isfinite(mine))
+            close(mine[finite], theirs[finite])
+        if "num_beams" in kwargs:
+            close(got.sequences_scores, expected.sequences_scores)
+            assert torch.equal(got.beam_indices, expected.beam_indices.to(got.beam_indices.dtype))
+
+
+@pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2"])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_sampling_draws_as_transformers_does(pair, num_beams):
+    """With the same global torch seed, sampling consumes the generator exactly as transformers does."""
+    config, hf, ours = build(pair, "plain", 1)
+    b = random_batch(config, np.random.default_rng(5), 3, 8, 4, "ragged")
+    kwargs = dict(max_length=9, do_sample=True, top_k=12, top_p=0.9, temperature=0.7, num_beams=num_beams,
+                  eos_token_id=_generated_eos(ours, b))
+    torch.manual_seed(1234)
+    expected = hf.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+    torch.manual_seed(1234)
+    got = ours.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+    assert torch.equal(got, expected)
+
+
+def test_sampling_with_a_seed_is_reproducible():
+    config, hf, ours = build("bert2bert", "plain", 0)
+    b = random_batch(config, np.random.default_rng(6), 2, 8, 4, "none")
+    kwargs = dict(max_length=12, do_sample=True, num_return_sequences=3, top_k=0, temperature=1.5)
+    first = ours.generate(b["input_ids"], seed=7, **kwargs)
+    assert torch.equal(first, ours.generate(b["input_ids"], seed=7, **kwargs))
+    assert torch.equal(first, ours.generate(b["input_ids"], generator=torch.Generator().manual_seed(7), **kwargs))
+    assert first.shape[0] == 6
+    assert not torch.equal(first, ours.generate(b["input_ids"], seed=8, **kwargs))
+
+
+def test_attention_weights_match_eager_attention():
+    config, _, ours = build("bert2gpt2", "plain", 0)
+    hf = hf_model(config, ours._numpy_state())
+    hf.config.encoder._attn_implementation = "eager"
+    hf.config.decoder._attn_implementation = "eager"
+    hf.encoder.config._attn_implementation = "eager"
+    hf.decoder.config._attn_implementation = "eager"
+    b = random_batch(config, np.random.default_rng(7), 2, 7, 5, "right")
+    kwargs = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], decoder_input_ids=b["decoder_input_ids"],
+                  output_attentions=True)
+    with torch.no_grad():
+        expected, got = hf(**kwargs), ours(**kwargs)
+    for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
+        theirs, mine = getattr(expected, name), getattr(got, name)
+        assert theirs is not None and len(mine) == len(theirs), name
+        for a, e in zip(mine, theirs):
+            close(a, e)
+    close(got.logits, expected.logits)
