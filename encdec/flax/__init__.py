@@ -1,0 +1,24 @@
+"""The JAX / Flax port: Linen modules and `FlaxEncoderDecoderModel`. Imports only JAX, Flax and optax."""
+
+from .bert import FlaxBertLMHeadModel, FlaxBertModel
+from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
+from .encoder_decoder import FlaxEncoderDecoderModel, shift_tokens_right
+from .gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
+from .roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
+from .training import loss_fn, make_train_step, train_step
+
+__all__ = [
+    "FlaxBertGenerationDecoder",
+    "FlaxBertGenerationEncoder",
+    "FlaxBertLMHeadModel",
+    "FlaxBertModel",
+    "FlaxEncoderDecoderModel",
+    "FlaxGPT2LMHeadModel",
+    "FlaxGPT2Model",
+    "FlaxRobertaForCausalLM",
+    "FlaxRobertaModel",
+    "loss_fn",
+    "make_train_step",
+    "shift_tokens_right",
+    "train_step",
+]

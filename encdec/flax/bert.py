@@ -1,0 +1,589 @@
+"""BERT as Linen modules: the encoder (`FlaxBertModel`) and the decoder with cross-attention
+and LM head (`FlaxBertLMHeadModel`). RoBERTa and BertGeneration reuse this body.
+
+Parameter paths are the Flax names of `encdec.weights.names` (transformers'
+flax_model.msgpack layout): `embeddings/word_embeddings/embedding`,
+`encoder/layer/0/attention/self/query/kernel`, `cls/predictions/bias`, ...
+
+The decoder's key/value cache is a fixed-size pytree, so a generation loop under
+`jax.jit` keeps one shape from the first step to the last:
+`{"index": int32 [], "layers": ({"key", "value": [B, L, H, D], "cross_key",
+"cross_value": [B, S, H, D]}, ...)}`, `index` being the number of tokens cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..config import ArchConfig
+from ..errors import ConfigError, InputError
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    CausalLMOutput,
+    attention_bias,
+    _concrete_int,
+    causal_bias,
+    check_input_ids,
+    softmax_float32,
+)
+
+
+def _layer_norm(cfg: ArchConfig, dtype, name: Optional[str] = None) -> nn.LayerNorm:
+    # Two-pass variance (E[(x - mean)^2]) as PyTorch computes it; statistics in float32.
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=dtype, use_fast_variance=False, name=name)
+
+
+class FlaxBertEmbeddings(nn.Module):
+    """Word + token type + absolute position embeddings, then LayerNorm and dropout."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype)
+        self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=self.dtype)
+        self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=self.dtype)
+        self.LayerNorm = _layer_norm(cfg, self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def _position_limit(self) -> int:
+        """How many tokens (cache included) the position table covers."""
+        return self.config.max_position_embeddings
+
+    def _position_embeddings(self, input_ids, position_ids, past_length):
+        if position_ids is None:
+            # Positions past_length .. past_length + T - 1, the same for every row: [1, T].
+            position_ids = (past_length + jnp.arange(input_ids.shape[1]))[None, :]
+        return self.position_embeddings(position_ids.astype("i4"))
+
+    def __call__(self, input_ids, token_type_ids=None, position_ids=None, past_length=0, deterministic=True):
+        embeddings = self.word_embeddings(input_ids.astype("i4"))
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        embeddings = embeddings + self.token_type_embeddings(token_type_ids.astype("i4"))
+        embeddings = embeddings + self._position_embeddings(input_ids, position_ids, past_length)
+        return self.dropout(self.LayerNorm(embeddings), deterministic=deterministic)
+
+
+class FlaxBertSelfAttention(nn.Module):
+    """Multi-head attention over the layer's own states (self) or the encoder's (cross).
+
+    Scores and weighted sums use the einsums every port shares; the softmax runs in
+    float32. With a cache, self-attention writes its new keys/values at
+    `cache_index` and attends over all `L` cache slots (the bias masks the unused
+    ones); cross-attention reads the encoder keys/values computed once.
+    """
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    is_cross_attention: bool = False
+
+    def setup(self):
+        cfg = self.config
+        self.query = nn.Dense(cfg.hidden_size, dtype=self.dtype)
+        self.key = nn.Dense(cfg.hidden_size, dtype=self.dtype)
+        self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
+
+    def _split_heads(self, x):
+        cfg = self.config
+        return x.reshape(x.shape[:2] + (cfg.num_attention_heads, cfg.head_dim))  # [B, T, H, D]
+
+    def _project_key_value(self, states):
+        """Keys and values of `states` `[B, S, hidden]`, each `[B, S, H, D]`."""
+        return self._split_heads(self.key(states)), self._split_heads(self.value(states))
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        key_value_states=None,
+        kv_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        query = self._split_heads(self.query(hidden_states))  # [B, T, H, D]
+        new_cache = None
+        if self.is_cross_attention:
+            key, value = kv_cache if kv_cache is not None else self._project_key_value(key_value_states)
+        else:
+            key, value = self._project_key_value(hidden_states)
+            if kv_cache is not None:
+                # Write the T new positions into the [B, L, H, D] cache at cache_index.
+                start = (0, cache_index, 0, 0)
+                key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
+                value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
+                new_cache = (key, value)
+        scale = self.config.head_dim ** -0.5
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key.astype(query.dtype)) * scale
+        weights = softmax_float32(scores, attention_bias, dtype=self.dtype)
+        weights = self.dropout(weights, deterministic=deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(weights.dtype))
+        out = out.reshape(out.shape[:2] + (-1,))  # [B, T, hidden]
+        return out, (weights if output_attentions else None), new_cache
+
+
+class FlaxBertSelfOutput(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype)
+        self.LayerNorm = _layer_norm(cfg, self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def __call__(self, hidden_states, input_tensor, deterministic=True):
+        hidden_states = self.dropout(self.dense(hidden_states), deterministic=deterministic)
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class FlaxBertAttention(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    is_cross_attention: bool = False
+
+    def setup(self):
+        self.self = FlaxBertSelfAttention(self.config, self.dtype, is_cross_attention=self.is_cross_attention)
+        self.output = FlaxBertSelfOutput(self.config, self.dtype)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        key_value_states=None,
+        kv_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        out, weights, new_cache = self.self(
+            hidden_states,
+            attention_bias,
+            key_value_states=key_value_states,
+            kv_cache=kv_cache,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            deterministic=deterministic,
+        )
+        return self.output(out, hidden_states, deterministic=deterministic), weights, new_cache
+
+
+class FlaxBertIntermediate(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.dense = nn.Dense(self.config.intermediate_size, dtype=self.dtype)
+
+    def __call__(self, hidden_states):
+        return ACT2FN[self.config.hidden_act](self.dense(hidden_states))
+
+
+class FlaxBertOutput(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype)
+        self.LayerNorm = _layer_norm(cfg, self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def __call__(self, hidden_states, input_tensor, deterministic=True):
+        hidden_states = self.dropout(self.dense(hidden_states), deterministic=deterministic)
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class FlaxBertLayer(nn.Module):
+    """Self-attention, cross-attention (decoders), feed-forward."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    layer_idx: int = 0
+
+    def setup(self):
+        cfg = self.config
+        self.attention = FlaxBertAttention(cfg, self.dtype)
+        if cfg.add_cross_attention:
+            self.crossattention = FlaxBertAttention(cfg, self.dtype, is_cross_attention=True)
+        self.intermediate = FlaxBertIntermediate(cfg, self.dtype)
+        self.output = FlaxBertOutput(cfg, self.dtype)
+
+    def _cross_key_value(self, encoder_hidden_states):
+        return self.crossattention.self._project_key_value(encoder_hidden_states)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        layer_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        self_kv = None if layer_cache is None else (layer_cache["key"], layer_cache["value"])
+        hidden_states, self_probs, new_self_kv = self.attention(
+            hidden_states,
+            attention_bias,
+            kv_cache=self_kv,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            deterministic=deterministic,
+        )
+        cross_probs = None
+        cross_kv = None if layer_cache is None else (layer_cache["cross_key"], layer_cache["cross_value"])
+        if encoder_hidden_states is not None or cross_kv is not None:
+            if not self.config.add_cross_attention:
+                raise ConfigError(
+                    "encoder_hidden_states were given to a layer without cross-attention; expected a "
+                    "decoder config with add_cross_attention=True"
+                )
+            hidden_states, cross_probs, _ = self.crossattention(
+                hidden_states,
+                encoder_bias,
+                key_value_states=encoder_hidden_states,
+                kv_cache=cross_kv,
+                output_attentions=output_attentions,
+                deterministic=deterministic,
+            )
+        hidden_states = self.output(self.intermediate(hidden_states), hidden_states, deterministic=deterministic)
+        new_cache = None if layer_cache is None else dict(layer_cache, key=new_self_kv[0], value=new_self_kv[1])
+        return hidden_states, self_probs, cross_probs, new_cache
+
+
+class _FlaxBertLayerCollection(nn.Module):
+    """The layers, named "0", "1", ... under `layer`, as in transformers' Flax params."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        n = self.config.num_hidden_layers
+        self.layers = [FlaxBertLayer(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
+
+
+class FlaxBertEncoder(nn.Module):
+    """The stack of layers (transformers calls it the encoder in decoders too)."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.layer = _FlaxBertLayerCollection(self.config, self.dtype)
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return [layer._cross_key_value(encoder_hidden_states) for layer in self.layer.layers]
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        deterministic=True,
+    ):
+        """-> (hidden [B, T, H], all hidden states, self-attention probs, cross-attention probs, new cache layers)."""
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_self = () if output_attentions else None
+        has_cross = encoder_hidden_states is not None or cache is not None
+        all_cross = () if output_attentions and has_cross else None
+        new_layers = []
+        for i, layer in enumerate(self.layer.layers):
+            hidden_states, self_probs, cross_probs, new_layer_cache = layer(
+                hidden_states,
+                attention_bias,
+                encoder_hidden_states,
+                encoder_bias,
+                layer_cache=None if cache is None else cache["layers"][i],
+                cache_index=None if cache is None else cache["index"],
+                output_attentions=output_attentions,
+                deterministic=deterministic,
+            )
+            new_layers.append(new_layer_cache)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_self += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        return hidden_states, all_hidden, all_self, all_cross, tuple(new_layers)
+
+
+class FlaxBertPooler(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype)
+
+    def __call__(self, hidden_states):
+        # The first token's state: [B, T, H] -> [B, H].
+        return jnp.tanh(self.dense(hidden_states[:, 0]))
+
+
+class FlaxBertPredictionHeadTransform(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype)
+        self.LayerNorm = _layer_norm(self.config, self.dtype)
+
+    def __call__(self, hidden_states):
+        return self.LayerNorm(ACT2FN[self.config.hidden_act](self.dense(hidden_states)))
+
+
+def _output_projection(head, hidden_states, shared_embedding):
+    """`hidden @ W.T + bias`: W `[V, H]` is the tied word-embedding table, or the head's own
+    `decoder` kernel when the head is untied; `bias` is the head's one bias `[V]`."""
+    if shared_embedding is not None:
+        # Contract the hidden axes of both: no transposed copy of the [V, H] table is made.
+        logits = jnp.einsum("...h,vh->...v", hidden_states, shared_embedding.astype(head.dtype))
+    else:
+        logits = head.decoder(hidden_states)
+    return logits + head.bias.astype(head.dtype)
+
+
+class FlaxBertLMPredictionHead(nn.Module):
+    """Transform, then the output projection with its own bias (the `decoder` kernel only when untied)."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.transform = FlaxBertPredictionHeadTransform(cfg, self.dtype)
+        if not cfg.tie_word_embeddings:
+            self.decoder = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype)
+        self.bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,))
+
+    def __call__(self, hidden_states, shared_embedding=None):
+        return _output_projection(self, self.transform(hidden_states), shared_embedding)
+
+
+class FlaxBertOnlyMLMHead(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.predictions = FlaxBertLMPredictionHead(self.config, self.dtype)
+
+    def __call__(self, hidden_states, shared_embedding=None):
+        return self.predictions(hidden_states, shared_embedding)
+
+
+def _check_same_shape(name, array, expected):
+    if array is not None and tuple(array.shape) not in expected:
+        raise InputError(f"{name} has shape {tuple(array.shape)}; expected {expected[0]} like input_ids")
+
+
+class FlaxBertModel(nn.Module):
+    """BERT body: embeddings, layers, and (as an encoder) the pooler.
+
+    With `config.is_decoder` the self-attention is causal, a cache may be given,
+    and with `config.add_cross_attention` each layer attends the encoder's states.
+    """
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    add_pooling_layer: bool = True
+
+    embeddings_class = FlaxBertEmbeddings
+    has_token_types = True
+
+    def setup(self):
+        cfg = self.config
+        self.embeddings = self.embeddings_class(cfg, self.dtype)
+        self.encoder = FlaxBertEncoder(cfg, self.dtype)
+        if self.add_pooling_layer and not cfg.is_decoder:
+            self.pooler = FlaxBertPooler(cfg, self.dtype)
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return self.encoder._cross_key_values(encoder_hidden_states)
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
+        """Shapes always; id ranges when the arrays are concrete (not traced)."""
+        cfg = self.config
+        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
+        batch, length = input_ids.shape
+        if position_ids is None:
+            limit = self.embeddings._position_limit()
+            if cache_length is not None and cache_length > limit:
+                raise InputError(
+                    f"the cache holds {cache_length} positions; the position table of {cfg.model_type} covers "
+                    f"{limit} tokens, expected a cache of at most {limit}"
+                )
+            past = _concrete_int(past_length)
+            if past is not None and past + length > limit:
+                raise InputError(
+                    f"input_ids has length {length} after {past} cached tokens; the position table of "
+                    f"{cfg.model_type} covers {limit} tokens, expected at most {limit} in all"
+                )
+        else:
+            _check_same_shape("position_ids", position_ids, ((batch, length), (1, length)))
+            check_input_ids(position_ids, cfg.max_position_embeddings, name="position_ids")
+        if token_type_ids is not None:
+            if not self.has_token_types:
+                raise InputError(f"{cfg.model_type} has no token types; expected token_type_ids=None")
+            _check_same_shape("token_type_ids", token_type_ids, ((batch, length),))
+            check_input_ids(token_type_ids, cfg.type_vocab_size, name="token_type_ids")
+        if attention_mask is not None:
+            expected = (batch, length if cache_length is None else cache_length)
+            if tuple(attention_mask.shape) != expected:
+                what = "(batch, sequence)" if cache_length is None else "(batch, cache length)"
+                raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected} {what}")
+
+    def _self_attention_bias(self, attention_mask, length, past_length, cache_length):
+        """`[B or 1, 1, T, K]` float32 bias (K = T, or the cache length), or None."""
+        if not self.config.is_decoder:
+            return None if attention_mask is None else attention_bias(attention_mask, self.dtype)
+        key_length = length if cache_length is None else cache_length
+        return causal_bias(length, key_length, past_length, attention_mask, self.dtype)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        deterministic=True,
+    ):
+        """`past_key_values` (decoders): the fixed-size cache; the output holds it updated."""
+        cache = past_key_values if self.config.is_decoder else None
+        past_length = 0 if cache is None else cache["index"]
+        cache_length = None if cache is None else cache["layers"][0]["key"].shape[1]
+        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
+        length = input_ids.shape[1]
+        if self.has_token_types:
+            hidden = self.embeddings(input_ids, token_type_ids, position_ids, past_length, deterministic=deterministic)
+        else:
+            hidden = self.embeddings(input_ids, position_ids, past_length, deterministic=deterministic)
+        bias = self._self_attention_bias(attention_mask, length, past_length, cache_length)
+        encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
+        hidden, all_hidden, all_self, all_cross, new_layers = self.encoder(
+            hidden,
+            bias,
+            encoder_hidden_states,
+            encoder_bias,
+            cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            deterministic=deterministic,
+        )
+        new_cache = None if cache is None else {"index": past_length + length, "layers": new_layers}
+        pooled = self.pooler(hidden) if self.add_pooling_layer and not self.config.is_decoder else None
+        return BaseModelOutput(
+            last_hidden_state=hidden,
+            pooler_output=pooled,
+            past_key_values=new_cache,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+
+
+class FlaxBertLMHeadModel(nn.Module):
+    """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    base_model_prefix = "bert"
+
+    def setup(self):
+        self.bert = FlaxBertModel(self.config, self.dtype, add_pooling_layer=False)
+        self.cls = FlaxBertOnlyMLMHead(self.config, self.dtype)
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_input_embeddings(self):
+        return self.base_model.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        """The module that projects to the vocabulary: the word embeddings when tied."""
+        return self.get_input_embeddings() if self.config.tie_word_embeddings else self.cls.predictions.decoder
+
+    def _shared_embedding(self):
+        return self.get_input_embeddings().embedding if self.config.tie_word_embeddings else None
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return self.base_model._cross_key_values(encoder_hidden_states)
+
+    def compute_logits(self, hidden_states):
+        """The LM head: `[..., H]` -> `[..., V]`."""
+        return self.cls(hidden_states, self._shared_embedding())
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        deterministic=True,
+    ):
+        out = self.base_model(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            past_key_values=past_key_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            deterministic=deterministic,
+        )
+        logits = self.compute_logits(out.last_hidden_state)
+        loss = None if labels is None else _causal_lm_loss(logits, labels)
+        return CausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cross_attentions=out.cross_attentions,
+        )
+
+
+def _cross_entropy(logits, labels):
+    """Mean cross-entropy over the labels that are not -100, in float32 (NaN when none counts)."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    keep = labels != -100
+    picked = jnp.take_along_axis(log_probs, jnp.where(keep, labels, 0)[..., None], axis=-1)[..., 0]
+    return -jnp.sum(jnp.where(keep, picked, 0.0)) / jnp.sum(keep)
+
+
+def _causal_lm_loss(logits, labels):
+    """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
+    shifted = jnp.concatenate([labels[:, 1:], jnp.full_like(labels[:, :1], -100)], axis=1)  # [B, T]
+    return _cross_entropy(logits, shifted)

@@ -1,0 +1,72 @@
+"""BertGeneration: BERT's layers with no token types and no pooler, and a one-projection LM head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ..config import ArchConfig
+from .bert import FlaxBertLMHeadModel, FlaxBertModel, _layer_norm, _output_projection
+
+
+class FlaxBertGenerationEmbeddings(nn.Module):
+    """Word + absolute position embeddings, then LayerNorm and dropout."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype)
+        self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=self.dtype)
+        self.LayerNorm = _layer_norm(cfg, self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def _position_limit(self) -> int:
+        return self.config.max_position_embeddings
+
+    def __call__(self, input_ids, position_ids=None, past_length=0, deterministic=True):
+        if position_ids is None:
+            # Positions past_length .. past_length + T - 1: [1, T], broadcast over the batch.
+            position_ids = (past_length + jnp.arange(input_ids.shape[1]))[None, :]
+        embeddings = self.word_embeddings(input_ids.astype("i4")) + self.position_embeddings(position_ids.astype("i4"))
+        return self.dropout(self.LayerNorm(embeddings), deterministic=deterministic)
+
+
+class FlaxBertGenerationOnlyLMHead(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        if not cfg.tie_word_embeddings:
+            self.decoder = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype)
+        self.bias = self.param("bias", nn.initializers.zeros, (cfg.vocab_size,))
+
+    def __call__(self, hidden_states, shared_embedding=None):
+        return _output_projection(self, hidden_states, shared_embedding)
+
+
+class FlaxBertGenerationEncoder(FlaxBertModel):
+    """The BertGeneration body (an encoder, or a decoder's base): no pooler, no token types."""
+
+    add_pooling_layer: bool = False
+
+    embeddings_class = FlaxBertGenerationEmbeddings
+    has_token_types = False
+
+
+class FlaxBertGenerationDecoder(FlaxBertLMHeadModel):
+    base_model_prefix = "bert"
+
+    def setup(self):
+        self.bert = FlaxBertGenerationEncoder(self.config, self.dtype)
+        self.lm_head = FlaxBertGenerationOnlyLMHead(self.config, self.dtype)
+
+    def get_output_embeddings(self):
+        return self.get_input_embeddings() if self.config.tie_word_embeddings else self.lm_head.decoder
+
+    def compute_logits(self, hidden_states):
+        return self.lm_head(hidden_states, self._shared_embedding())

@@ -1,0 +1,771 @@
+"""Generation for `FlaxEncoderDecoderModel`: logits processors, greedy/sampling and beam search.
+
+The semantics are transformers 5's (`GenerationMixin._sample`, `_beam_search` and
+the processors of `generation/logits_process.py`): for the same checkpoint and
+settings the same token ids. The whole generation (encoder, cache, loop) is one
+`jax.jit`: the loop is a `lax.while_loop` over fixed-size state (token buffers
+`[N, max_length]`, beam scores, finished flags, a cache of `max_length - 1`
+positions), so every step has the same shapes. A processor is called as
+`processor(sequences, cur_len, scores)`, `sequences` being the whole buffer and
+`cur_len` (traced) how much of it is filled, as in the other ports.
+
+What is static (a change compiles a new loop): shapes (batch, input length,
+decoder prompt length, max_length, num_beams; num_return_sequences when
+sampling without beams), do_sample, output_scores, the number of eos ids (0 and
+1 share a compilation), and which processors exist (repetition penalty, n-gram
+size, the bad words' lengths, forced bos/eos). Everything else is a traced
+argument, so changing it compiles nothing: eos/pad/start ids, min_length,
+length_penalty, early_stopping, num_return_sequences of a beam search,
+temperature, top_k, top_p, the penalty, the forced ids, the bad words' ids, the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax import lax
+
+from ..config import GenerationConfig
+from ..errors import ConfigError, InputError
+from .common import _is_concrete
+
+_EARLY_STOPPING = {False: 0, True: 1, "never": 2}
+_NEG = -1.0e9  # transformers' "very large negative" beam score
+
+# ---------------------------------------------------------------------------
+# Logits processors, in the order transformers applies them. Their options are
+# traced values (built inside the jitted loop); `cur_len` is traced too.
+
+
+def _mark(rows: int, vocab: int, ids):
+    """`[rows, vocab]` bool, True at `ids` `[rows, n]`; ids equal to `vocab` (spare column) mark nothing."""
+    hit = jnp.zeros((rows, vocab + 1), bool).at[jnp.arange(rows)[:, None], ids].set(True)
+    return hit[:, :vocab]
+
+
+class FlaxRepetitionPenaltyLogitsProcessor:
+    """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
+
+    def __init__(self, penalty) -> None:
+        self.penalty = penalty
+
+    def __call__(self, sequences, cur_len, scores):
+        rows, vocab = scores.shape
+        # Unfilled positions point at a spare column past the vocabulary.
+        filled = jnp.arange(sequences.shape[1])[None, :] < cur_len  # [1, L]
+        seen = _mark(rows, vocab, jnp.where(filled, jnp.clip(sequences, 0, vocab), vocab))
+        penalised = jnp.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return jnp.where(seen, penalised, scores)
+
+
+class FlaxNoRepeatNGramLogitsProcessor:
+    """Bans every token that would repeat an n-gram already in the sequence."""
+
+    def __init__(self, ngram_size: int) -> None:
+        self.ngram_size = ngram_size
+
+    def __call__(self, sequences, cur_len, scores):
+        n = self.ngram_size
+        rows, vocab = scores.shape
+        starts = np.arange(sequences.shape[1] - n + 1)
+        windows = sequences[:, starts[:, None] + np.arange(n)[None, :]]  # [N, W, n], window s = tokens s .. s+n-1
+        prefix = lax.dynamic_slice_in_dim(sequences, jnp.maximum(cur_len + 1 - n, 0), n - 1, axis=1)  # [N, n-1]
+        # Windows wholly inside the filled part whose first n - 1 tokens equal the current suffix ban
+        # their last token; nothing is banned before n tokens exist.
+        complete = (jnp.asarray(starts) <= cur_len - n)[None, :]  # [1, W]
+        matches = jnp.all(windows[:, :, :-1] == prefix[:, None, :], axis=-1) & complete
+        banned = _mark(rows, vocab, jnp.where(matches, jnp.clip(windows[:, :, -1], 0, vocab), vocab))
+        return jnp.where(banned, -jnp.inf, scores)
+
+
+class FlaxNoBadWordsLogitsProcessor:
+    """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
+
+    def __init__(self, single, groups) -> None:
+        self.single = single  # [V] bool, or None
+        self.groups = groups  # ((prefixes [G, p], last tokens [G]), ...) per prefix length p
+
+    def __call__(self, sequences, cur_len, scores):
+        rows, vocab = scores.shape
+        banned = jnp.zeros(scores.shape, bool) if self.single is None else jnp.broadcast_to(self.single, scores.shape)
+        for prefixes, last in self.groups:
+            p = prefixes.shape[1]
+            tail = lax.dynamic_slice_in_dim(sequences, jnp.maximum(cur_len - p, 0), p, axis=1)  # [N, p]
+            matching = jnp.all(tail[:, None, :] == prefixes[None], axis=-1) & (cur_len >= p)  # [N, G]
+            banned = banned | _mark(rows, vocab, jnp.where(matching, last[None, :], vocab))
+        return jnp.where(banned, -jnp.inf, scores)
+
+
+class FlaxMinLengthLogitsProcessor:
+    """No eos before the sequence (decoder start included) is `min_length` long."""
+
+    def __init__(self, min_length, eos_token_ids) -> None:
+        self.min_length = min_length
+        self.eos_token_ids = eos_token_ids  # [E]; an id equal to the vocabulary size marks nothing
+
+    def __call__(self, sequences, cur_len, scores):
+        is_eos = jnp.zeros((scores.shape[1],), bool).at[self.eos_token_ids].set(True, mode="drop")
+        return jnp.where((cur_len < self.min_length) & is_eos[None, :], -jnp.inf, scores)
+
+
+def _forced(scores, token_ids):
+    allowed = jnp.zeros((scores.shape[1],), bool).at[token_ids].set(True, mode="drop")
+    return jnp.broadcast_to(jnp.where(allowed, 0.0, -jnp.inf).astype(scores.dtype), scores.shape)
+
+
+class FlaxForcedBOSTokenLogitsProcessor:
+    """The first generated token is `bos_token_id`."""
+
+    def __init__(self, bos_token_id) -> None:
+        self.bos_token_id = bos_token_id
+
+    def __call__(self, sequences, cur_len, scores):
+        return jnp.where(cur_len == 1, _forced(scores, self.bos_token_id), scores)
+
+
+class FlaxForcedEOSTokenLogitsProcessor:
+    """The last token (at `max_length - 1`) is an eos token."""
+
+    def __init__(self, max_length: int, eos_token_ids) -> None:
+        self.max_length = max_length
+        self.eos_token_ids = eos_token_ids
+
+    def __call__(self, sequences, cur_len, scores):
+        return jnp.where(cur_len == self.max_length - 1, _forced(scores, self.eos_token_ids), scores)
+
+
+class FlaxTemperatureLogitsWarper:
+    def __init__(self, temperature) -> None:
+        self.temperature = temperature
+
+    def __call__(self, sequences, cur_len, scores):
+        return scores / self.temperature
+
+
+class FlaxTopKLogitsWarper:
+    """Keeps the `top_k` best scores; `top_k` (traced) already counts `min_tokens_to_keep` and is <= V."""
+
+    def __init__(self, top_k) -> None:
+        self.top_k = top_k
+
+    def __call__(self, sequences, cur_len, scores):
+        rows, vocab = scores.shape
+        kth = jnp.sort(scores, axis=-1)[:, vocab - self.top_k][:, None]  # [N, 1], the k-th largest
+        return jnp.where(scores < kth, -jnp.inf, scores)
+
+
+class FlaxTopPLogitsWarper:
+    """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
+
+    def __init__(self, top_p, min_tokens_to_keep) -> None:
+        self.top_p = top_p
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, sequences, cur_len, scores):
+        rows, vocab = scores.shape
+        order = jnp.argsort(scores, axis=-1)  # ascending: the low-probability tail first
+        cumulative = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(scores, order, axis=-1), axis=-1), axis=-1)
+        remove = cumulative <= (1.0 - self.top_p)
+        remove = remove & (jnp.arange(vocab) < vocab - self.min_tokens_to_keep)[None, :]
+        remove = jnp.zeros_like(remove).at[jnp.arange(rows)[:, None], order].set(remove)
+        return jnp.where(remove, -jnp.inf, scores)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """The options that decide shapes or which code runs: the key of the compiled-loop cache."""
+
+    batch: int
+    source_length: int
+    prompt_length: int
+    max_length: int
+    num_beams: int
+    expand: int  # rows per batch item: num_beams, or num_return_sequences when sampling
+    do_sample: bool
+    output_scores: bool
+    eos_slots: int  # length of the eos id array (at least 1, padded with the vocabulary size)
+    beams_to_keep: int  # candidates kept per beam step: max(2, 1 + number of eos ids) * num_beams
+    repetition_penalty: bool
+    no_repeat_ngram_size: int
+    bad_words: tuple  # () without bad words, else (has single tokens, ((prefix length, count), ...))
+    forced_bos: bool
+    forced_eos_slots: int
+    has_token_types: bool
+
+
+def build_logits_processors(static: _Static, opts: dict) -> list:
+    """The processors the options ask for, in transformers' order (sampling warpers last)."""
+    processors = []
+    if static.repetition_penalty:
+        processors.append(FlaxRepetitionPenaltyLogitsProcessor(opts["repetition_penalty"]))
+    if static.no_repeat_ngram_size:
+        processors.append(FlaxNoRepeatNGramLogitsProcessor(static.no_repeat_ngram_size))
+    if static.bad_words:
+        single = opts["bad_words_single"] if static.bad_words[0] else None
+        processors.append(FlaxNoBadWordsLogitsProcessor(single, opts["bad_words_groups"]))
+    # Without eos ids (or with min_length <= 1) this bans nothing, as transformers' absent processor.
+    processors.append(FlaxMinLengthLogitsProcessor(opts["min_length"], opts["eos_token_ids"]))
+    if static.forced_bos:
+        processors.append(FlaxForcedBOSTokenLogitsProcessor(opts["forced_bos_token_id"]))
+    if static.forced_eos_slots:
+        processors.append(FlaxForcedEOSTokenLogitsProcessor(static.max_length, opts["forced_eos_token_ids"]))
+    if static.do_sample:
+        processors.append(FlaxTemperatureLogitsWarper(opts["temperature"]))
+        processors.append(FlaxTopKLogitsWarper(opts["top_k"]))
+        processors.append(FlaxTopPLogitsWarper(opts["top_p"], opts["min_tokens_to_keep"]))
+    return processors
+
+
+def _apply(processors, sequences, cur_len, scores):
+    for processor in processors:
+        scores = processor(sequences, cur_len, scores)
+    return scores
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+
+
+@struct.dataclass
+class FlaxGenerateEncoderDecoderOutput:
+    """Greedy / sampling output (`return_dict_in_generate=True`); `scores` are the processed scores per step."""
+
+    sequences: Any = None
+    scores: Optional[tuple] = None
+    past_key_values: Optional[dict] = None
+
+
+@struct.dataclass
+class FlaxGenerateBeamEncoderDecoderOutput:
+    """Beam search output; `scores` are the processed log-probabilities per step."""
+
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: Optional[tuple] = None
+    beam_indices: Any = None
+    past_key_values: Optional[dict] = None
+
+
+# ---------------------------------------------------------------------------
+# The model step
+
+
+def _repeat_rows(tree, times: int):
+    """`[B, ...]` -> `[B * times, ...]`, each row repeated in place (repeat_interleave); scalars kept."""
+    if times == 1:
+        return tree
+    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0) if jnp.ndim(x) else x, tree)
+
+
+def _reorder_cache(cache, rows):
+    """Keep self-attention cache rows `rows` `[N]`. The cross-attention keys/values are the same
+    for every beam of a batch item, so they need no reordering."""
+    layers = tuple(dict(layer, key=layer["key"][rows], value=layer["value"][rows]) for layer in cache["layers"])
+    return {"index": cache["index"], "layers": layers}
+
+
+class _Step:
+    """One decoder step: `[N, 1]` tokens at `cur_len - 1` -> `[N, V]` float32 logits; returns the new cache.
+
+    RoBERTa counts positions over non-pad tokens; transformers decodes the
+    prompt in one call, so the prompt tokens get their positions from the whole
+    prompt (`prompt_positions`), and later tokens the default (`1 + cached`).
+    The other decoders count every token, so their defaults agree already.
+    """
+
+    def __init__(self, model, params, encoder_mask, prompt_positions) -> None:
+        self.model = model
+        self.params = params
+        self.encoder_mask = encoder_mask
+        self.prompt_positions = prompt_positions
+
+    def _positions(self, tokens, cur_len):
+        if self.prompt_positions is None:
+            return None
+        from .roberta import create_position_ids_from_input_ids
+
+        p = self.prompt_positions.shape[1]
+        in_prompt = lax.dynamic_slice_in_dim(self.prompt_positions, jnp.minimum(cur_len - 1, p - 1), 1, axis=1)
+        after = create_position_ids_from_input_ids(tokens, self.model.config.decoder.pad_token_id, cur_len - 1)
+        return jnp.where(cur_len - 1 < p, in_prompt, after)
+
+    def __call__(self, tokens, cur_len, cache):
+        out = self.model._decode(
+            self.params, tokens, None, self.encoder_mask, None, self._positions(tokens, cur_len), cache, None
+        )
+        return out.logits[:, -1].astype(jnp.float32), out.past_key_values
+
+
+def _start(model, params, static: _Static, input_ids, attention_mask, token_type_ids, prompt):
+    """Encode once per batch item, make the cache (`max_length - 1` positions: the last token is
+    never fed), repeat its rows per beam/sample, and feed all but the last prompt token.
+    -> (step, cache)."""
+    encoder = model._encode(params, input_ids, attention_mask, token_type_ids, None, None)
+    cache = model._init_cache(params, encoder.last_hidden_state, static.max_length - 1)
+    cache = _repeat_rows(cache, static.expand)
+    encoder_mask = _repeat_rows(attention_mask, static.expand)
+    prompt_positions = None
+    if model.config.decoder.model_type == "roberta":
+        from .roberta import create_position_ids_from_input_ids
+
+        prompt_positions = create_position_ids_from_input_ids(prompt, model.config.decoder.pad_token_id)
+    step = _Step(model, params, encoder_mask, prompt_positions)
+    if static.prompt_length > 1:
+        positions = None if prompt_positions is None else prompt_positions[:, :-1]
+        out = model._decode(params, prompt[:, :-1], None, encoder_mask, None, positions, cache, None)
+        cache = out.past_key_values
+    return step, cache
+
+
+# ---------------------------------------------------------------------------
+# Search loops
+
+
+def greedy_search(step, processors, sequences, cache, static: _Static, eos_token_ids, pad_token_id, key):
+    """Greedy decoding or sampling over the `[N, max_length]` buffer, the prompt filled.
+
+    Returns (sequences `[N, max_length]`, generated length, per-step scores `[L - P, N, V]` or None).
+    """
+    rows, length = sequences.shape
+
+    def cond(s):
+        return (s["cur_len"] < length) & jnp.any(s["unfinished"])
+
+    def body(s):
+        cur_len = s["cur_len"]
+        tokens = lax.dynamic_slice_in_dim(s["sequences"], cur_len - 1, 1, axis=1)  # [N, 1]
+        logits, cache = step(tokens, cur_len, s["cache"])
+        scores = _apply(processors, s["sequences"], cur_len, logits)
+        key = s["key"]
+        if static.do_sample:
+            key, sub = jax.random.split(key)
+            next_tokens = jax.random.categorical(sub, scores, axis=-1).astype(jnp.int32)
+        else:
+            next_tokens = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+        # Finished rows are padded (without eos ids no row finishes early).
+        unfinished = s["unfinished"]
+        next_tokens = jnp.where(unfinished, next_tokens, pad_token_id)
+        unfinished = unfinished & ~jnp.isin(next_tokens, eos_token_ids)
+        new = dict(
+            sequences=lax.dynamic_update_slice_in_dim(s["sequences"], next_tokens[:, None], cur_len, axis=1),
+            cur_len=cur_len + 1,
+            unfinished=unfinished,
+            cache=cache,
+            key=key,
+        )
+        if static.output_scores:
+            new["scores"] = s["scores"].at[cur_len - static.prompt_length].set(scores)
+        return new
+
+    state = dict(
+        sequences=sequences,
+        cur_len=jnp.array(static.prompt_length, jnp.int32),
+        unfinished=jnp.ones((rows,), bool),
+        cache=cache,
+        key=key,
+    )
+    if static.output_scores:
+        vocab = step.model.config.decoder.vocab_size
+        state["scores"] = jnp.zeros((length - static.prompt_length, rows, vocab), jnp.float32)  # [steps, N, V]
+    state = lax.while_loop(cond, body, state)
+    return state["sequences"], state["cur_len"], state.get("scores")
+
+
+def _gather_beams(x, indices):
+    """`[B, K, ...]` gathered along the beam axis by `[B, K']` indices -> `[B, K', ...]`."""
+    return jax.vmap(lambda row, idx: row[idx])(x, indices)
+
+
+def beam_search(step, processors, sequences, cache, static: _Static, eos_token_ids, opts, key):
+    """transformers 5's vectorized beam search, step for step, with static shapes.
+
+    `sequences` is the `[B * num_beams, max_length]` buffer with the prompt filled.
+    Running beams and finished hypotheses are each `num_beams` fixed-length rows per
+    batch item; each step keeps the best `beams_to_keep` continuations over all
+    beams, the best `num_beams` unfinished ones run on, and finished ones replace
+    worse finished hypotheses (scores divided by length ** length_penalty, from a
+    table computed on the host in float64 as Python computes it).
+    Returns every batch item's `num_beams` finished hypotheses, best first:
+    (sequences `[B, K, L]`, scores `[B, K]`, beam indices `[B, K, L - P]`, per-step scores or None).
+    """
+    b, k, p = static.batch, static.num_beams, static.prompt_length
+    length = static.max_length
+    keep = static.beams_to_keep
+    vocab = step.model.config.decoder.vocab_size
+    lp = opts["length_penalty_table"]  # [L + 1]
+    early = opts["early_stopping"]  # 0: False, 1: True, 2: "never"
+    top_num_beam_mask = jnp.arange(keep) < k  # [keep]
+    running_sequences = jnp.full((b, k, length), opts["output_fill"], jnp.int32)
+    running_sequences = running_sequences.at[:, :, :p].set(sequences[:, :p].reshape(b, k, p))
+    running_beam_indices = jnp.full((b, k, length - p), -1, jnp.int32)
+
+    def body(s):
+        cur_len = s["cur_len"]
+        flat_running = s["running_sequences"].reshape(b * k, length)
+        logits, cache = step(lax.dynamic_slice_in_dim(flat_running, cur_len - 1, 1, axis=1), cur_len, s["cache"])
+        log_probs = _apply(processors, flat_running, cur_len, jax.nn.log_softmax(logits, axis=-1))
+        step_scores = log_probs
+        log_probs = log_probs.reshape(b, k, vocab) + s["running_beam_scores"][:, :, None]
+        log_probs = log_probs.reshape(b, k * vocab)
+
+        # a. the best `beams_to_keep` continuations over all beams
+        key = s["key"]
+        if static.do_sample:
+            key, sub = jax.random.split(key)
+            # Gumbel top-k: draws without replacement from softmax(log_probs), then best first.
+            _, topk_indices = lax.top_k(log_probs + jax.random.gumbel(sub, log_probs.shape, jnp.float32), keep)
+            topk_log_probs = jnp.take_along_axis(log_probs, topk_indices, axis=1)
+            order = jnp.argsort(-topk_log_probs, axis=1, stable=True)
+            topk_log_probs = jnp.take_along_axis(topk_log_probs, order, axis=1)
+            topk_indices = jnp.take_along_axis(topk_indices, order, axis=1)
+        else:
+            topk_log_probs, topk_indices = lax.top_k(log_probs, keep)
+        topk_current_beam_indices = topk_indices // vocab  # [B, keep]
+        topk_ids = (topk_indices % vocab).astype(jnp.int32)
+        topk_running_beam_indices = _gather_beams(s["running_beam_indices"], topk_current_beam_indices)
+        topk_running_sequences = _gather_beams(s["running_sequences"], topk_current_beam_indices)
+        topk_running_sequences = lax.dynamic_update_slice_in_dim(topk_running_sequences, topk_ids[:, :, None], cur_len, 2)
+        batch_offset = jnp.arange(b)[:, None] * k
+        topk_running_beam_indices = lax.dynamic_update_slice_in_dim(
+            topk_running_beam_indices, (topk_current_beam_indices + batch_offset)[:, :, None].astype(jnp.int32),
+            cur_len - p, 2,
+        )
+
+        # b. which continuations end here (eos, or the length limit)
+        hits = (cur_len + 1 >= length) | jnp.isin(topk_ids, eos_token_ids)
+
+        # c. the best unfinished ones run on
+        topk_running_log_probs = topk_log_probs + hits.astype(jnp.float32) * _NEG
+        next_topk = lax.top_k(topk_running_log_probs, k)[1]
+        running_sequences = _gather_beams(topk_running_sequences, next_topk)
+        running_beam_scores = _gather_beams(topk_running_log_probs, next_topk)
+        running_beam_indices = _gather_beams(topk_running_beam_indices, next_topk)
+
+        # d. finished ones among the top `num_beams` replace worse finished hypotheses
+        just_finished = hits & top_num_beam_mask[None, :]
+        finished_scores = topk_log_probs / lp[cur_len + 1 - p]
+        beams_in_batch_are_full = jnp.all(s["is_sent_finished"], axis=-1, keepdims=True) & (early == 1)
+        finished_scores = finished_scores + beams_in_batch_are_full.astype(jnp.float32) * _NEG
+        finished_scores = finished_scores + (~s["heuristic_unsatisfied"]).astype(jnp.float32) * _NEG
+        finished_scores = finished_scores + (~just_finished).astype(jnp.float32) * _NEG
+        merged_sequences = jnp.concatenate([s["sequences"], topk_running_sequences], axis=1)
+        merged_scores = jnp.concatenate([s["beam_scores"], finished_scores], axis=1)
+        merged_beam_indices = jnp.concatenate([s["beam_indices"], topk_running_beam_indices], axis=1)
+        merged_is_sent_finished = jnp.concatenate([s["is_sent_finished"], just_finished], axis=1)
+        best = lax.top_k(merged_scores, k)[1]
+        finished_sequences = _gather_beams(merged_sequences, best)
+        beam_scores = _gather_beams(merged_scores, best)
+        beam_indices = _gather_beams(merged_beam_indices, best)
+        is_sent_finished = _gather_beams(merged_is_sent_finished, best)
+
+        # e. can anything still change? (each running beam continues from the cache of the beam it extends)
+        reorder = lax.dynamic_index_in_dim(running_beam_indices, cur_len - p, axis=2, keepdims=False).reshape(b * k)
+        cache = _reorder_cache(cache, reorder)
+        cur_len = cur_len + 1
+        never = (early == 2) & (opts["length_penalty"] > 0.0)
+        best_hypothetical_length = jnp.where(never, length - p, cur_len - p)
+        best_running = running_beam_scores[:, :1] / lp[best_hypothetical_length]
+        worst_finished = jnp.where(is_sent_finished, jnp.min(beam_scores, axis=1, keepdims=True), _NEG)
+        heuristic_unsatisfied = s["heuristic_unsatisfied"] & jnp.any(best_running > worst_finished, axis=-1, keepdims=True)
+        improvement_possible = jnp.any(heuristic_unsatisfied)
+        exists_open_beam = ~(jnp.all(is_sent_finished) & (early == 1))
+        valid_continuations = ~jnp.all(hits)
+        new = dict(
+            running_sequences=running_sequences,
+            running_beam_scores=running_beam_scores,
+            running_beam_indices=running_beam_indices,
+            sequences=finished_sequences,
+            beam_scores=beam_scores,
+            beam_indices=beam_indices,
+            is_sent_finished=is_sent_finished,
+            heuristic_unsatisfied=heuristic_unsatisfied,
+            cur_len=cur_len,
+            done=~(improvement_possible & exists_open_beam & valid_continuations),
+            cache=cache,
+            key=key,
+        )
+        if static.output_scores:
+            new["scores"] = s["scores"].at[cur_len - 1 - p].set(step_scores)
+        return new
+
+    state = dict(
+        running_sequences=running_sequences,
+        # Only the first beam's tokens count at the first step.
+        running_beam_scores=jnp.zeros((b, k), jnp.float32).at[:, 1:].set(_NEG),
+        running_beam_indices=running_beam_indices,
+        sequences=running_sequences,
+        beam_scores=jnp.full((b, k), _NEG, jnp.float32),
+        beam_indices=running_beam_indices,
+        is_sent_finished=jnp.zeros((b, k), bool),
+        heuristic_unsatisfied=jnp.ones((b, 1), bool),
+        cur_len=jnp.array(p, jnp.int32),
+        done=jnp.array(False),
+        cache=cache,
+        key=key,
+    )
+    if static.output_scores:
+        state["scores"] = jnp.zeros((length - p, b * k, vocab), jnp.float32)
+    state = lax.while_loop(lambda s: ~s["done"], body, state)
+    return state["sequences"], state["beam_scores"], state["beam_indices"], state["cur_len"], state.get("scores")
+
+
+# ---------------------------------------------------------------------------
+# generate: options on the host, the loop under one jit
+
+
+def _length_penalty_table(max_length: int, length_penalty) -> np.ndarray:
+    """float32(n ** length_penalty) for n = 0 .. max_length: the power in float64 as Python computes
+    it, then rounded as PyTorch rounds a Python number it divides a float32 tensor by."""
+    table = np.ones(max_length + 1, np.float32)
+    for n in range(1, max_length + 1):
+        table[n] = np.float32(n**length_penalty)
+    return table
+
+
+def _bad_words_arrays(bad_words_ids, eos_ids, vocab_size):
+    """Host side of NoBadWords: (single-token mask `[V]` or None, ((prefixes `[G, p]`, last ids `[G]`), ...))."""
+    if bad_words_ids is None:
+        return None, ()
+    if not isinstance(bad_words_ids, (list, tuple)) or not bad_words_ids or not all(
+        isinstance(seq, (list, tuple)) and seq and all(isinstance(t, (int, np.integer)) and 0 <= t < vocab_size for t in seq)
+        for seq in bad_words_ids
+    ):
+        raise ConfigError(
+            f"bad_words_ids is {bad_words_ids!r}; expected a non-empty list of non-empty lists of token ids "
+            f"in [0, {vocab_size})"
+        )
+    # As transformers: a banned sequence that is just an eos token is ignored.
+    words = list(dict.fromkeys(tuple(int(t) for t in seq) for seq in bad_words_ids))
+    words = [w for w in words if not (len(w) == 1 and w[0] in eos_ids)]
+    singles = [w[0] for w in words if len(w) == 1]
+    single = None
+    if singles:
+        single = np.zeros(vocab_size, bool)
+        single[singles] = True
+    by_prefix: dict[int, list] = {}
+    for w in words:
+        if len(w) > 1:
+            by_prefix.setdefault(len(w) - 1, []).append(w)
+    groups = tuple(
+        (np.array([w[:-1] for w in ws], np.int32), np.array([w[-1] for w in ws], np.int32))
+        for _, ws in sorted(by_prefix.items())
+    )
+    return single, groups
+
+
+def _as_ids(value) -> list:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _to_device(array):
+    # A strided numpy view would be copied by a compiled program; a contiguous one is only transferred.
+    return jax.device_put(np.ascontiguousarray(array))
+
+
+def _first_set(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def _search(model, static: _Static, params, input_ids, attention_mask, token_type_ids, prompt, opts, key):
+    """Everything `generate` runs under jit: encoder, cache, processors, the search loop."""
+    prompt = _repeat_rows(prompt, static.expand)
+    step, cache = _start(model, params, static, input_ids, attention_mask, token_type_ids, prompt)
+    processors = build_logits_processors(static, opts)
+    rows = prompt.shape[0]
+    sequences = jnp.zeros((rows, static.max_length), jnp.int32).at[:, : static.prompt_length].set(prompt)
+    if static.num_beams == 1:
+        sequences, cur_len, scores = greedy_search(
+            step, processors, sequences, cache, static, opts["eos_token_ids"], opts["pad_token_id"], key
+        )
+        return dict(sequences=sequences, cur_len=cur_len, scores=scores)
+    sequences, beam_scores, beam_indices, cur_len, scores = beam_search(
+        step, processors, sequences, cache, static, opts["eos_token_ids"], opts, key
+    )
+    return dict(sequences=sequences, beam_scores=beam_scores, beam_indices=beam_indices, cur_len=cur_len, scores=scores)
+
+
+def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
+             prng_key=None, params=None, token_type_ids=None, decoder_input_ids=None, seed=None, **kwargs):
+    """Generate token ids for `input_ids` `[B, S]`: greedy, sampling or beam search.
+
+    Options are `model.generation_config` (or `generation_config`) overridden by
+    kwargs; sampling draws from `prng_key` (a `jax.random` key; `seed=` makes one).
+    `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in
+    front when no row begins with it). Returns `[B * num_return_sequences, length]`
+    ids, or an output object with `return_dict_in_generate=True`.
+    """
+    base = generation_config if generation_config is not None else model.generation_config
+    if not isinstance(base, GenerationConfig):
+        raise ConfigError(f"generation_config is a {type(base).__name__}; expected an encdec GenerationConfig")
+    explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
+    gc = base.update(**kwargs)
+    cfg = model.config
+    vocab = cfg.decoder.vocab_size
+
+    start = _first_set(gc.decoder_start_token_id, cfg.decoder_start_token_id, gc.bos_token_id, cfg.bos_token_id)
+    if start is None:
+        raise ConfigError(
+            "no decoder_start_token_id (nor bos_token_id) in the generation config or the model config; "
+            "expected the id the decoder starts from"
+        )
+    eos_ids = _as_ids(gc.eos_token_id)
+    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
+    for name, ids in (("decoder_start_token_id", [start]), ("eos_token_id", eos_ids),
+                      ("pad_token_id", [] if pad is None else [pad]),
+                      ("forced_bos_token_id", _as_ids(gc.forced_bos_token_id)),
+                      ("forced_eos_token_id", _as_ids(gc.forced_eos_token_id))):
+        for token in ids:
+            if not 0 <= token < vocab:
+                raise ConfigError(f"{name} is {token}; expected an id in [0, {vocab}) (the decoder's vocabulary)")
+
+    model._check_encoder_inputs(input_ids, attention_mask, token_type_ids, None)
+    for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                        ("token_type_ids", token_type_ids), ("decoder_input_ids", decoder_input_ids)):
+        if value is not None and not _is_concrete(value):
+            raise InputError(f"{name} is traced; expected concrete arrays (generate compiles and runs its own jit)")
+    # Inputs are prepared on the host, in numpy: nothing but the search itself is compiled.
+    input_ids = np.asarray(input_ids, np.int32)
+    batch, source_length = input_ids.shape
+    # transformers 5 infers no encoder mask for an encoder-decoder: without one every token is attended.
+    attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, np.int32)
+    if decoder_input_ids is None:
+        prompt = np.full((batch, 1), start, np.int32)
+    else:
+        model._check_decoder_inputs(decoder_input_ids, None, None, batch, None)
+        prompt = np.asarray(decoder_input_ids, np.int32)
+        if bool(np.all(prompt[:, 0] != start)):
+            prompt = np.concatenate([np.full((batch, 1), start, np.int32), prompt], axis=1)
+    prompt_length = prompt.shape[1]
+
+    # Lengths count the decoder prompt (the start token), as transformers counts them.
+    if gc.max_new_tokens is not None:
+        max_length = gc.max_new_tokens + prompt_length
+    elif explicit_max_length:
+        max_length = gc.max_length
+    else:
+        max_length = gc.max_length + prompt_length  # transformers 5 generates 20 new tokens by default
+    min_length = gc.min_new_tokens + prompt_length if gc.min_new_tokens is not None else (gc.min_length or 0)
+    if max_length <= prompt_length:
+        raise InputError(
+            f"max_length is {max_length}; expected more than the decoder prompt's {prompt_length} token(s)"
+        )
+    from .encoder_decoder import _max_positions
+
+    limit = _max_positions(cfg.decoder)
+    if max_length - 1 > limit:
+        raise InputError(
+            f"max_length {max_length} needs {max_length - 1} decoder positions; the decoder's position table "
+            f"covers {limit}, expected max_length <= {limit + 1}"
+        )
+    num_beams = int(gc.num_beams)
+    r = int(gc.num_return_sequences)
+    do_sample = bool(gc.do_sample)
+    if num_beams > 1 and r > num_beams:
+        raise ConfigError(f"num_return_sequences ({r}) must be <= num_beams ({num_beams}) in beam search")
+    if do_sample and prng_key is None:
+        if seed is None:
+            raise InputError("do_sample=True needs prng_key (a jax.random key) or seed; expected generate(..., prng_key=key)")
+        prng_key = jax.random.key(int(seed))
+    penalty = gc.repetition_penalty
+    if penalty is not None and not penalty > 0:
+        raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
+    ngram = gc.no_repeat_ngram_size or 0
+    if not isinstance(ngram, int) or ngram < 0:
+        raise ConfigError(f"no_repeat_ngram_size must be a non-negative int, got {ngram!r}")
+    if do_sample and not gc.temperature > 0:
+        raise ConfigError(f"temperature must be > 0 when sampling, got {gc.temperature}")
+    top_p = 1.0 if gc.top_p is None else float(gc.top_p)
+    if not 0.0 <= top_p <= 1.0:
+        raise ConfigError(f"top_p must be in [0, 1], got {top_p}")
+    top_k = int(gc.top_k or 0)
+    if top_k < 0:
+        raise ConfigError(f"top_k must be a non-negative int, got {top_k}")
+    bad_single, bad_groups = _bad_words_arrays(gc.bad_words_ids, eos_ids, vocab)
+    forced_eos = _as_ids(gc.forced_eos_token_id)
+
+    min_keep = (len(eos_ids) + 1 if eos_ids else 2) if num_beams > 1 else 1
+    static = _Static(
+        batch=batch,
+        source_length=source_length,
+        prompt_length=prompt_length,
+        max_length=int(max_length),
+        num_beams=num_beams,
+        expand=num_beams if num_beams > 1 else r,
+        do_sample=do_sample,
+        output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
+        eos_slots=max(1, len(eos_ids)),
+        beams_to_keep=max(2, 1 + len(eos_ids)) * num_beams,
+        repetition_penalty=penalty is not None and penalty != 1.0,
+        no_repeat_ngram_size=ngram,
+        bad_words=() if gc.bad_words_ids is None else (bad_single is not None, tuple(g[0].shape for g in bad_groups)),
+        forced_bos=gc.forced_bos_token_id is not None,
+        forced_eos_slots=len(forced_eos),
+        has_token_types=token_type_ids is not None,
+    )
+    opts = dict(
+        # No eos id: one slot holding the vocabulary size, an id no token has.
+        eos_token_ids=np.asarray(eos_ids if eos_ids else [vocab], np.int32),
+        pad_token_id=np.int32(0 if pad is None else pad),
+        # transformers fills beams with `pad_token_id or eos_token_id[0]`: a pad id of 0 counts as unset there.
+        output_fill=np.int32((pad or eos_ids[0]) if eos_ids else -1),
+        min_length=np.int32(min_length),
+        length_penalty=np.float32(gc.length_penalty),
+        length_penalty_table=_length_penalty_table(int(max_length), gc.length_penalty),
+        early_stopping=np.int32(_EARLY_STOPPING[gc.early_stopping]),
+        repetition_penalty=np.float32(penalty if penalty is not None else 1.0),
+        temperature=np.float32(gc.temperature),
+        top_k=np.int32(min(max(top_k, min_keep), vocab) if top_k else vocab),
+        top_p=np.float32(top_p),
+        min_tokens_to_keep=np.int32(min_keep),
+        forced_bos_token_id=np.int32(gc.forced_bos_token_id if gc.forced_bos_token_id is not None else 0),
+        forced_eos_token_ids=np.asarray(forced_eos if forced_eos else [vocab], np.int32),
+        bad_words_single=bad_single if bad_single is not None else np.zeros(1, bool),
+        bad_words_groups=bad_groups,
+    )
+    key = prng_key if prng_key is not None else jax.random.key(0)
+
+    fn = model._generate_fns.get(static)
+    if fn is None:
+        def run(params, input_ids, attention_mask, token_type_ids, prompt, opts, key):
+            return _search(model, static, params, input_ids, attention_mask, token_type_ids, prompt, opts, key)
+
+        fn = model._generate_fns[static] = model._jit(run)
+    out = fn(
+        model.params if params is None else params,
+        input_ids,
+        attention_mask,
+        None if token_type_ids is None else np.asarray(token_type_ids, np.int32),
+        prompt,
+        opts,
+        key,
+    )
+    out = jax.device_get(out)
+    # The loop's buffers are max_length wide; the tokens end at the generated length (one host read).
+    # (Cropped on the host, in numpy: a device slice of a new shape would compile.)
+    if num_beams == 1:
+        cur_len = int(out["cur_len"])
+        sequences = _to_device(out["sequences"][:, :cur_len])
+        if not gc.return_dict_in_generate:
+            return sequences
+        scores = None if out["scores"] is None else tuple(_to_device(s) for s in out["scores"][: cur_len - prompt_length])
+        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
+    # Best hypotheses first; crop to the longest one returned.
+    beam_indices = out["beam_indices"][:, :r].reshape(batch * r, -1)
+    generated = int(np.max(np.sum(beam_indices != -1, axis=1)))
+    sequences = _to_device(out["sequences"][:, :r].reshape(batch * r, -1)[:, : prompt_length + generated])
+    if not gc.return_dict_in_generate:
+        return sequences
+    steps = int(out["cur_len"]) - prompt_length
+    return FlaxGenerateBeamEncoderDecoderOutput(
+        sequences=sequences,
+        sequences_scores=_to_device(out["beam_scores"][:, :r].reshape(-1)) if gc.output_scores else None,
+        scores=None if out["scores"] is None else tuple(_to_device(s) for s in out["scores"][:steps]),
+        beam_indices=_to_device(beam_indices[:, :generated]),
+    )

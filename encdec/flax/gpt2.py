@@ -1,0 +1,381 @@
+"""GPT-2 as Linen modules: a pre-LayerNorm decoder with cross-attention (`ln_cross_attn`).
+
+GPT-2's Conv1D kernels are `[out, in]` in Flax params (transformers' Flax layout;
+`[in, out]` in the canonical PyTorch one). The cache has BERT's layout:
+`{"index", "layers": ({"key", "value", "cross_key", "cross_value"}, ...)}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from ..config import ArchConfig
+from ..errors import InputError
+from .bert import _causal_lm_loss, _check_same_shape, _layer_norm
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    CausalLMOutput,
+    _concrete_int,
+    attention_bias,
+    causal_bias,
+    check_input_ids,
+    softmax_float32,
+)
+
+
+class _FlaxConv1D(nn.Module):
+    """x @ kernel.T + bias with `kernel` `[features, in]`."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        # x [..., in] . kernel [features, in] over `in` -> [..., features]
+        return jnp.einsum("...i,oi->...o", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+class FlaxGPT2Attention(nn.Module):
+    """GPT-2 attention. Self: `c_attn` gives q, k, v; cross: `q_attn` gives q from the
+    decoder, `c_attn` gives k, v from the encoder."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    is_cross_attention: bool = False
+    layer_idx: int = 0
+
+    def setup(self):
+        h = self.config.n_embd
+        if self.is_cross_attention:
+            self.c_attn = _FlaxConv1D(2 * h, self.dtype)
+            self.q_attn = _FlaxConv1D(h, self.dtype)
+        else:
+            self.c_attn = _FlaxConv1D(3 * h, self.dtype)
+        self.c_proj = _FlaxConv1D(h, self.dtype)
+        self.attn_dropout = nn.Dropout(rate=self.config.attn_pdrop)
+        self.resid_dropout = nn.Dropout(rate=self.config.resid_pdrop)
+
+    def _split_heads(self, x):
+        cfg = self.config
+        return x.reshape(x.shape[:2] + (cfg.n_head, cfg.head_dim))  # [B, T, H, D]
+
+    def _project_key_value(self, states):
+        """Cross-attention keys and values of the encoder states, each `[B, S, H, D]`."""
+        key, value = jnp.split(self.c_attn(states), 2, axis=-1)
+        return self._split_heads(key), self._split_heads(value)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        key_value_states=None,
+        kv_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        cfg = self.config
+        new_cache = None
+        if self.is_cross_attention:
+            query = self._split_heads(self.q_attn(hidden_states))
+            key, value = kv_cache if kv_cache is not None else self._project_key_value(key_value_states)
+        else:
+            query, key, value = (self._split_heads(x) for x in jnp.split(self.c_attn(hidden_states), 3, axis=-1))
+            if kv_cache is not None:
+                # Write the T new positions into the [B, L, H, D] cache at cache_index.
+                start = (0, cache_index, 0, 0)
+                key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
+                value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
+                new_cache = (key, value)
+        scale = cfg.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
+        if cfg.scale_attn_by_inverse_layer_idx:
+            scale /= float(self.layer_idx + 1)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key.astype(query.dtype)) * scale
+        weights = softmax_float32(scores, attention_bias, dtype=self.dtype)
+        weights = self.attn_dropout(weights, deterministic=deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(weights.dtype))
+        out = out.reshape(out.shape[:2] + (-1,))  # [B, T, hidden]
+        out = self.resid_dropout(self.c_proj(out), deterministic=deterministic)
+        return out, (weights if output_attentions else None), new_cache
+
+
+class FlaxGPT2MLP(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.c_fc = _FlaxConv1D(self.config.inner_size, self.dtype)
+        self.c_proj = _FlaxConv1D(self.config.n_embd, self.dtype)
+        self.dropout = nn.Dropout(rate=self.config.resid_pdrop)
+
+    def __call__(self, hidden_states, deterministic=True):
+        hidden_states = ACT2FN[self.config.activation_function](self.c_fc(hidden_states))
+        return self.dropout(self.c_proj(hidden_states), deterministic=deterministic)
+
+
+class FlaxGPT2Block(nn.Module):
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    layer_idx: int = 0
+
+    def setup(self):
+        cfg = self.config
+        self.ln_1 = _layer_norm(cfg, self.dtype)
+        self.attn = FlaxGPT2Attention(cfg, self.dtype, layer_idx=self.layer_idx)
+        self.ln_2 = _layer_norm(cfg, self.dtype)
+        if cfg.add_cross_attention:
+            self.crossattention = FlaxGPT2Attention(cfg, self.dtype, is_cross_attention=True, layer_idx=self.layer_idx)
+            self.ln_cross_attn = _layer_norm(cfg, self.dtype)
+        self.mlp = FlaxGPT2MLP(cfg, self.dtype)
+
+    def _cross_key_value(self, encoder_hidden_states):
+        return self.crossattention._project_key_value(encoder_hidden_states)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        layer_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        self_kv = None if layer_cache is None else (layer_cache["key"], layer_cache["value"])
+        attn_output, self_weights, new_self_kv = self.attn(
+            self.ln_1(hidden_states),
+            attention_bias,
+            kv_cache=self_kv,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            deterministic=deterministic,
+        )
+        hidden_states = attn_output + hidden_states
+        cross_weights = None
+        cross_kv = None if layer_cache is None else (layer_cache["cross_key"], layer_cache["cross_value"])
+        if encoder_hidden_states is not None or cross_kv is not None:
+            if not self.config.add_cross_attention:
+                raise InputError(
+                    "encoder_hidden_states were given to a GPT-2 block without cross-attention; "
+                    "expected a decoder config with add_cross_attention=True"
+                )
+            cross_output, cross_weights, _ = self.crossattention(
+                self.ln_cross_attn(hidden_states),
+                encoder_bias,
+                key_value_states=encoder_hidden_states,
+                kv_cache=cross_kv,
+                output_attentions=output_attentions,
+                deterministic=deterministic,
+            )
+            hidden_states = hidden_states + cross_output
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states), deterministic=deterministic)
+        new_cache = None
+        if layer_cache is not None:
+            new_cache = dict(layer_cache, key=new_self_kv[0], value=new_self_kv[1])
+        return hidden_states, self_weights, cross_weights, new_cache
+
+
+class _FlaxGPT2BlockCollection(nn.Module):
+    """The blocks, named "0", "1", ... under `h` as in transformers' Flax params."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.blocks = [
+            FlaxGPT2Block(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(self.config.n_layer)
+        ]
+
+
+class FlaxGPT2Model(nn.Module):
+    """GPT-2 body: token + position embeddings, causal blocks, final LayerNorm."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.wte = nn.Embed(cfg.vocab_size, cfg.n_embd, dtype=self.dtype)
+        self.wpe = nn.Embed(cfg.n_positions, cfg.n_embd, dtype=self.dtype)
+        self.drop = nn.Dropout(rate=cfg.embd_pdrop)
+        self.h = _FlaxGPT2BlockCollection(cfg, self.dtype)
+        self.ln_f = _layer_norm(cfg, self.dtype)
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return [block._cross_key_value(encoder_hidden_states) for block in self.h.blocks]
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
+        """Shapes always; id ranges when the arrays are concrete (not traced)."""
+        cfg = self.config
+        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
+        batch, length = input_ids.shape
+        if position_ids is None:
+            if cache_length is not None and cache_length > cfg.n_positions:
+                raise InputError(
+                    f"the cache holds {cache_length} positions; the position table of gpt2 covers "
+                    f"{cfg.n_positions} tokens, expected a cache of at most {cfg.n_positions}"
+                )
+            past = _concrete_int(past_length)
+            if past is not None and past + length > cfg.n_positions:
+                raise InputError(
+                    f"input_ids has length {length} after {past} cached tokens; the position table of gpt2 "
+                    f"covers {cfg.n_positions} tokens, expected at most {cfg.n_positions} in all"
+                )
+        else:
+            _check_same_shape("position_ids", position_ids, ((batch, length), (1, length)))
+            check_input_ids(position_ids, cfg.n_positions, name="position_ids")
+        if token_type_ids is not None:
+            _check_same_shape("token_type_ids", token_type_ids, ((batch, length),))
+            # GPT-2 embeds token types with its word table.
+            check_input_ids(token_type_ids, cfg.vocab_size, name="token_type_ids")
+        if attention_mask is not None:
+            expected = (batch, length if cache_length is None else cache_length)
+            if tuple(attention_mask.shape) != expected:
+                what = "(batch, sequence)" if cache_length is None else "(batch, cache length)"
+                raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected} {what}")
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        deterministic=True,
+    ):
+        cache = past_key_values
+        past_length = 0 if cache is None else cache["index"]
+        cache_length = None if cache is None else cache["layers"][0]["key"].shape[1]
+        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
+        length = input_ids.shape[1]
+        if position_ids is None:
+            position_ids = (past_length + jnp.arange(length))[None, :]  # [1, T]
+        hidden = self.wte(input_ids.astype("i4")) + self.wpe(position_ids.astype("i4"))
+        if token_type_ids is not None:
+            hidden = hidden + self.wte(token_type_ids.astype("i4"))
+        hidden = self.drop(hidden, deterministic=deterministic)
+
+        key_length = length if cache_length is None else cache_length
+        bias = causal_bias(length, key_length, past_length, attention_mask, self.dtype)
+        encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
+
+        all_hidden = () if output_hidden_states else None
+        all_self = () if output_attentions else None
+        has_cross = encoder_hidden_states is not None or cache is not None
+        all_cross = () if output_attentions and has_cross else None
+        new_layers = []
+        for i, block in enumerate(self.h.blocks):
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, self_probs, cross_probs, new_layer_cache = block(
+                hidden,
+                bias,
+                encoder_hidden_states,
+                encoder_bias,
+                layer_cache=None if cache is None else cache["layers"][i],
+                cache_index=past_length,
+                output_attentions=output_attentions,
+                deterministic=deterministic,
+            )
+            new_layers.append(new_layer_cache)
+            if output_attentions:
+                all_self += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        hidden = self.ln_f(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
+        new_cache = None if cache is None else {"index": past_length + length, "layers": tuple(new_layers)}
+        return BaseModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=new_cache,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+
+
+class FlaxGPT2LMHeadModel(nn.Module):
+    """GPT-2 with its LM head (no bias), tied to the token embeddings."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    base_model_prefix = "transformer"
+
+    def setup(self):
+        self.transformer = FlaxGPT2Model(self.config, self.dtype)
+        if not self.config.tie_word_embeddings:
+            self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype)
+
+    @property
+    def base_model(self):
+        return self.transformer
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def get_output_embeddings(self):
+        """The module that projects to the vocabulary: `wte` when tied."""
+        return self.transformer.wte if self.config.tie_word_embeddings else self.lm_head
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return self.transformer._cross_key_values(encoder_hidden_states)
+
+    def compute_logits(self, hidden_states):
+        if self.config.tie_word_embeddings:
+            # Contract the hidden axes of both: no transposed copy of the [V, H] table is made.
+            return jnp.einsum("...h,vh->...v", hidden_states, self.transformer.wte.embedding.astype(self.dtype))
+        return self.lm_head(hidden_states)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        deterministic=True,
+    ):
+        out = self.transformer(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            past_key_values=past_key_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            deterministic=deterministic,
+        )
+        logits = self.compute_logits(out.last_hidden_state)
+        loss = None if labels is None else _causal_lm_loss(logits, labels)
+        return CausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cross_attentions=out.cross_attentions,
+        )

@@ -1,0 +1,360 @@
+"""What every TensorFlow model file shares: activations, masks, output containers, id checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..config import ArchConfig
+from ..errors import InputError
+
+
+def _gelu_new(x: tf.Tensor) -> tf.Tensor:
+    # GPT-2's tanh approximation, written as transformers writes it (x ** 3, not x * x * x).
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3.0))))
+
+
+def _gelu_fast(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * x * (1.0 + tf.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+ACT2FN = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "relu": tf.nn.relu,
+    "gelu_new": _gelu_new,
+    "gelu_pytorch_tanh": _gelu_new,
+    "gelu_fast": _gelu_fast,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+
+
+def attention_bias(mask: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """A `[B, 1, 1, S]` additive bias from a `[B, S]` mask: 0 where attended, the dtype's minimum where masked."""
+    allowed = tf.cast(mask, tf.bool)[:, None, None, :]
+    return tf.where(allowed, tf.zeros((), dtype), tf.constant(dtype.min, dtype))
+
+
+def causal_bias(
+    query_length: Any,
+    key_length: Any,
+    offset: Any = 0,
+    mask: tf.Tensor | None = None,
+    dtype: tf.DType = tf.float32,
+) -> tf.Tensor:
+    """A `[B or 1, 1, Q, K]` additive bias for causal self-attention over a key/value cache.
+
+    Query `i` sits at absolute position `offset + i` and may attend key `k` when
+    `k <= offset + i` and `mask[:, k]` (a `[B, K]` padding mask over the keys) is set.
+    The two conditions are joined before turning into a bias, so a masked position
+    holds the dtype's minimum once (two minimums would add up to -inf).
+    """
+    q_pos = tf.range(query_length, dtype=tf.int32) + tf.cast(offset, tf.int32)
+    k_pos = tf.range(key_length, dtype=tf.int32)
+    allowed = (k_pos[None, :] <= q_pos[:, None])[None, None, :, :]  # [1, 1, Q, K]
+    if mask is not None:
+        allowed = tf.logical_and(allowed, tf.cast(mask, tf.bool)[:, None, None, :])
+    return tf.where(allowed, tf.zeros((), dtype), tf.constant(dtype.min, dtype))
+
+
+def softmax_float32(scores: tf.Tensor) -> tf.Tensor:
+    """Softmax over the last axis computed in float32, returned in the scores' dtype."""
+    return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
+
+
+class _ModelOutput:
+    """Field access by attribute, by name (`out["logits"]`) and by position over the fields that are set."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+
+@dataclasses.dataclass
+class BaseModelOutput(_ModelOutput):
+    last_hidden_state: tf.Tensor | None = None
+    pooler_output: tf.Tensor | None = None
+    past_key_values: tuple | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+
+
+@dataclasses.dataclass
+class CausalLMOutput(_ModelOutput):
+    loss: tf.Tensor | None = None
+    logits: tf.Tensor | None = None
+    past_key_values: tuple | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+
+
+@dataclasses.dataclass
+class Seq2SeqLMOutput(_ModelOutput):
+    loss: tf.Tensor | None = None
+    logits: tf.Tensor | None = None
+    past_key_values: tuple | None = None
+    decoder_hidden_states: tuple | None = None
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+    encoder_last_hidden_state: tf.Tensor | None = None
+    encoder_hidden_states: tuple | None = None
+    encoder_attentions: tuple | None = None
+
+    @property
+    def cache(self):
+        """transformers 5 names `past_key_values` `cache`."""
+        return self.past_key_values
+
+
+def check_input_ids(ids: Any, vocab_size: int, max_positions: int | None = None, name: str = "input_ids") -> None:
+    """Raise InputError for ids outside `[0, vocab_size)` or sequences longer than `max_positions`.
+
+    Eagerly the check runs on the host, before any lookup (TensorFlow on GPU returns
+    zeros for an out-of-range gather instead of failing). Inside a `tf.function` it
+    adds assertions, which automatic control dependencies run before the function
+    returns; XLA drops assertions, so compiled generation checks its inputs on the
+    host before it starts.
+    """
+    if ids is None:
+        return
+    if tf.executing_eagerly() or isinstance(ids, np.ndarray):
+        values = np.asarray(ids)
+        if values.ndim != 2:
+            raise InputError(f"{name} has shape {values.shape}; expected [batch, sequence]")
+        if max_positions is not None and values.shape[1] > int(max_positions):
+            raise InputError(
+                f"{name} has {values.shape[1]} positions; expected at most {int(max_positions)} "
+                "(what is left of the position table)"
+            )
+        if values.size:
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high >= vocab_size:
+                bad = values[(values < 0) | (values >= vocab_size)]
+                raise InputError(
+                    f"{name} holds ids outside the table (e.g. {int(bad[0])}; min {low}, max {high}); "
+                    f"expected 0 <= id < {vocab_size}"
+                )
+        return
+    ids = tf.convert_to_tensor(ids)
+    tf.debugging.assert_non_negative(ids, message=f"{name} holds negative ids; expected 0 <= id < {vocab_size}")
+    tf.debugging.assert_less(
+        ids, tf.cast(vocab_size, ids.dtype), message=f"{name} holds ids >= the vocabulary size {vocab_size}"
+    )
+    if max_positions is not None:
+        tf.debugging.assert_less_equal(
+            tf.shape(ids)[-1], max_positions, message=f"{name} is longer than the position table ({max_positions})"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Built Keras layers. Each is created with its weights, so that every variable
+# exists before the first call and the core can fill it (the initial values are
+# zeros: real values always come from `init_weights` or a checkpoint).
+
+
+class _Dense(keras.layers.Layer):
+    """`x @ kernel + bias`, kernel `[in, out]` (the transpose of torch's Linear weight).
+
+    Keras' Dense reshapes rank-3 inputs through `tensordot` (a score of shape ops per
+    call); a broadcasting matmul is one op, which keeps traces and XLA compiles small.
+    """
+
+    def __init__(self, units: int, in_features: int, use_bias: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = self.add_weight(shape=(in_features, units), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(shape=(units,), initializer="zeros", name="bias") if use_bias else None
+        self.built = True
+
+    def call(self, x):
+        x = tf.matmul(x, self.kernel)
+        return x + self.bias if self.bias is not None else x
+
+
+def _dense(units: int, in_features: int, name: str, use_bias: bool = True) -> _Dense:
+    return _Dense(units, in_features, use_bias=use_bias, name=name)
+
+
+def _layer_norm(width: int, eps: float, name: str) -> keras.layers.LayerNormalization:
+    layer = keras.layers.LayerNormalization(epsilon=eps, name=name)
+    layer.build((None, width))
+    return layer
+
+
+def _embedding(rows: int, width: int, name: str) -> keras.layers.Embedding:
+    layer = keras.layers.Embedding(rows, width, embeddings_initializer="zeros", name=name)
+    layer.build((None,))
+    return layer
+
+
+# Weight names in Keras' and encdec's layers -> the canonical leaf.
+_KERAS_LEAVES = {
+    "kernel": "weight", "gamma": "weight", "beta": "bias", "embeddings": "weight", "bias": "bias", "weight": "weight"
+}
+
+
+def _named_variables(root: keras.layers.Layer) -> dict[str, keras.Variable]:
+    """Every variable under `root` by canonical (PyTorch `state_dict`) name.
+
+    The layer tree mirrors the PyTorch module tree: the attributes that hold layers
+    carry the PyTorch attribute names (`encoder`, `layer` as a list, `self`, ...), or
+    another name that the layer class maps to it in `_torch_names` (where the PyTorch
+    name is taken by Keras: `output`).
+    encdec's own layers are walked attribute by attribute; Keras' built-in layers
+    (LayerNormalization, Embedding) are leaves whose weights are read from `weights`.
+    Weight names map to canonical leaves through `_KERAS_LEAVES`. A variable reached
+    twice (shared or tied) keeps the first name.
+    """
+    named: dict[str, keras.Variable] = {}
+    seen: set[int] = set()
+
+    def add(name: str, variable: keras.Variable) -> None:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            named[name] = variable
+
+    def visit(layer: keras.layers.Layer, prefix: str) -> None:
+        if not type(layer).__module__.startswith("encdec."):
+            for variable in layer.weights:
+                add(f"{prefix}.{_KERAS_LEAVES[variable.name]}", variable)
+            return
+        torch_names = getattr(type(layer), "_torch_names", {})
+        for attr, value in vars(layer).items():
+            if attr.startswith("_"):
+                continue
+            attr = torch_names.get(attr, attr)
+            name = f"{prefix}.{attr}" if prefix else attr
+            if isinstance(value, keras.Variable):
+                add(f"{prefix}.{_KERAS_LEAVES[attr]}" if prefix else _KERAS_LEAVES[attr], value)
+            elif isinstance(value, keras.layers.Layer):
+                visit(value, name)
+            elif isinstance(value, (list, tuple)) and value and isinstance(value[0], keras.layers.Layer):
+                for i, item in enumerate(value):
+                    visit(item, f"{name}.{i}")
+
+    visit(root, "")
+    return named
+
+
+def _output_projection(config: ArchConfig, input_embeddings: keras.layers.Embedding, name: str) -> keras.layers.Layer:
+    """The vocabulary projection of an LM head: the word embeddings when tied, else its own `[hidden, V]` kernel."""
+    if config.tie_word_embeddings:
+        return input_embeddings
+    return _dense(config.vocab_size, config.hidden_size, name, use_bias=False)
+
+
+def _project_to_vocab(projection: keras.layers.Layer, hidden_states):
+    """`[B, S, hidden] -> [B, S, V]` through a tied embedding table `[V, hidden]` or an own kernel."""
+    if isinstance(projection, keras.layers.Embedding):
+        return tf.einsum("bsh,vh->bsv", hidden_states, projection.embeddings)
+    return projection(hidden_states)
+
+
+def _cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy over the positions whose label is not -100 (torch's CrossEntropyLoss).
+
+    logits `[..., V]`, labels `[...]`; computed in float32.
+    """
+    labels = tf.cast(labels, tf.int32)
+    keep = tf.not_equal(labels, -100)
+    safe = tf.where(keep, labels, tf.zeros_like(labels))
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=tf.cast(logits, tf.float32))
+    losses = tf.where(keep, losses, tf.zeros_like(losses))
+    # torch divides the summed loss by the number of kept positions (NaN when there are none).
+    return tf.reduce_sum(losses) / tf.reduce_sum(tf.cast(keep, tf.float32))
+
+
+def _write_cache(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Write `new` `[B, L, H, D]` into a fixed-size cache `[B, T, H, D]` at positions `index .. index + L - 1`.
+
+    A select over the cache's positions rather than a scatter, so that the shapes stay
+    fixed under XLA and the same code runs eagerly.
+    """
+    length = tf.shape(new)[1]
+    positions = tf.range(tf.shape(cache)[1]) - tf.cast(index, tf.int32)  # [T], offset into `new`
+    inside = (positions >= 0) & (positions < length)
+    gathered = tf.gather(new, tf.clip_by_value(positions, 0, length - 1), axis=1)  # [B, T, H, D]
+    return tf.where(inside[None, :, None, None], gathered, cache)
+
+
+def _extend_cache(past_key_value, key, value, cache_index):
+    """Append `[B, S, H, D]` keys/values to the cache, or write them at `cache_index` of a fixed-size one."""
+    if cache_index is None:
+        return tf.concat([past_key_value[0], key], axis=1), tf.concat([past_key_value[1], value], axis=1)
+    return _write_cache(past_key_value[0], key, cache_index), _write_cache(past_key_value[1], value, cache_index)
+
+
+def _attend(query, key, value, bias, scale, dropout, training):
+    """`[B, Q, H, D]` queries over `[B, K, H, D]` keys/values -> (`[B, Q, H*D]`, probabilities `[B, H, Q, K]`)."""
+    scores = tf.einsum("bqhd,bkhd->bhqk", query, key) * scale
+    if bias is not None:
+        scores = scores + bias
+    probs = softmax_float32(scores)
+    context = tf.einsum("bhqk,bkhd->bqhd", dropout(probs, training=training), value)
+    if bias is not None and bias.shape[-2] != 1:
+        # A query that may attend no key (a leading pad of the decoder) gets a zero output, as
+        # transformers' SDPA path gives it; the additive bias alone would average every value.
+        alive = tf.reduce_max(bias, axis=-1) > bias.dtype.min  # [B, 1, Q]
+        context = tf.where(tf.transpose(alive, [0, 2, 1])[..., None], context, tf.zeros((), context.dtype))
+    shape = tf.shape(context)
+    return tf.reshape(context, [shape[0], shape[1], shape[2] * shape[3]]), probs
+
+
+def _cache_lengths(input_ids, past_key_values, cache_index):
+    """(tokens before the new ones, keys attended) for a forward with an optional cache."""
+    length = tf.shape(input_ids)[1]
+    if cache_index is not None:
+        if past_key_values is None:
+            raise InputError("cache_index was given without past_key_values; expected a fixed-size cache to write into")
+        return cache_index, tf.shape(past_key_values[0][0])[1]  # every slot of the fixed-size cache
+    if past_key_values is not None:
+        past = tf.shape(past_key_values[0][0])[1]
+        return past, past + length
+    return 0, length
+
+
+def _encoder_bias(encoder_attention_mask):
+    """A `[B, S]` encoder mask -> `[B, 1, 1, S]` bias; a rank-4 mask is a bias already."""
+    if encoder_attention_mask is None:
+        return None
+    encoder_attention_mask = tf.convert_to_tensor(encoder_attention_mask)
+    if encoder_attention_mask.shape.rank == 4:
+        return encoder_attention_mask
+    return attention_bias(encoder_attention_mask)
+
+
+def _causal_lm_loss(logits: tf.Tensor, labels) -> tf.Tensor:
+    """Next-token cross-entropy of a decoder on its own: position t predicts label t + 1; -100 is ignored."""
+    labels = tf.convert_to_tensor(labels)
+    return _cross_entropy(logits[:, :-1], labels[:, 1:])
+
+
+def _check_shape(tensor, input_ids, past_length, name: str) -> None:
+    """Eagerly, raise InputError unless `tensor` is `[batch, past_length + length]` for `input_ids` `[batch, length]`.
+
+    Masks cover the cached tokens too (`past_length`); token types only the new ones (0).
+    """
+    if not tf.executing_eagerly():
+        return
+    batch, length = input_ids.shape
+    expected = (batch, int(past_length) + length)
+    if tuple(tensor.shape) != expected:
+        what = "batch, cached + new tokens" if past_length else "like input_ids"
+        raise InputError(f"{name} has shape {tuple(tensor.shape)}; expected {expected} ({what})")

@@ -1,0 +1,828 @@
+"""Generation for `TFEncoderDecoderModel`: logits processors, greedy/sampling and beam search.
+
+The semantics are transformers 5's (`GenerationMixin._sample`, `_beam_search` and the
+processors of `generation/logits_process.py`), step for step as the PyTorch port
+runs them. Everything inside the search is TensorFlow ops over fixed shapes, so the
+same code runs eagerly (`tf.while_loop` runs as a Python loop) and compiled with
+`tf.function(jit_compile=True)`:
+
+* a processor is called as `processor(sequences, cur_len, scores)`: `sequences` is the
+  whole `[N, max_length]` token buffer, `cur_len` a scalar tensor saying how much of
+  it is filled;
+* the encoder runs once; the cross-attention keys/values are computed once, before
+  the loop, and stay outside the loop state;
+* the self-attention cache holds `max_length - 1` positions per layer,
+  `[N, max_length - 1, heads, head_dim]`, written at `cur_len - 1` by each step;
+* the loop stops as transformers' does (all sequences finished, or the beam search
+  cannot improve); the host crops the fixed-size buffers to the generated length.
+
+`generate` keeps one compiled function per set of options that fix shapes or ops
+(`_Plan`); its inputs leave batch and length open. A second call with the same
+options traces nothing, and with the same shapes compiles nothing either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from ..config import GenerationConfig
+from ..errors import ConfigError, InputError
+from .common import _ModelOutput, attention_bias, check_input_ids
+
+NEG_INF = float("-inf")
+
+# ---------------------------------------------------------------------------
+# Logits processors, in the order transformers applies them.
+
+
+def _set_column(buffer: tf.Tensor, index: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """`buffer[..., index] = values` for a `[..., T]` buffer and `[...]` values, as a select (fixed shapes)."""
+    hit = tf.equal(tf.range(tf.shape(buffer)[-1]), index)
+    return tf.where(hit, values[..., None], buffer)
+
+
+def _isin(ids: tf.Tensor, candidates) -> tf.Tensor:
+    """Elementwise `ids in candidates` for a static list of ids."""
+    return tf.reduce_any(tf.equal(ids[..., None], tf.constant(list(candidates), ids.dtype)), axis=-1)
+
+
+def _mark(ids: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
+    """`[N, V]` bools from `[N, L]` ids: True at `(n, ids[n, j])`; ids equal to `vocab` go to a dropped spare column."""
+    n = tf.shape(ids)[0]
+    row = tf.broadcast_to(tf.range(n)[:, None], tf.shape(ids))
+    counts = tf.scatter_nd(tf.stack([row, ids], axis=-1), tf.ones_like(ids), tf.stack([n, vocab + 1]))
+    return counts[:, :vocab] > 0
+
+
+class TFRepetitionPenaltyLogitsProcessor:
+    """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
+
+    def __init__(self, penalty: float) -> None:
+        if not penalty > 0:
+            raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
+        self.penalty = float(penalty)
+
+    def __call__(self, sequences, cur_len, scores):
+        vocab = tf.shape(scores)[-1]
+        # Unfilled positions point at a spare column past the vocabulary.
+        filled = tf.range(tf.shape(sequences)[1]) < cur_len  # [T]
+        seen = _mark(tf.where(filled[None, :], sequences, vocab), vocab)  # [N, V]
+        penalized = tf.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return tf.where(seen, penalized, scores)
+
+
+class TFNoRepeatNGramLogitsProcessor:
+    """Bans every token that would repeat an n-gram already in the sequence."""
+
+    def __init__(self, ngram_size: int) -> None:
+        if not isinstance(ngram_size, int) or ngram_size <= 0:
+            raise ConfigError(f"no_repeat_ngram_size must be a positive int, got {ngram_size!r}")
+        self.ngram_size = ngram_size
+
+    def __call__(self, sequences, cur_len, scores):
+        n = self.ngram_size
+        length = sequences.shape[1]
+        if n > length:
+            return scores
+        vocab = tf.shape(scores)[-1]
+        starts = tf.range(length - n + 1)  # window s = tokens s .. s + n - 1
+        windows = tf.gather(sequences, starts[:, None] + tf.range(n)[None, :], axis=1)  # [N, W, n]
+        # Windows wholly inside the filled part whose first n - 1 tokens equal the current suffix
+        # ban their last token; the suffix's own window is not complete yet, so it bans nothing.
+        suffix_pos = tf.clip_by_value(cur_len + 1 - n + tf.range(n - 1), 0, length - 1)
+        suffix = tf.gather(sequences, suffix_pos, axis=1)  # [N, n - 1]
+        complete = starts <= cur_len - n  # [W]
+        matches = tf.reduce_all(tf.equal(windows[:, :, :-1], suffix[:, None, :]), axis=-1) & complete[None, :]
+        banned = _mark(tf.where(matches, windows[:, :, -1], vocab), vocab)
+        banned = banned & (cur_len >= n)
+        return tf.where(banned, tf.constant(NEG_INF, scores.dtype), scores)
+
+
+class TFNoBadWordsLogitsProcessor:
+    """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
+
+    def __init__(self, bad_words_ids, eos_token_ids, vocab_size: int) -> None:
+        if not isinstance(bad_words_ids, (list, tuple)) or not bad_words_ids or not all(
+            isinstance(seq, (list, tuple)) and seq and all(isinstance(t, int) and 0 <= t < vocab_size for t in seq)
+            for seq in bad_words_ids
+        ):
+            raise ConfigError(
+                f"bad_words_ids is {bad_words_ids!r}; expected a non-empty list of non-empty lists of token ids "
+                f"in [0, {vocab_size})"
+            )
+        # As transformers: a banned sequence that is just an eos token is ignored.
+        sequences = [tuple(seq) for seq in bad_words_ids if not (len(seq) == 1 and seq[0] in eos_token_ids)]
+        single = np.zeros(vocab_size, np.float32)
+        groups: dict[int, list[tuple[int, ...]]] = {}
+        for seq in dict.fromkeys(sequences):
+            if len(seq) == 1:
+                single[seq[0]] = NEG_INF
+            else:
+                groups.setdefault(len(seq) - 1, []).append(seq)
+        self.single = single
+        # (prefixes [G, p], last tokens [G]) per prefix length p
+        self.groups = [
+            (np.array([s[:-1] for s in group], np.int32), np.array([s[-1] for s in group], np.int32))
+            for group in groups.values()
+        ]
+
+    def __call__(self, sequences, cur_len, scores):
+        vocab = tf.shape(scores)[-1]
+        bias = tf.zeros_like(scores) + tf.constant(self.single, scores.dtype)
+        length = sequences.shape[1]
+        for prefixes, last in self.groups:
+            p = prefixes.shape[1]
+            if p > length:
+                continue
+            tail = tf.gather(sequences, tf.clip_by_value(cur_len - p + tf.range(p), 0, length - 1), axis=1)  # [N, p]
+            matching = tf.reduce_all(tf.equal(tail[:, None, :], tf.constant(prefixes)), axis=-1)  # [N, G]
+            matching = matching & (cur_len >= p)
+            hit = _mark(tf.where(matching, tf.constant(last)[None, :], vocab), vocab)
+            bias = tf.where(hit, tf.constant(NEG_INF, scores.dtype), bias)
+        return scores + bias
+
+
+class TFMinLengthLogitsProcessor:
+    """No eos before the sequence (decoder start included) is `min_length` long."""
+
+    def __init__(self, min_length: int, eos_token_ids) -> None:
+        self.min_length = min_length
+        self.eos_token_ids = list(eos_token_ids)
+
+    def __call__(self, sequences, cur_len, scores):
+        is_eos = _isin(tf.range(tf.shape(scores)[-1]), self.eos_token_ids)  # [V]
+        return tf.where(is_eos & (cur_len < self.min_length), tf.constant(NEG_INF, scores.dtype), scores)
+
+
+def _force(scores, token_ids, when):
+    """Where `when`, every score is -inf but those of `token_ids`, which are 0."""
+    allowed = _isin(tf.range(tf.shape(scores)[-1]), token_ids)  # [V]
+    forced = tf.where(allowed, tf.zeros((), scores.dtype), tf.constant(NEG_INF, scores.dtype))
+    return tf.where(when, tf.broadcast_to(forced, tf.shape(scores)), scores)
+
+
+class TFForcedBOSTokenLogitsProcessor:
+    """The first generated token is `bos_token_id`."""
+
+    def __init__(self, bos_token_id: int) -> None:
+        self.bos_token_id = bos_token_id
+
+    def __call__(self, sequences, cur_len, scores):
+        return _force(scores, [self.bos_token_id], tf.equal(cur_len, 1))
+
+
+class TFForcedEOSTokenLogitsProcessor:
+    """The last token (at `max_length - 1`) is an eos token."""
+
+    def __init__(self, max_length: int, eos_token_ids) -> None:
+        self.max_length = max_length
+        self.eos_token_ids = list(eos_token_ids) if isinstance(eos_token_ids, (list, tuple)) else [eos_token_ids]
+
+    def __call__(self, sequences, cur_len, scores):
+        return _force(scores, self.eos_token_ids, tf.equal(cur_len, self.max_length - 1))
+
+
+class TFTemperatureLogitsWarper:
+    def __init__(self, temperature: float) -> None:
+        self.temperature = float(temperature)
+
+    def __call__(self, sequences, cur_len, scores):
+        return scores / self.temperature
+
+
+class TFTopKLogitsWarper:
+    """Keeps the `top_k` best scores (at least `min_tokens_to_keep`)."""
+
+    def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
+        if not isinstance(top_k, int) or top_k <= 0:
+            raise ConfigError(f"top_k must be a positive int, got {top_k!r}")
+        self.top_k = max(top_k, min_tokens_to_keep)
+
+    def __call__(self, sequences, cur_len, scores):
+        k = min(self.top_k, scores.shape[-1])
+        kth = tf.math.top_k(scores, k).values[..., -1:]  # [N, 1]
+        return tf.where(scores < kth, tf.constant(NEG_INF, scores.dtype), scores)
+
+
+class TFTopPLogitsWarper:
+    """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
+
+    def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
+        top_p = float(top_p)
+        if not 0.0 <= top_p <= 1.0:
+            raise ConfigError(f"top_p must be in [0, 1], got {top_p}")
+        self.top_p = top_p
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, sequences, cur_len, scores):
+        order = tf.argsort(scores, axis=-1, direction="ASCENDING", stable=True)  # [N, V]
+        sorted_scores = tf.gather(scores, order, batch_dims=1)
+        cumulative = tf.cumsum(tf.nn.softmax(sorted_scores, axis=-1), axis=-1)
+        remove = cumulative <= (1 - self.top_p)  # ascending order: the low-probability tail
+        vocab = tf.shape(scores)[-1]
+        remove = remove & (tf.range(vocab) < vocab - self.min_tokens_to_keep)[None, :]
+        remove = tf.gather(remove, tf.argsort(order, axis=-1), batch_dims=1)  # back to vocabulary order
+        return tf.where(remove, tf.constant(NEG_INF, scores.dtype), scores)
+
+
+def build_logits_processors(config: GenerationConfig, eos_token_ids, max_length: int, min_length: int,
+                            vocab_size: int) -> list:
+    """The processors `config` asks for, in transformers' order (sampling warpers last)."""
+    processors = []
+    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+        processors.append(TFRepetitionPenaltyLogitsProcessor(config.repetition_penalty))
+    if config.no_repeat_ngram_size:
+        processors.append(TFNoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+    if config.bad_words_ids is not None:
+        processors.append(TFNoBadWordsLogitsProcessor(config.bad_words_ids, eos_token_ids, vocab_size))
+    if min_length > 0 and eos_token_ids:
+        processors.append(TFMinLengthLogitsProcessor(min_length, eos_token_ids))
+    if config.forced_bos_token_id is not None:
+        processors.append(TFForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
+    if config.forced_eos_token_id is not None:
+        processors.append(TFForcedEOSTokenLogitsProcessor(max_length, config.forced_eos_token_id))
+    if config.do_sample:
+        # Beam sampling keeps one more token than there are eos tokens, so some beam can go on.
+        keep = (len(eos_token_ids) + 1 if eos_token_ids else 2) if config.num_beams > 1 else 1
+        if config.temperature is not None and config.temperature != 1.0:
+            processors.append(TFTemperatureLogitsWarper(config.temperature))
+        if config.top_k is not None and config.top_k != 0:
+            processors.append(TFTopKLogitsWarper(config.top_k, keep))
+        if config.top_p is not None and config.top_p < 1.0:
+            processors.append(TFTopPLogitsWarper(config.top_p, keep))
+    return processors
+
+
+def _apply(processors, sequences, cur_len, scores):
+    for processor in processors:
+        scores = processor(sequences, cur_len, scores)
+    return scores
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+
+
+@dataclasses.dataclass
+class TFGenerateEncoderDecoderOutput(_ModelOutput):
+    """Greedy / sampling output (`return_dict_in_generate=True`); `scores` are the processed scores per step."""
+
+    sequences: Any = None
+    scores: Any = None
+
+
+@dataclasses.dataclass
+class TFGenerateBeamEncoderDecoderOutput(_ModelOutput):
+    """Beam search output; `scores` are the processed log-probabilities per step."""
+
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: Any = None
+    beam_indices: Any = None
+
+
+# ---------------------------------------------------------------------------
+# Search loops
+
+
+class _Step:
+    """One decoder step: `[N, 1]` tokens at `cache_index` -> (`[N, V]` float32 next-token logits, updated cache).
+
+    The loop carries only the self-attention cache, `((k, v), ...)` per layer; the
+    cross-attention keys/values `cross` are computed once, before the loop.
+    """
+
+    def __init__(self, decoder, encoder_hidden_states, encoder_bias, cross) -> None:
+        self.decoder = decoder
+        self.encoder_hidden_states = encoder_hidden_states
+        self.encoder_bias = encoder_bias
+        self.cross = cross
+
+    def __call__(self, tokens, cache, cache_index):
+        out = self.decoder(
+            tokens,
+            encoder_hidden_states=self.encoder_hidden_states,
+            encoder_attention_mask=self.encoder_bias,
+            past_key_values=tuple(layer + cross for layer, cross in zip(cache, self.cross)),
+            use_cache=True,
+            logits_to_keep=1,
+            cache_index=cache_index,
+        )
+        return tf.cast(out.logits[:, -1], tf.float32), tuple(layer[:2] for layer in out.past_key_values)
+
+
+def _mix32(x):
+    """A 32-bit integer hash (Wellons' lowbias32): wrapping uint32 arithmetic, the same in every TF backend."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = x * tf.constant(0x7FEB352D, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = x * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def _uniform(shape, seed, step):
+    """Uniform floats in (0, 1), a pure function of (seed, step, position).
+
+    TensorFlow's own stateless generators give different streams eagerly and under XLA;
+    this counter-based hash gives the same bits in both, so seeded sampling picks the
+    same tokens either way.
+    """
+    seed = tf.cast(seed, tf.int64)
+    low = tf.cast(tf.bitwise.bitwise_and(seed, 0xFFFFFFFF), tf.uint32)
+    high = tf.cast(tf.bitwise.right_shift(seed, 32), tf.uint32)
+    key = _mix32(low ^ _mix32(high ^ _mix32(tf.cast(step, tf.uint32) + tf.constant(0x9E3779B9, tf.uint32))))
+    counter = tf.cast(tf.range(tf.reduce_prod(shape)), tf.uint32)
+    bits = _mix32(_mix32(counter ^ key) + key)
+    # the top 24 bits, centred in their interval: exact in float32, never 0 or 1
+    return tf.reshape((tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (2.0**-24), shape)
+
+
+def _gumbel(shape, seed, cur_len):
+    """Gumbel noise for step `cur_len`: adding it to log-probabilities and taking the arg max draws a token."""
+    return -tf.math.log(-tf.math.log(_uniform(shape, seed, cur_len)))
+
+
+def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, pad_token_id, cache,
+                  do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0):
+    """Greedy decoding or sampling over a `[N, max_length]` buffer whose position 0 is filled.
+
+    Returns (sequences `[N, max_length]`, filled length, scores `[max_length - 1, N, V]` or None).
+    """
+    rows = tf.shape(sequences)[0]
+    unfinished = tf.ones([rows], tf.bool)
+    all_scores = tf.zeros(tf.stack([max_length - 1, rows, vocab_size])) if output_scores else tf.zeros([0])
+
+    def cond(cur_len, sequences, unfinished, cache, all_scores):
+        return (cur_len < max_length) & tf.reduce_any(unfinished)
+
+    def body(cur_len, sequences, unfinished, cache, all_scores):
+        logits, cache = step(tf.gather(sequences, [cur_len - 1], axis=1), cache, cur_len - 1)
+        next_scores = _apply(processors, sequences, cur_len, logits)
+        if output_scores:
+            all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - 1]], next_scores[None])
+        if do_sample:
+            next_scores = next_scores + _gumbel(tf.shape(next_scores), seed, cur_len)  # Gumbel-max: a categorical draw
+        next_tokens = tf.argmax(next_scores, axis=-1, output_type=tf.int32)
+        if eos_token_ids:
+            next_tokens = tf.where(unfinished, next_tokens, pad_token_id)  # finished rows are padded
+            unfinished = unfinished & ~_isin(next_tokens, eos_token_ids)
+        return cur_len + 1, _set_column(sequences, cur_len, next_tokens), unfinished, cache, all_scores
+
+    cur_len, sequences, _, _, all_scores = tf.while_loop(
+        cond, body, (tf.constant(1), sequences, unfinished, cache, all_scores), maximum_iterations=max_length - 1
+    )
+    return sequences, cur_len, (all_scores if output_scores else None)
+
+
+def _gather_beams(tensor, beam_indices):
+    """`[B, K, ...]` gathered along the beam axis by `[B, K']` indices -> `[B, K', ...]`."""
+    return tf.gather(tensor, beam_indices, axis=1, batch_dims=1)
+
+
+def beam_search(step, processors, sequences, batch_size, num_beams: int, max_length: int, eos_token_ids,
+                pad_token_id, cache, penalties, early_stopping_true, heuristic_at_max_length,
+                do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0):
+    """transformers 5's vectorized beam search, step for step.
+
+    `sequences` is the `[B * num_beams, max_length]` buffer with position 0 filled.
+    Running beams and finished hypotheses are each `num_beams` fixed-length rows per
+    batch item; each step keeps the best `beams_to_keep` continuations over all beams,
+    the best `num_beams` unfinished ones run on, and finished ones replace worse
+    finished hypotheses (scores divided by `penalties[length]`, the float32 value of
+    `length ** length_penalty`). The options that change no shape are tensors, so one
+    compiled function serves every length penalty and early-stopping mode:
+    `early_stopping_true` (early_stopping is True) and `heuristic_at_max_length`
+    (early_stopping == "never" with a positive length penalty).
+
+    Returns a dict: `sequences` `[B, num_beams, max_length]` (best first), `beam_scores`
+    `[B, num_beams]`, `beam_indices` `[B, num_beams, max_length - 1]`, `steps` run, `scores`.
+    """
+    prompt_len = 1
+    n_eos = len(eos_token_ids) if eos_token_ids else 0
+    beams_to_keep = max(2, 1 + n_eos) * num_beams
+    top_num_beam_mask = tf.constant([True] * num_beams + [False] * (beams_to_keep - num_beams))
+    rows = batch_size * num_beams
+
+    # transformers fills with `pad_token_id or eos_token_id[0]`: a pad id of 0 counts as unset there.
+    fill = (pad_token_id or eos_token_ids[0]) if eos_token_ids else -1
+    first = tf.reshape(sequences[:, :prompt_len], tf.stack([batch_size, num_beams, prompt_len]))
+    unfilled = tf.fill(tf.stack([batch_size, num_beams, max_length - prompt_len]), tf.constant(fill, sequences.dtype))
+    running_sequences = tf.concat([first, unfilled], axis=2)
+    running_beam_indices = tf.fill(tf.stack([batch_size, num_beams, max_length - prompt_len]), -1)
+    batch_offset = tf.range(batch_size)[:, None] * num_beams  # [B, 1]
+    state = dict(
+        cur_len=tf.constant(prompt_len),
+        going=tf.constant(True),
+        running_sequences=running_sequences,
+        # only the first beam's tokens count at the first step
+        running_beam_scores=tf.tile(tf.constant([[0.0] + [-1e9] * (num_beams - 1)]), tf.stack([batch_size, 1])),
+        running_beam_indices=running_beam_indices,
+        sequences=running_sequences,
+        beam_scores=tf.fill(tf.stack([batch_size, num_beams]), -1e9),
+        beam_indices=running_beam_indices,
+        is_sent_finished=tf.zeros(tf.stack([batch_size, num_beams]), tf.bool),
+        unsatisfied=tf.ones(tf.stack([batch_size, 1]), tf.bool),  # is_early_stop_heuristic_unsatisfied
+        cache=cache,
+        all_scores=tf.zeros(tf.stack([max_length - 1, rows, vocab_size])) if output_scores else tf.zeros([0]),
+    )
+
+    def body(s):
+        cur_len = s["cur_len"]
+        flat_running = tf.reshape(s["running_sequences"], tf.stack([rows, max_length]))
+        logits, cache = step(tf.gather(flat_running, [cur_len - 1], axis=1), s["cache"], cur_len - 1)
+        vocab = tf.shape(logits)[-1]
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        log_probs = _apply(processors, flat_running, cur_len, log_probs)
+        all_scores = s["all_scores"]
+        if output_scores:
+            all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - 1]], log_probs[None])
+        log_probs = tf.reshape(log_probs, tf.stack([batch_size, num_beams, vocab]))
+        log_probs = log_probs + s["running_beam_scores"][:, :, None]
+        log_probs = tf.reshape(log_probs, tf.stack([batch_size, num_beams * vocab]))
+
+        # a. the best `beams_to_keep` continuations over all beams
+        if do_sample:
+            # Gumbel-top-k: `beams_to_keep` draws without replacement from softmax(log_probs).
+            keys = log_probs + _gumbel(tf.shape(log_probs), seed, cur_len)
+            topk_indices = tf.math.top_k(keys, beams_to_keep).indices
+            topk_log_probs = tf.gather(log_probs, topk_indices, batch_dims=1)
+            order = tf.argsort(topk_log_probs, axis=-1, direction="DESCENDING", stable=True)
+            topk_log_probs = tf.gather(topk_log_probs, order, batch_dims=1)
+            topk_indices = tf.gather(topk_indices, order, batch_dims=1)
+        else:
+            topk_log_probs, topk_indices = tf.math.top_k(log_probs, beams_to_keep)
+        topk_current_beam_indices = topk_indices // vocab  # [B, K]
+        topk_ids = topk_indices % vocab
+        topk_running_beam_indices = _set_column(
+            _gather_beams(s["running_beam_indices"], topk_current_beam_indices),
+            cur_len - prompt_len,
+            topk_current_beam_indices + batch_offset,
+        )
+        topk_running_sequences = _set_column(
+            _gather_beams(s["running_sequences"], topk_current_beam_indices), cur_len, topk_ids
+        )
+
+        # b. which continuations end here (eos, or the length limit)
+        hits = tf.fill(tf.shape(topk_ids), cur_len + 1 >= max_length)
+        if eos_token_ids:
+            hits = hits | _isin(topk_ids, eos_token_ids)
+
+        # c. the best unfinished ones run on
+        topk_running_log_probs = topk_log_probs + tf.cast(hits, tf.float32) * -1.0e9
+        next_topk = tf.math.top_k(topk_running_log_probs, num_beams).indices
+        running_sequences = _gather_beams(topk_running_sequences, next_topk)
+        running_beam_scores = _gather_beams(topk_running_log_probs, next_topk)
+        running_beam_indices = _gather_beams(topk_running_beam_indices, next_topk)
+
+        # d. finished ones among the top `num_beams` replace worse finished hypotheses
+        is_sent_finished, unsatisfied = s["is_sent_finished"], s["unsatisfied"]
+        just_finished = hits & top_num_beam_mask[None, :]
+        finished_scores = topk_log_probs / tf.gather(penalties, cur_len + 1 - prompt_len)
+        beams_in_batch_are_full = tf.reduce_all(is_sent_finished, axis=-1, keepdims=True) & early_stopping_true
+        finished_scores += tf.cast(beams_in_batch_are_full, tf.float32) * -1.0e9
+        finished_scores += tf.cast(~unsatisfied, tf.float32) * -1.0e9
+        finished_scores += tf.cast(~just_finished, tf.float32) * -1.0e9
+        merged_scores = tf.concat([s["beam_scores"], finished_scores], axis=1)
+        keep = tf.math.top_k(merged_scores, num_beams).indices
+        finished_sequences = _gather_beams(tf.concat([s["sequences"], topk_running_sequences], axis=1), keep)
+        beam_scores = _gather_beams(merged_scores, keep)
+        beam_indices = _gather_beams(tf.concat([s["beam_indices"], topk_running_beam_indices], axis=1), keep)
+        is_sent_finished = _gather_beams(tf.concat([is_sent_finished, just_finished], axis=1), keep)
+
+        # e. can anything still change?
+        cur_len = cur_len + 1
+        best_hypothetical_length = tf.where(heuristic_at_max_length, max_length - prompt_len, cur_len - prompt_len)
+        best_running = running_beam_scores[:, :1] / tf.gather(penalties, best_hypothetical_length)
+        worst_finished = tf.where(
+            is_sent_finished, tf.reduce_min(beam_scores, axis=1, keepdims=True), tf.constant(-1.0e9)
+        )
+        unsatisfied = unsatisfied & tf.reduce_any(best_running > worst_finished, axis=-1, keepdims=True)
+        exists_open_beam = ~(tf.reduce_all(is_sent_finished) & early_stopping_true)
+        going = tf.reduce_any(unsatisfied) & exists_open_beam & ~tf.reduce_all(hits)
+        # Each running beam continues from the cache of the beam it extends.
+        reorder = tf.reshape(tf.gather(running_beam_indices, cur_len - 1 - prompt_len, axis=2), [-1])
+        cache = tuple((tf.gather(k, reorder), tf.gather(v, reorder)) for k, v in cache)
+        return dict(
+            cur_len=cur_len,
+            going=going,
+            running_sequences=running_sequences,
+            running_beam_scores=running_beam_scores,
+            running_beam_indices=running_beam_indices,
+            sequences=finished_sequences,
+            beam_scores=beam_scores,
+            beam_indices=beam_indices,
+            is_sent_finished=is_sent_finished,
+            unsatisfied=unsatisfied,
+            cache=cache,
+            all_scores=all_scores,
+        )
+
+    (state,) = tf.while_loop(
+        lambda s: s["going"], lambda s: (body(s),), (state,), maximum_iterations=max_length - prompt_len
+    )
+    out = dict(
+        sequences=state["sequences"],
+        beam_scores=state["beam_scores"],
+        beam_indices=state["beam_indices"],
+        steps=state["cur_len"] - prompt_len,
+    )
+    if output_scores:
+        out["scores"] = state["all_scores"]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# generate
+
+
+_MODEL_KWARGS = ("token_type_ids", "position_ids", "seed", "jit_compile")
+
+
+def _first_set(*values):
+    return next((v for v in values if v is not None), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What fixes the shapes and the ops of one generation: the key of its compiled function.
+
+    Beam search options that change neither (length penalty, early stopping, how many
+    sequences are returned) are inputs of the function instead (`_beam_options`).
+    """
+
+    start: int
+    eos_token_ids: tuple
+    pad_token_id: Optional[int]
+    max_length: int
+    min_length: int
+    num_beams: int
+    rows_per_item: int  # max(num_beams, num_return_sequences)
+    do_sample: bool
+    output_scores: bool
+    processors_key: tuple  # the options the logits processors are built from
+
+
+_PROCESSOR_OPTIONS = (
+    "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
+    "do_sample", "num_beams", "temperature", "top_k", "top_p",
+)
+
+
+def _frozen(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool) -> _Plan:
+    cfg = model.config
+    start = _first_set(gc.decoder_start_token_id, cfg.decoder_start_token_id, gc.bos_token_id, cfg.bos_token_id)
+    if start is None:
+        raise ConfigError(
+            "no decoder_start_token_id (nor bos_token_id) in the generation config or the model config; "
+            "expected the id the decoder starts from"
+        )
+    eos_ids = tuple(gc.eos_token_ids)
+    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
+    # Lengths count the decoder start token, as transformers counts them.
+    if gc.max_new_tokens is not None:
+        max_length = gc.max_new_tokens + 1
+    elif explicit_max_length:
+        max_length = gc.max_length
+    else:
+        max_length = gc.max_length + 1  # transformers 5 generates 20 new tokens by default
+    min_length = gc.min_new_tokens + 1 if gc.min_new_tokens is not None else (gc.min_length or 0)
+    if max_length <= 1:
+        raise InputError(f"max_length is {max_length}; expected more than 1 (the decoder start token)")
+    limit = model._decoder_position_limit()
+    if max_length - 1 > limit:
+        raise InputError(
+            f"max_length {max_length} needs {max_length - 1} decoder positions; the decoder's position table "
+            f"covers {limit}, expected max_length <= {limit + 1}"
+        )
+    num_beams = gc.num_beams
+    if num_beams > 1 and gc.num_return_sequences > num_beams:
+        raise ConfigError(
+            f"num_return_sequences ({gc.num_return_sequences}) must be <= num_beams ({num_beams}) in beam search"
+        )
+    vocab = cfg.decoder.vocab_size
+    for name in ("start", "pad"):
+        value = start if name == "start" else pad
+        if value is not None and not 0 <= value < vocab:
+            raise ConfigError(f"the {name} token id {value} is outside the decoder vocabulary; expected [0, {vocab})")
+    return _Plan(
+        start=int(start),
+        eos_token_ids=eos_ids,
+        pad_token_id=pad,
+        max_length=int(max_length),
+        min_length=int(min_length),
+        num_beams=num_beams,
+        rows_per_item=max(num_beams, gc.num_return_sequences),
+        do_sample=bool(gc.do_sample),
+        output_scores=bool(gc.output_scores and gc.return_dict_in_generate),
+        processors_key=tuple((k, _frozen(getattr(gc, k))) for k in _PROCESSOR_OPTIONS),
+    )
+
+
+def _beam_options(gc: GenerationConfig, max_length: int) -> list:
+    """The beam search options that are inputs of the compiled function, as tensors.
+
+    `length ** length_penalty` is computed in Python and rounded to float32 once, as
+    transformers divides a float32 tensor by that Python number.
+    """
+    penalties = [float(max(n, 1) ** gc.length_penalty) for n in range(max_length + 1)]
+    return [
+        tf.constant(penalties, tf.float32),
+        tf.constant(gc.early_stopping is True),
+        tf.constant(gc.early_stopping == "never" and gc.length_penalty > 0.0),
+    ]
+
+
+def _processors(model, plan: _Plan) -> list:
+    options = dict(plan.processors_key)
+    if options["bad_words_ids"] is not None:
+        options["bad_words_ids"] = [list(seq) for seq in options["bad_words_ids"]]
+    return build_logits_processors(
+        GenerationConfig(**options), list(plan.eos_token_ids), plan.max_length, plan.min_length,
+        model.config.decoder.vocab_size,
+    )
+
+
+def _generate_tensors(model, plan: _Plan, input_ids, attention_mask, token_type_ids, position_ids, seed,
+                      penalties, early_stopping_true, heuristic_at_max_length):
+    """The whole generation as TensorFlow ops (what `generate` runs eagerly or compiles).
+
+    input_ids / attention_mask `[B, S]` int32 -> a dict of fixed-size outputs (see `generate`).
+    """
+    encoder_out = model._encode(input_ids, attention_mask, token_type_ids, position_ids)
+    encoder_states = model._project(encoder_out.last_hidden_state)  # [B, S, H_dec]
+    batch_size = tf.shape(input_ids)[0]
+    rows = batch_size * plan.rows_per_item
+    # Every row of a batch item (a beam, or a returned sample) attends the same encoder states.
+    cross = tuple(
+        (tf.repeat(k, plan.rows_per_item, axis=0), tf.repeat(v, plan.rows_per_item, axis=0))
+        for k, v in model.decoder.base_model._cross_attention_cache(encoder_states)
+    )  # per layer [rows, S, H, D]
+    encoder_states = tf.repeat(encoder_states, plan.rows_per_item, axis=0)  # [rows, S, H_dec]
+    encoder_bias = attention_bias(tf.repeat(attention_mask, plan.rows_per_item, axis=0))  # [rows, 1, 1, S]
+    dec = model.config.decoder
+    empty = tf.zeros(tf.stack([rows, plan.max_length - 1, dec.num_attention_heads, dec.head_dim]), encoder_states.dtype)
+    cache = tuple((empty, empty) for _ in range(dec.num_hidden_layers))
+    fill = plan.pad_token_id if plan.pad_token_id is not None else 0
+    sequences = _set_column(tf.fill(tf.stack([rows, plan.max_length]), fill), 0, tf.fill([rows], plan.start))
+    step = _Step(model.decoder, encoder_states, encoder_bias, cross)
+    processors = _processors(model, plan)
+    eos_ids = list(plan.eos_token_ids)
+
+    if plan.num_beams == 1:
+        sequences, length, scores = greedy_search(
+            step, processors, sequences, plan.max_length, eos_ids, plan.pad_token_id, cache,
+            plan.do_sample, seed, plan.output_scores, dec.vocab_size,
+        )
+        out = dict(sequences=sequences, length=length, steps=length - 1)
+        if scores is not None:
+            out["scores"] = scores
+        return out
+    return beam_search(
+        step, processors, sequences, batch_size, plan.num_beams, plan.max_length, eos_ids, plan.pad_token_id,
+        cache, penalties, early_stopping_true, heuristic_at_max_length, plan.do_sample, seed, plan.output_scores,
+        dec.vocab_size,
+    )
+
+
+def _generation_function(model, plan: _Plan, with_token_types: bool, with_positions: bool, jit_compile: bool):
+    """The generation function of `plan`, made once and kept on the model.
+
+    Called as `fn(input_ids, attention_mask, [token_type_ids], [position_ids], seed, penalties,
+    early_stopping_true, heuristic_at_max_length)`. Compiled, its input signature leaves batch
+    and length open: it is traced once, and XLA compiles once per new input shape.
+    """
+    key = (plan, with_token_types, with_positions, jit_compile)
+    functions = model._generation_functions
+    if key not in functions:
+        def run(input_ids, attention_mask, *rest):
+            rest = list(rest)
+            token_type_ids = rest.pop(0) if with_token_types else None
+            position_ids = rest.pop(0) if with_positions else None
+            return _generate_tensors(model, plan, input_ids, attention_mask, token_type_ids, position_ids, *rest)
+
+        if jit_compile:
+            ids = tf.TensorSpec([None, None], tf.int32)
+            signature = [ids, ids] + [ids] * (int(with_token_types) + int(with_positions)) + [
+                tf.TensorSpec([], tf.int64),  # seed
+                tf.TensorSpec([plan.max_length + 1], tf.float32),  # length ** length_penalty
+                tf.TensorSpec([], tf.bool),  # early_stopping is True
+                tf.TensorSpec([], tf.bool),  # early_stopping == "never" and length_penalty > 0
+            ]
+            functions[key] = tf.function(run, input_signature=signature, jit_compile=True, autograph=False)
+        else:
+            functions[key] = run
+    return functions[key]
+
+
+def _host_ids(value, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise InputError(f"{name} has dtype {array.dtype}; expected integer token ids")
+    return array
+
+
+def _prepare_inputs(model, plan: _Plan, input_ids, attention_mask, token_type_ids, position_ids) -> list:
+    """The id tensors of a generation, checked on the host before any work.
+
+    XLA drops in-graph assertions, and TensorFlow on GPU returns zeros for an
+    out-of-range lookup instead of failing: so every id and shape is checked here.
+    """
+    enc = model.config.encoder
+    ids = _host_ids(input_ids, "input_ids")
+    check_input_ids(ids, enc.vocab_size, model.encoder.embeddings._position_limit(), "input_ids")
+    if attention_mask is None:
+        # As transformers 5 for an encoder-decoder: no mask means every position is attended (pads too).
+        mask = np.ones_like(ids)
+    else:
+        mask = np.asarray(attention_mask)
+        if mask.shape != ids.shape:
+            raise InputError(f"attention_mask has shape {mask.shape}; expected {ids.shape} like input_ids")
+    tensors = [ids, mask]
+    if token_type_ids is not None:
+        token_type_ids = _host_ids(token_type_ids, "token_type_ids")
+        if not model.encoder.has_token_types:
+            raise InputError(f"{enc.model_type} has no token types; expected token_type_ids=None")
+        if token_type_ids.shape != ids.shape:
+            raise InputError(f"token_type_ids has shape {token_type_ids.shape}; expected {ids.shape} like input_ids")
+        check_input_ids(token_type_ids, enc.type_vocab_size, None, "token_type_ids")
+        tensors.append(token_type_ids)
+    if position_ids is not None:
+        position_ids = _host_ids(position_ids, "position_ids")
+        if position_ids.shape != ids.shape:
+            raise InputError(f"position_ids has shape {position_ids.shape}; expected {ids.shape} like input_ids")
+        check_input_ids(position_ids, enc.max_position_embeddings, None, "position_ids")
+        tensors.append(position_ids)
+    return [tf.constant(t.astype(np.int32)) for t in tensors]
+
+
+def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None, **kwargs):
+    """Generate token ids for `input_ids` `[B, S]`: greedy, sampling or beam search.
+
+    Options are `model.generation_config` (or `generation_config`) overridden by
+    kwargs. `seed=` makes sampling reproducible (the same tokens eagerly and compiled);
+    `jit_compile=False` runs eagerly instead of through the XLA-compiled function.
+    Returns `[B * num_return_sequences, length]` int32 ids, or an output object with
+    `return_dict_in_generate=True`.
+    """
+    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _MODEL_KWARGS}
+    jit_compile = bool(model_kwargs.pop("jit_compile", True))
+    seed = model_kwargs.pop("seed", None)
+    base = generation_config if generation_config is not None else model.generation_config
+    if not isinstance(base, GenerationConfig):
+        raise ConfigError(f"generation_config is a {type(base).__name__}; expected an encdec GenerationConfig")
+    explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
+    gc = base.update(**kwargs)
+    plan = _make_plan(model, gc, explicit_max_length)
+    token_type_ids, position_ids = model_kwargs.get("token_type_ids"), model_kwargs.get("position_ids")
+    inputs = _prepare_inputs(model, plan, input_ids, attention_mask, token_type_ids, position_ids)
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1)) if plan.do_sample else 0
+
+    fn = _generation_function(model, plan, token_type_ids is not None, position_ids is not None, jit_compile)
+    out = fn(*inputs, tf.constant(int(seed), tf.int64), *_beam_options(gc, plan.max_length))
+    steps = int(out["steps"])
+    scores = tuple(tf.unstack(out["scores"][:steps])) if "scores" in out else None
+    if plan.num_beams == 1:
+        sequences = out["sequences"][:, : int(out["length"])]
+        if gc.return_dict_in_generate:
+            return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
+        return sequences
+
+    returned = _returned_hypotheses(out, gc.num_return_sequences, plan.max_length)
+    length = int(returned["length"])
+    sequences = returned["sequences"][:, :length]
+    if not gc.return_dict_in_generate:
+        return sequences
+    return TFGenerateBeamEncoderDecoderOutput(
+        sequences=sequences,
+        sequences_scores=returned["sequences_scores"] if gc.output_scores else None,
+        scores=scores,
+        beam_indices=returned["beam_indices"][:, : length - 1],
+    )
+
+
+def _returned_hypotheses(out: dict, num_return_sequences: int, max_length: int) -> dict:
+    """The best `num_return_sequences` hypotheses of each batch item, flattened, best first.
+
+    `length` is how many columns `generate` returns: the decoder start plus the longest
+    returned hypothesis (each counts the steps its beam indices cover).
+    """
+    n = num_return_sequences
+    rows = tf.shape(out["sequences"])[0] * n
+    beam_indices = tf.reshape(out["beam_indices"][:, :n], tf.stack([rows, max_length - 1]))
+    return {
+        "sequences": tf.reshape(out["sequences"][:, :n], tf.stack([rows, max_length])),
+        "length": 1 + tf.reduce_max(tf.reduce_sum(tf.cast(beam_indices >= 0, tf.int32), axis=1)),
+        "sequences_scores": tf.reshape(out["beam_scores"][:, :n], [-1]),
+        "beam_indices": beam_indices,
+    }

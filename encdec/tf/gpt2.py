@@ -1,0 +1,353 @@
+"""GPT-2 in TensorFlow (Keras 3), with the cross-attention it has as an encoder-decoder's decoder.
+
+Pre-LayerNorm blocks; the projections are GPT-2's Conv1D (`weight [in, out]`, TF bias
+`[1, out]`). The cache layout is BERT's: per block `(self_k, self_v, cross_k, cross_v)`,
+each `[B, S, heads, head_dim]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ..config import ArchConfig
+from ..errors import ConfigError
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    CausalLMOutput,
+    _attend,
+    _cache_lengths,
+    _causal_lm_loss,
+    _check_shape,
+    _dense,
+    _embedding,
+    _encoder_bias,
+    _extend_cache,
+    _layer_norm,
+    _project_to_vocab,
+    causal_bias,
+    check_input_ids,
+)
+
+
+class _Conv1D(keras.layers.Layer):
+    """GPT-2's projection: `x @ weight + bias`, weight `[in, out]`, bias `[1, out]` (transformers' TF layout)."""
+
+    def __init__(self, n_in: int, n_out: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weight = self.add_weight(shape=(n_in, n_out), initializer="zeros", name="weight")
+        self.bias = self.add_weight(shape=(1, n_out), initializer="zeros", name="bias")
+        self.built = True  # every weight exists from here on
+
+    def call(self, x):
+        return tf.matmul(x, self.weight) + self.bias
+
+
+class TFGPT2Attention(keras.layers.Layer):
+    def __init__(self, config: ArchConfig, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        h = config.n_embd
+        self.embed_dim = h
+        self.num_heads = config.n_head
+        self.head_dim = h // self.num_heads
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= float(layer_idx + 1)
+        self.is_cross_attention = is_cross_attention
+        if is_cross_attention:
+            self.c_attn = _Conv1D(h, 2 * h, name="c_attn")
+            self.q_attn = _Conv1D(h, h, name="q_attn")
+        else:
+            self.c_attn = _Conv1D(h, 3 * h, name="c_attn")
+        self.c_proj = _Conv1D(h, h, name="c_proj")
+        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop)
+        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop)
+        self.layer_idx = layer_idx
+        self.built = True  # every weight exists from here on
+
+    def _heads(self, x):
+        # [B, S, H*D] -> [B, S, H, D]
+        return tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self.head_dim])
+
+    def _key_value(self, states):
+        """Cross-attention keys and values `[B, S, H, D]` of the encoder's `states` `[B, S, hidden]`."""
+        key, value = tf.split(self.c_attn(states), 2, axis=-1)
+        return self._heads(key), self._heads(value)
+
+    def call(
+        self,
+        hidden_states,
+        attention_bias=None,
+        key_value_states=None,
+        past_key_value=None,
+        cache_index=None,
+        output_attentions=False,
+        training=False,
+    ):
+        if self.is_cross_attention:
+            query = self._heads(self.q_attn(hidden_states))
+            if past_key_value is not None:
+                key, value = past_key_value  # the encoder output does not change while decoding
+            else:
+                key, value = self._key_value(key_value_states)
+        else:
+            query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=-1)
+            query, key, value = self._heads(query), self._heads(key), self._heads(value)
+            if past_key_value is not None:
+                key, value = _extend_cache(past_key_value, key, value, cache_index)
+        context, probs = _attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
+        output = self.resid_dropout(self.c_proj(context), training=training)
+        return output, (key, value), probs if output_attentions else None
+
+
+class TFGPT2MLP(keras.layers.Layer):
+    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.c_fc = _Conv1D(config.n_embd, config.inner_size, name="c_fc")
+        self.c_proj = _Conv1D(config.inner_size, config.n_embd, name="c_proj")
+        self.act = ACT2FN[config.activation_function]
+        self.dropout = keras.layers.Dropout(config.resid_pdrop)
+        self.built = True  # every weight exists from here on
+
+    def call(self, hidden_states, training=False):
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))), training=training)
+
+
+class TFGPT2Block(keras.layers.Layer):
+    """Pre-LayerNorm: x + attn(ln_1(x)), + crossattention(ln_cross_attn(x)), + mlp(ln_2(x))."""
+
+    def __init__(self, config: ArchConfig, layer_idx: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        h, eps = config.n_embd, config.layer_norm_epsilon
+        self.ln_1 = _layer_norm(h, eps, "ln_1")
+        self.attn = TFGPT2Attention(config, layer_idx=layer_idx, name="attn")
+        self.ln_2 = _layer_norm(h, eps, "ln_2")
+        if config.add_cross_attention:
+            self.crossattention = TFGPT2Attention(
+                config, is_cross_attention=True, layer_idx=layer_idx, name="crossattention"
+            )
+            self.ln_cross_attn = _layer_norm(h, eps, "ln_cross_attn")
+        self.mlp = TFGPT2MLP(config, name="mlp")
+        self.built = True  # every weight exists from here on
+
+    def call(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        past_key_value=None,
+        cache_index=None,
+        output_attentions=False,
+        training=False,
+    ):
+        attn, present, self_probs = self.attn(
+            self.ln_1(hidden_states),
+            attention_bias,
+            past_key_value=past_key_value[:2] if past_key_value is not None else None,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            training=training,
+        )
+        hidden_states = attn + hidden_states
+        cross_probs = None
+        if encoder_hidden_states is not None:
+            if not hasattr(self, "crossattention"):
+                raise ConfigError(
+                    "encoder_hidden_states were given to a GPT-2 block without cross-attention; "
+                    "expected a decoder config with add_cross_attention=True"
+                )
+            cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+            cross, cross_present, cross_probs = self.crossattention(
+                self.ln_cross_attn(hidden_states),
+                encoder_bias,
+                key_value_states=encoder_hidden_states,
+                past_key_value=cross_past,
+                output_attentions=output_attentions,
+                training=training,
+            )
+            hidden_states = hidden_states + cross
+            present = present + cross_present
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states), training=training)
+        return hidden_states, present, self_probs, cross_probs
+
+
+class TFGPT2Model(keras.Model):
+    """GPT-2's body: token + position embeddings, pre-LayerNorm blocks, a final LayerNorm. Always causal."""
+
+    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.wte = _embedding(config.vocab_size, config.n_embd, "wte")
+        self.wpe = _embedding(config.n_positions, config.n_embd, "wpe")
+        self.drop = keras.layers.Dropout(config.embd_pdrop)
+        self.h = [TFGPT2Block(config, layer_idx=i, name=f"h_._{i}") for i in range(config.n_layer)]
+        self.ln_f = _layer_norm(config.n_embd, config.layer_norm_epsilon, "ln_f")
+        self.built = True  # every weight exists from here on
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.wte
+
+    def _cross_attention_cache(self, encoder_hidden_states):
+        """Each block's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, S, H, D]`."""
+        return tuple(block.crossattention._key_value(encoder_hidden_states) for block in self.h)
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):
+        cfg = self.config
+        limit = cfg.n_positions - past_length if position_ids is None else None
+        check_input_ids(input_ids, cfg.vocab_size, limit, "input_ids")
+        if position_ids is not None:
+            check_input_ids(position_ids, cfg.n_positions, None, "position_ids")
+        if token_type_ids is not None:
+            _check_shape(token_type_ids, input_ids, 0, "token_type_ids")
+            # GPT-2 embeds token types with its word table.
+            check_input_ids(token_type_ids, cfg.vocab_size, None, "token_type_ids")
+        if attention_mask is not None:
+            _check_shape(attention_mask, input_ids, past_length, "attention_mask")
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        cfg = self.config
+        input_ids = tf.convert_to_tensor(input_ids)
+        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
+        past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
+        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        length = tf.shape(input_ids)[1]
+        if position_ids is None:
+            position_ids = (tf.range(length) + tf.cast(past_length, tf.int32))[None, :]  # [1, S]
+        hidden = self.wte(input_ids) + self.wpe(position_ids)
+        if token_type_ids is not None:
+            hidden = hidden + self.wte(token_type_ids)
+        hidden = self.drop(hidden, training=training)
+        bias = causal_bias(length, key_length, past_length, attention_mask)  # GPT-2 is always causal
+        encoder_bias = _encoder_bias(encoder_attention_mask)
+
+        all_hidden = () if output_hidden_states else None
+        all_self = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
+        presents = ()
+        for i, block in enumerate(self.h):
+            if output_hidden_states:
+                all_hidden += (hidden,)
+            hidden, present, self_probs, cross_probs = block(
+                hidden,
+                bias,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_bias=encoder_bias,
+                past_key_value=past_key_values[i] if past_key_values is not None else None,
+                cache_index=cache_index,
+                output_attentions=output_attentions,
+                training=training,
+            )
+            presents += (present,)
+            if output_attentions:
+                all_self += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        hidden = self.ln_f(hidden)
+        if output_hidden_states:
+            all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
+        out = BaseModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=presents if use_cache else None,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class TFGPT2LMHeadModel(keras.Model):
+    """GPT-2 with its LM head (no bias), tied to the token embeddings by default."""
+
+    base_model_prefix = "transformer"
+
+    def __init__(self, config: ArchConfig, shared: keras.Model | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if shared is not None:
+            raise ConfigError(
+                "gpt2 cannot share its weights with an encoder; tie_encoder_decoder needs one architecture"
+            )
+        self.config = config
+        self.transformer = TFGPT2Model(config, name="transformer")
+        if config.tie_word_embeddings:
+            self.lm_head = self.transformer.wte
+        else:
+            self.lm_head = _dense(config.vocab_size, config.n_embd, "lm_head", use_bias=False)
+        self.built = True  # every weight exists from here on
+
+    @property
+    def base_model(self) -> TFGPT2Model:
+        return self.transformer
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.transformer.wte
+
+    def get_output_embeddings(self) -> keras.layers.Layer:
+        return self.lm_head
+
+    def compute_logits(self, hidden_states):
+        return _project_to_vocab(self.lm_head, hidden_states)
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        logits_to_keep=0,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            training=training,
+            cache_index=cache_index,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
+        logits = self.compute_logits(hidden)
+        result = CausalLMOutput(
+            loss=_causal_lm_loss(logits, labels) if labels is not None else None,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            cross_attentions=out.cross_attentions,
+        )
+        return result if return_dict else result.to_tuple()
