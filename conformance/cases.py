@@ -231,10 +231,14 @@ def _raise_logit(state: dict, spec, config: EncoderDecoderConfig, token: int, am
     # GPT-2's LM head has no bias: the logit is ln_f(x) . wte[token], with
     # ln_f(x) = gamma * n(x) + beta and n(x) of zero mean. Moving wte[token]
     # along d = 1 / gamma leaves gamma * n(x) . d = sum(n(x)) = 0 and adds
-    # beta . d, so the step below raises the logit by `amount` at every position.
+    # beta . d, so a step of amount / (beta . d) along d raises the logit by
+    # `amount` at every position. beta first gets a unit component along d, so
+    # that beta . d is about |d| and the step stays the size of an embedding row
+    # (a long row would make the eos logit a sum of large terms that cancel, and
+    # its rounding noise would dwarf the tolerance).
     gamma = state["decoder.transformer.ln_f.weight"]
-    beta = state["decoder.transformer.ln_f.bias"]
-    d = 1.0 / gamma
+    d = (1.0 / gamma).astype(np.float32)
+    beta = state["decoder.transformer.ln_f.bias"] = state["decoder.transformer.ln_f.bias"] + d / np.linalg.norm(d)
     state["decoder.transformer.wte.weight"][token] += (np.float32(amount) * d / np.float32(beta @ d)).astype(np.float32)
 
 
@@ -332,7 +336,7 @@ ARCH_PAIRS = [
     ("bert2gpt2", "bert", "gpt2", {"eos_boost": 4.0}),
     ("roberta2roberta", "roberta", "roberta", {"eos_boost": 2.75}),
     ("bertgen2bertgen", "bertgen", "bertgen", {"eos_boost": 3.5}),
-    ("roberta2gpt2", "roberta", "gpt2", {"eos_boost": 1.0}),
+    ("roberta2gpt2", "roberta", "gpt2", {"eos_boost": 1.5}),
     ("bert2roberta", "bert", "roberta", {"eos_boost": 2.25}),
     ("bert2bert_proj", "bert", "bert", {"dec_hidden": 48, "eos_boost": 3.25}),
     ("bert2bert_tied", "bert", "bert", {"tie": True, "eos_boost": 2.0}),

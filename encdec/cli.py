@@ -1,4 +1,4 @@
-"""The `encdec` command: convert | inspect (| conformance | generate, registered by their owners).
+"""The `encdec` command: convert | inspect | conformance.
 
 A subcommand is a function that adds its parser to the subparsers and sets
 `func` on it; `func(args)` returns the exit code. Register one with
@@ -21,7 +21,7 @@ from .errors import EncdecError
 Register = Callable[["argparse._SubParsersAction"], argparse.ArgumentParser]
 SUBCOMMANDS: dict[str, Register] = {}
 # name -> "module:function" whose function registers the subcommand (same signature as Register).
-LAZY_SUBCOMMANDS: dict[str, str] = {}
+LAZY_SUBCOMMANDS: dict[str, str] = {"conformance": "conformance.cli:register"}
 
 
 def subcommand(name: str) -> Callable[[Register], Register]:

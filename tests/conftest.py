@@ -48,3 +48,25 @@ def fixtures_dir() -> pathlib.Path:
 def golden(case: str) -> dict[str, np.ndarray]:
     with np.load(FIXTURES / case / "golden.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread_in_conformance_tests(request):
+    """The conformance suite's tiny models run several times faster on one PyTorch
+    thread than on two that spin-wait for each other; restored afterwards."""
+    import importlib.util
+
+    if "conformance" not in request.node.path.parts or importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("conformance")

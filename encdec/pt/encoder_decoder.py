@@ -340,6 +340,7 @@ class EncoderDecoderModel(nn.Module):
         failure leaves any previous checkpoint there whole.
         """
         from ..weights.convert import save_state
+        from ..weights.formats import is_weight_file
         from ..weights.io import atomic_directory, parse_size
 
         fmt = "safetensors" if safe_serialization else "pt"
@@ -347,7 +348,8 @@ class EncoderDecoderModel(nn.Module):
         state = self._numpy_state()
         config = self.config.copy()
         config.architectures = ["EncoderDecoderModel"]
-        with atomic_directory(save_directory) as tmp:
+        # Old weight files go: a stale file of another format would shadow the new one.
+        with atomic_directory(save_directory, keep=lambda name: not is_weight_file(name)) as tmp:
             save_state(state, self.spec, tmp, fmt, shard_size=shard_size)
             config.save_pretrained(tmp)
             self.generation_config.save_pretrained(tmp)
