@@ -112,11 +112,18 @@ def make_inputs(case: InputCase, config: EncoderDecoderConfig) -> dict[str, np.n
 
 @dataclasses.dataclass(frozen=True)
 class GenCase:
-    """Generation options, with transformers' names; `eos` False drops eos."""
+    """Generation options, with transformers' names; `eos` False drops eos.
+
+    `tie_order`: the ids depend on the order a top-k gives equal scores. The
+    ports put the lower index first (tf.math.top_k and lax.top_k document it);
+    torch.topk documents no order (its CPU kernel gives [2, 4, 1] for the top 3
+    of [.5, 1, 1, .2, 1, .1]), so transformers is no reference for such a case.
+    """
 
     name: str
     options: tuple[tuple[str, Any], ...]
     eos: bool = True
+    tie_order: bool = False
 
     def kwargs(self, config: EncoderDecoderConfig) -> dict[str, Any]:
         out = dict(self.options)
@@ -131,9 +138,9 @@ class GenCase:
         return dict(self.options).get("num_return_sequences", 1)
 
 
-def _gen(name: str, eos: bool = True, **options: Any) -> GenCase:
+def _gen(name: str, eos: bool = True, tie_order: bool = False, **options: Any) -> GenCase:
     GenerationConfig(**options)  # the options must be valid generation options
-    return GenCase(name, tuple(sorted(options.items())), eos)
+    return GenCase(name, tuple(sorted(options.items())), eos, tie_order)
 
 
 GREEDY = _gen("greedy", max_length=12, num_beams=1)
@@ -144,7 +151,8 @@ BEAM3_RET2_LP2 = _gen("beam3_ret2_lp2", max_length=12, num_beams=3, num_return_s
 GREEDY_NOREPEAT = _gen("greedy_norepeat2", max_length=12, num_beams=1, no_repeat_ngram_size=2)
 BEAM_NOREPEAT = _gen("beam4_norepeat3_lp05_ret4", max_length=12, num_beams=4, no_repeat_ngram_size=3,
                      length_penalty=0.5, num_return_sequences=4, early_stopping=True)
-BEAM_TIES = _gen("beam3_ties", max_length=10, num_beams=3, num_return_sequences=3, early_stopping=False)
+BEAM_TIES = _gen("beam3_ties", tie_order=True, max_length=10, num_beams=3, num_return_sequences=3,
+                 early_stopping=False)
 # The settings transformers' golden outputs were made with (tests/fixtures/hf/README.md).
 GOLDEN_GENERATIONS = (GREEDY, BEAM3_EOS, BEAM3_RET2_LP2, GREEDY_NOEOS)
 ALL_GENERATIONS = (GREEDY, GREEDY_NOEOS, BEAM3_EOS, BEAM3_RET2_LP2, GREEDY_NOREPEAT, BEAM_NOREPEAT)

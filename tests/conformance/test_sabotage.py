@@ -186,37 +186,37 @@ def test_d_arange_positions_for_roberta_in_one_port(tmp_path, monkeypatch):
     assert diag["first_bad_layer_description"] == "encoder embeddings"
 
 
-class _TiesReversed:
-    """`torch` as the sabotaged module sees it: `topk` puts the higher index first among
-    equal scores (torch.topk puts the lower one first); everything else is torch."""
-
-    def __init__(self, torch):
-        self._torch = torch
+class _TiesReversedLax:
+    """`jax.lax` as the sabotaged module sees it: `top_k` puts the higher index first
+    among equal scores (lax.top_k puts the lower one first); the rest is jax.lax."""
 
     def __getattr__(self, name):
-        return getattr(self._torch, name)
+        import jax
 
-    def topk(self, x, k, dim=-1, **kwargs):
-        torch = self._torch
-        n = x.shape[dim]
-        values, indices = torch.topk(x.flip(dim), k, dim=dim, **kwargs)
-        return torch.return_types.topk((values, n - 1 - indices))
+        return getattr(jax.lax, name)
+
+    @staticmethod
+    def top_k(operand, k, **kwargs):
+        import jax
+        import jax.numpy as jnp
+
+        n = operand.shape[-1]
+        values, indices = jax.lax.top_k(jnp.flip(operand, -1), k, **kwargs)
+        return values, n - 1 - indices
 
 
 def test_e_broken_beam_tie_breaking_in_one_port(tmp_path, monkeypatch):
-    """(e) The port's beam search breaks ties between equal scores the other way:
-    the forward outputs still agree; the beam search's ids do not."""
-    require("pt")
-    others = witnesses("pt")
-    import torch
+    """(e) The Flax port's beam search breaks ties between equal scores the other way:
+    the forward outputs still agree with the TF port's; the beam search's ids do not.
+    (transformers is no witness here: torch.topk leaves the order of ties unspecified.)"""
+    require("flax", "tf")
+    import encdec.flax.generation as generation
 
-    import encdec.pt.generation as generation
-
-    monkeypatch.setattr(generation, "torch", _TiesReversed(torch))
-    status, report = run_cli(tmp_path, "--frameworks", ",".join(["pt", *others]), "--models", "bert2bert_ties")
+    monkeypatch.setattr(generation, "lax", _TiesReversedLax())
+    status, report = run_cli(tmp_path, "--frameworks", "flax,tf", "--no-reference", "--models", "bert2bert_ties")
     assert status == 1
-    assert_only(report, "pt")
-    bad = failed(report, "pt")
+    assert_only(report, "flax")
+    bad = failed(report, "flax")
     assert {(c["item"], c["output"]) for c in bad} == {("generate/beam3_ties", "ids")}
     assert "first difference at row" in bad[0]["note"]
     forward = [c for c in report["comparisons"] if c["item"] == "forward/ragged3"]

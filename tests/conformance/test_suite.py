@@ -73,6 +73,11 @@ def _check_report_lists_every_comparison(report, written):
                 continue
             for item in set(executed[ka]) & set(executed[kb]):
                 key = (case, item, (ra["framework"], rb["framework"]), ra["device"], ra["dtype"])
+                if "hf" in key[2]:  # the reference sits out of tie-order cases (see cases.GenCase), said so
+                    other = key[2][0] if key[2][1] == "hf" else key[2][1]
+                    reason = f"{case} {item} not compared with {other}: "
+                    if any(s["reason"].startswith(reason) for s in data["skipped"]):
+                        continue
                 names = set(executed[ka][item]) | set(executed[kb][item])
                 names = {n for n in names if not any(n == o or n.startswith(o + ".") for o in OPTIONAL_OUTPUTS)}
                 assert made.get(key) == names, f"{key}: compared {sorted(made.get(key, ()))[:5]}..."
