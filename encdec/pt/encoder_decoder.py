@@ -267,6 +267,8 @@ class EncoderDecoderModel(nn.Module):
 
         parts = {"encoder": {}, "decoder": {}}
         for key in list(kwargs):
+            if key in EncoderDecoderConfig.defaults:
+                continue  # a key of the joined config, though it may start with "decoder_" (decoder_start_token_id)
             for role in parts:
                 if key.startswith(role + "_"):
                     parts[role][key[len(role) + 1 :]] = kwargs.pop(key)

@@ -244,3 +244,23 @@ def test_from_encoder_decoder_pretrained_with_tied_halves(tmp_path, caplog, quie
     message = " ".join(r.getMessage() for r in caplog.records if r.name == "encdec")
     assert "decoder.bert.encoder.layer.0.crossattention.self.query.weight" in message
     assert "decoder.bert.encoder.layer.0.attention.self.query.weight" not in message
+
+
+def test_joined_config_keys_are_not_taken_as_decoder_options(tmp_path):
+    """`decoder_start_token_id` belongs to the joined config, though it starts with "decoder_"."""
+    import json
+
+    from encdec import EncoderDecoderModel
+    from encdec.config import BertConfig
+    from encdec.weights.convert import save_state
+    from encdec.weights.names import encoder_spec, init_weights
+
+    cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=8, max_position_embeddings=16)
+    save_state(init_weights(cfg, 0, role="encoder"), encoder_spec(cfg), str(tmp_path), "safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(tmp_path), str(tmp_path), decoder_start_token_id=5, pad_token_id=0
+    )
+    assert model.config.decoder_start_token_id == 5
+    assert "start_token_id" not in model.config.decoder.extra
