@@ -563,16 +563,7 @@ class FlaxBertLMHeadModel(nn.Module):
             output_hidden_states=output_hidden_states,
             deterministic=deterministic,
         )
-        logits = self.compute_logits(out.last_hidden_state)
-        loss = None if labels is None else _causal_lm_loss(logits, labels)
-        return CausalLMOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-        )
+        return _causal_lm_output(self, out, labels)
 
 
 def _cross_entropy(logits, labels):
@@ -587,3 +578,17 @@ def _causal_lm_loss(logits, labels):
     """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
     shifted = jnp.concatenate([labels[:, 1:], jnp.full_like(labels[:, :1], -100)], axis=1)  # [B, T]
     return _cross_entropy(logits, shifted)
+
+
+def _causal_lm_output(model, base_output, labels):
+    """A decoder's output from its base model's: logits, the loss when `labels` are given,
+    and the base outputs."""
+    logits = model.compute_logits(base_output.last_hidden_state)
+    return CausalLMOutput(
+        loss=None if labels is None else _causal_lm_loss(logits, labels),
+        logits=logits,
+        past_key_values=base_output.past_key_values,
+        hidden_states=base_output.hidden_states,
+        attentions=base_output.attentions,
+        cross_attentions=base_output.cross_attentions,
+    )

@@ -15,11 +15,10 @@ from jax import lax
 
 from ..config import ArchConfig
 from ..errors import InputError
-from .bert import _causal_lm_loss, _check_same_shape, _layer_norm
+from .bert import _causal_lm_output, _check_same_shape, _layer_norm
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    CausalLMOutput,
     _concrete_int,
     attention_bias,
     causal_bias,
@@ -369,13 +368,4 @@ class FlaxGPT2LMHeadModel(nn.Module):
             output_hidden_states=output_hidden_states,
             deterministic=deterministic,
         )
-        logits = self.compute_logits(out.last_hidden_state)
-        loss = None if labels is None else _causal_lm_loss(logits, labels)
-        return CausalLMOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-        )
+        return _causal_lm_output(self, out, labels)

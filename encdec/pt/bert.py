@@ -423,6 +423,24 @@ def _causal_lm_loss(logits, labels):
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
 
 
+def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_dict: bool):
+    """A decoder's output from its base model's: logits of the last `logits_to_keep`
+    positions (all when 0), the loss when `labels` are given, and the base outputs."""
+    hidden = base_output.last_hidden_state
+    if logits_to_keep:
+        hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
+    logits = model.compute_logits(hidden)
+    result = CausalLMOutput(
+        loss=_causal_lm_loss(logits, labels) if labels is not None else None,
+        logits=logits,
+        past_key_values=base_output.past_key_values,
+        hidden_states=base_output.hidden_states,
+        attentions=base_output.attentions,
+        cross_attentions=base_output.cross_attentions,
+    )
+    return result if return_dict else result.to_tuple()
+
+
 class BertLMHeadModel(nn.Module):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
@@ -479,17 +497,4 @@ class BertLMHeadModel(nn.Module):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         out = self.base_model(input_ids, **kwargs)
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
-        logits = self.compute_logits(hidden)
-        loss = _causal_lm_loss(logits, labels) if labels is not None else None
-        result = CausalLMOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

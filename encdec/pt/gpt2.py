@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .bert import _causal_lm_loss
+from .bert import _causal_lm_output
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    CausalLMOutput,
     _attend,
     _fold_beams_attend,
     _KVCache,
@@ -326,17 +325,4 @@ class GPT2LMHeadModel(nn.Module):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
-        logits = self.compute_logits(hidden)
-        loss = _causal_lm_loss(logits, labels) if labels is not None else None
-        result = CausalLMOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

@@ -346,6 +346,24 @@ def _causal_lm_loss(logits: tf.Tensor, labels) -> tf.Tensor:
     return _cross_entropy(logits[:, :-1], labels[:, 1:])
 
 
+def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_dict: bool):
+    """A decoder's output from its base model's: logits of the last `logits_to_keep`
+    positions (all when 0), the loss when `labels` are given, and the base outputs."""
+    hidden = base_output.last_hidden_state
+    if logits_to_keep:
+        hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
+    logits = model.compute_logits(hidden)
+    result = CausalLMOutput(
+        loss=_causal_lm_loss(logits, labels) if labels is not None else None,
+        logits=logits,
+        past_key_values=base_output.past_key_values,
+        hidden_states=base_output.hidden_states,
+        attentions=base_output.attentions,
+        cross_attentions=base_output.cross_attentions,
+    )
+    return result if return_dict else result.to_tuple()
+
+
 def _check_shape(tensor, input_ids, past_length, name: str) -> None:
     """Eagerly, raise InputError unless `tensor` is `[batch, past_length + length]` for `input_ids` `[batch, length]`.
 

@@ -17,10 +17,9 @@ from ..errors import ConfigError
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    CausalLMOutput,
     _attend,
     _cache_lengths,
-    _causal_lm_loss,
+    _causal_lm_output,
     _check_shape,
     _dense,
     _embedding,
@@ -338,16 +337,4 @@ class TFGPT2LMHeadModel(keras.Model):
             training=training,
             cache_index=cache_index,
         )
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
-        logits = self.compute_logits(hidden)
-        result = CausalLMOutput(
-            loss=_causal_lm_loss(logits, labels) if labels is not None else None,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)
