@@ -360,6 +360,22 @@ class EncoderDecoderConfig:
         return cls.from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
 
 
+def split_role_kwargs(kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pop `encoder_*` / `decoder_*` options out of `kwargs`, by role, without the prefix.
+
+    What stays in `kwargs` is for the joined config, including its own keys that
+    happen to start with a role's name (`decoder_start_token_id`).
+    """
+    parts: dict[str, dict[str, Any]] = {"encoder": {}, "decoder": {}}
+    for key in list(kwargs):
+        if key in EncoderDecoderConfig.defaults:
+            continue
+        for role, options in parts.items():
+            if key.startswith(role + "_"):
+                options[key[len(role) + 1 :]] = kwargs.pop(key)
+    return parts
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: file not found; expected a transformers JSON config")

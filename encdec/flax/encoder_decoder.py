@@ -24,9 +24,10 @@ from ..config import (
     EncoderDecoderConfig,
     GenerationConfig,
     load_arch_config,
+    split_role_kwargs,
 )
 from ..errors import CheckpointError, ConfigError, InputError
-from ..weights.names import BASE_MODEL_PREFIX, ModelSpec, init_weights, model_spec
+from ..weights.names import BASE_MODEL_PREFIX, ModelSpec, init_weights, model_spec, resize_decoder_vocab
 from .bert import FlaxBertLMHeadModel, FlaxBertModel, _cross_entropy
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _is_concrete, check_input_ids
@@ -692,13 +693,8 @@ class FlaxEncoderDecoderModel:
         """
         from ..weights.convert import load_component
 
-        joined = {k: kwargs.pop(k) for k in list(kwargs) if k == "decoder_start_token_id"}
-        parts = {"encoder": {}, "decoder": {}}
-        for key in list(kwargs):
-            for role in parts:
-                if key.startswith(role + "_"):
-                    parts[role][key[len(role) + 1:]] = kwargs.pop(key)
-        joined.update(kwargs)
+        parts = split_role_kwargs(kwargs)
+        joined = kwargs
         configs, paths = {}, {}
         for role, path in (("encoder", encoder_pretrained_model_name_or_path),
                            ("decoder", decoder_pretrained_model_name_or_path)):
@@ -775,31 +771,17 @@ class FlaxEncoderDecoderModel:
         """
         if not isinstance(new_num_tokens, int) or new_num_tokens <= 0:
             raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
-        config = self.config.copy()
-        if new_num_tokens != config.decoder.vocab_size:
-            config.decoder.vocab_size = new_num_tokens
-            if config.tie_encoder_decoder:
-                config.encoder.vocab_size = new_num_tokens
+        if new_num_tokens != self.config.decoder.vocab_size:
             old = _params_to_state(self.spec, self.params)
-            state = {}
-            for name, array in init_weights(config, seed=0).items():
-                value = old.get(name)
-                if value is None or value.shape == array.shape:
-                    state[name] = value if value is not None else array
-                    continue
-                # A vocabulary-sized tensor ([V, H] table, [V] bias): keep the overlapping rows.
-                rows = min(value.shape[0], array.shape[0])
-                merged = array.astype(value.dtype, copy=True)
-                merged[:rows] = value[:rows]
-                state[name] = merged
+            config, state = resize_decoder_vocab(self.config, old, new_num_tokens)
             generation_config = self.generation_config
             fns = self._generate_fns
             self.__init__(config, dtype=self.dtype, params=_state_to_params(model_spec(config), state),
                           compiler_options=self.compiler_options)
             self.generation_config = generation_config
             fns.clear()
-        base = BASE_MODEL_PREFIX[config.decoder.model_type]
-        table = "wte" if config.decoder.model_type == "gpt2" else "embeddings.word_embeddings"
+        base = BASE_MODEL_PREFIX[self.config.decoder.model_type]
+        table = "wte" if self.config.decoder.model_type == "gpt2" else "embeddings.word_embeddings"
         name = f"decoder.{base}.{table}.weight"
         if name not in self.spec.by_name:  # tie_encoder_decoder: the decoder uses the encoder's table
             name = self.spec.tied_by_name[name].source

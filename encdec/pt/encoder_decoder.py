@@ -24,9 +24,10 @@ from ..config import (
     GENERATION_CONFIG_NAME,
     GenerationConfig,
     load_arch_config,
+    split_role_kwargs,
 )
 from ..errors import CheckpointError, ConfigError, InputError
-from ..weights.names import ModelSpec, init_weights, model_spec
+from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, check_input_ids
@@ -265,13 +266,7 @@ class EncoderDecoderModel(nn.Module):
         """
         from ..weights.convert import load_component
 
-        parts = {"encoder": {}, "decoder": {}}
-        for key in list(kwargs):
-            if key in EncoderDecoderConfig.defaults:
-                continue  # a key of the joined config, though it may start with "decoder_" (decoder_start_token_id)
-            for role in parts:
-                if key.startswith(role + "_"):
-                    parts[role][key[len(role) + 1 :]] = kwargs.pop(key)
+        parts = split_role_kwargs(kwargs)
         configs, modules, paths = {}, {}, {}
         for role, path in (("encoder", encoder_pretrained_model_name_or_path),
                            ("decoder", decoder_pretrained_model_name_or_path)):
@@ -384,23 +379,7 @@ class EncoderDecoderModel(nn.Module):
         if new_num_tokens == old_size:
             return self.decoder.get_input_embeddings()
         reference = self.decoder.get_input_embeddings().weight
-        config = self.config.copy()
-        config.decoder.vocab_size = new_num_tokens
-        if config.tie_encoder_decoder:
-            config.encoder.vocab_size = new_num_tokens
-        old = self._numpy_state()
-        fresh = init_weights(config, seed=0)
-        new_state = {}
-        for name, array in fresh.items():
-            value = old.get(name)
-            if value is None or value.shape == array.shape:
-                new_state[name] = value if value is not None else array
-                continue
-            # A vocabulary-sized tensor: [V, H] tables or [V] biases; keep the overlapping rows.
-            rows = min(value.shape[0], array.shape[0])
-            merged = array.astype(value.dtype, copy=True)
-            merged[:rows] = value[:rows]
-            new_state[name] = merged
+        config, new_state = resize_decoder_vocab(self.config, self._numpy_state(), new_num_tokens)
         self.config = config
         self.spec = model_spec(config)
         with torch.device("meta"):

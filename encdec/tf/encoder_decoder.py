@@ -19,9 +19,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..config import ArchConfig, EncoderDecoderConfig, GENERATION_CONFIG_NAME, GenerationConfig, load_arch_config
+from ..config import (
+    ArchConfig,
+    EncoderDecoderConfig,
+    GENERATION_CONFIG_NAME,
+    GenerationConfig,
+    load_arch_config,
+    split_role_kwargs,
+)
 from ..errors import CheckpointError, ConfigError, InputError
-from ..weights.names import TF_ROOT_SCOPE, ModelSpec, init_weights, model_spec
+from ..weights.names import TF_ROOT_SCOPE, ModelSpec, init_weights, model_spec, resize_decoder_vocab
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _cross_entropy, _dense, _named_variables, check_input_ids
@@ -228,13 +235,7 @@ class TFEncoderDecoderModel(keras.Model):
         """
         from ..weights.convert import load_component
 
-        parts = {"encoder": {}, "decoder": {}}
-        for key in list(kwargs):
-            if key in EncoderDecoderConfig.defaults:
-                continue  # a key of the joined config, though it may start with "decoder_" (decoder_start_token_id)
-            for role in parts:
-                if key.startswith(role + "_"):
-                    parts[role][key[len(role) + 1 :]] = kwargs.pop(key)
+        parts = split_role_kwargs(kwargs)
         configs, paths = {}, {}
         for role, path in (
             ("encoder", encoder_pretrained_model_name_or_path),
@@ -340,22 +341,7 @@ class TFEncoderDecoderModel(keras.Model):
             raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
         if new_num_tokens == self.config.decoder.vocab_size:
             return self.decoder.get_input_embeddings()
-        config = self.config.copy()
-        config.decoder.vocab_size = new_num_tokens
-        if config.tie_encoder_decoder:
-            config.encoder.vocab_size = new_num_tokens
-        old = self._numpy_state()
-        new_state = {}
-        for name, array in init_weights(config, seed=0).items():
-            value = old.get(name)
-            if value is None or value.shape == array.shape:
-                new_state[name] = value if value is not None else array
-                continue
-            # A vocabulary-sized tensor: [V, H] tables or [V] biases; keep the overlapping rows.
-            rows = min(value.shape[0], array.shape[0])
-            merged = array.astype(value.dtype, copy=True)
-            merged[:rows] = value[:rows]
-            new_state[name] = merged
+        config, new_state = resize_decoder_vocab(self.config, self._numpy_state(), new_num_tokens)
         self.config = config
         if config.tie_encoder_decoder:
             self._replace_layer("encoder", _build_encoder(config.encoder))

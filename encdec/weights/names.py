@@ -398,6 +398,34 @@ def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role:
     return out
 
 
+def resize_decoder_vocab(
+    config: EncoderDecoderConfig, state: dict[str, np.ndarray], new_num_tokens: int
+) -> tuple[EncoderDecoderConfig, dict[str, np.ndarray]]:
+    """A copy of `config` whose decoder (and, when tied, encoder) vocabulary has
+    `new_num_tokens` entries, and `state` fitted to it.
+
+    Vocabulary-sized tensors ([V, H] tables, [V] biases) keep their overlapping rows;
+    new rows, and any parameter `state` lacks, are drawn as `init_weights(config, 0)` draws them.
+    """
+    config = config.copy()
+    config.decoder.vocab_size = new_num_tokens
+    if config.tie_encoder_decoder:
+        config.encoder.vocab_size = new_num_tokens
+    resized = {}
+    for name, fresh in init_weights(config, seed=0).items():
+        value = state.get(name)
+        if value is None:
+            resized[name] = fresh
+        elif value.shape == fresh.shape:
+            resized[name] = value
+        else:
+            rows = min(value.shape[0], fresh.shape[0])
+            merged = fresh.astype(value.dtype, copy=True)
+            merged[:rows] = value[:rows]
+            resized[name] = merged
+    return config, resized
+
+
 def expand_tied(spec: ModelSpec, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The stored tensors plus every tied name pointing at its source (no copies)."""
     full = dict(state)
