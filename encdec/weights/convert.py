@@ -45,34 +45,14 @@ from .names import ModelSpec, ParamSpec
 LAYOUT = {"safetensors": "pt", "pt": "pt", "tf": "tf", "flax": "flax"}
 
 
-def _native(p: ParamSpec, layout: str) -> str:
-    return {"pt": p.name, "tf": p.tf_name, "flax": p.flax_path}[layout]
-
-
-def _to_canonical(p: ParamSpec, layout: str, array: np.ndarray) -> np.ndarray:
-    if layout == "tf":
-        return p.from_tf(array)
-    if layout == "flax":
-        return p.from_flax(array)
-    return array
-
-
-def _from_canonical(p: ParamSpec, layout: str, array: np.ndarray) -> np.ndarray:
-    if layout == "tf":
-        return p.to_tf(array)
-    if layout == "flax":
-        return p.to_flax(array)
-    return array
-
-
 def to_native(state: dict[str, np.ndarray], spec: ModelSpec, layout: str) -> dict[str, np.ndarray]:
     """A canonical state in a framework's names and layouts ("pt", "tf" or "flax"), e.g. to fill a model."""
-    return {_native(p, layout): _from_canonical(p, layout, state[p.name]) for p in spec if p.name in state}
+    return {p.native_name(layout): p.to_native(state[p.name], layout) for p in spec if p.name in state}
 
 
 def from_native(tensors: dict[str, np.ndarray], spec: ModelSpec, layout: str) -> dict[str, np.ndarray]:
     """The canonical state of a framework's named tensors; a name or shape the spec does not know is an error."""
-    index = {_native(p, layout): p for p in spec}
+    index = {p.native_name(layout): p for p in spec}
     out = {}
     for name, value in tensors.items():
         p = index.get(name)
@@ -82,7 +62,7 @@ def from_native(tensors: dict[str, np.ndarray], spec: ModelSpec, layout: str) ->
             raise CheckpointError(
                 f"{name!r} has shape {list(np.shape(value))}, the config implies {list(p.shape_in(layout))}"
             )
-        out[p.name] = _to_canonical(p, layout, np.asarray(value))
+        out[p.name] = p.to_canonical(np.asarray(value), layout)
     return out
 
 
@@ -156,7 +136,7 @@ def _match(
 ) -> _Match:
     """Pair each reader tensor with a parameter of `spec` (or an alias), checking shapes and dtypes."""
     layout = _reader_layout(reader)
-    index = {_native(p, layout): p for p in spec}
+    index = {p.native_name(layout): p for p in spec}
     for alias, p in (aliases or {}).items():
         index.setdefault(alias, p)
     tied = {t.name: t for t in spec.tied} if layout == "pt" else {}
@@ -252,7 +232,7 @@ def _raise_problems(reader: Reader, match: _Match, spec: ModelSpec, allow_missin
             f"{_where(reader)}: both {first!r} and {second!r} hold parameter {canonical!r}; expected one"
         )
     if match.unexpected:
-        example = _native(spec.params[0], match.layout) if spec.params else "?"
+        example = spec.params[0].native_name(match.layout) if spec.params else "?"
         raise CheckpointError(
             f"{_where(reader, match.unexpected[0])}: {len(match.unexpected)} tensor(s) match no parameter of the "
             f"model: {_listing(match.unexpected)}; expected {match.layout} names like {example!r}"
@@ -261,7 +241,7 @@ def _raise_problems(reader: Reader, match: _Match, spec: ModelSpec, allow_missin
         missing = [n for n in match.missing if not (allow_missing and allow_missing(n))]
         if missing:
             spec_by_name = spec.by_name
-            shown = [f"{n} ({_native(spec_by_name[n], match.layout)})" if match.layout != "pt" else n for n in missing]
+            shown = [f"{n} ({spec_by_name[n].native_name(match.layout)})" if match.layout != "pt" else n for n in missing]
             raise CheckpointError(
                 f"{_where(reader)}: {len(missing)} parameter(s) of the model are not in the checkpoint: "
                 f"{_listing(shown)}"
@@ -280,7 +260,7 @@ def _report(reader: Reader, match: _Match, allow_missing=None) -> LoadReport:
 
 def _read_canonical(reader: Reader, spec: ModelSpec, match: _Match, name: str) -> np.ndarray:
     p = spec.by_name[name]
-    return _to_canonical(p, match.layout, reader.read(match.sources[name]))
+    return p.to_canonical(reader.read(match.sources[name]), match.layout)
 
 
 def check_state(reader: Reader, spec: ModelSpec) -> _Match:
@@ -380,7 +360,7 @@ def check_component(reader: Reader, arch_config: ArchConfig, role: str) -> _Matc
         primary = spec.by_tf.get(alt.tf_name)
         if primary is None or primary.shape != alt.shape:
             raise AssertionError(f"no parameter of the {role} spec pairs with {alt.name}")
-        aliases[_native(alt, layout)] = primary
+        aliases[alt.native_name(layout)] = primary
 
     def ignore(name: str) -> str | None:
         if role == "encoder" and _ENCODER_FOREIGN.search(name):
@@ -422,10 +402,10 @@ def _native_tensors(
 
         def load(p=p, value=value, target=target) -> np.ndarray:
             array = value.load() if isinstance(value, LazyTensor) else np.asarray(value)
-            return c_contiguous(_from_canonical(p, layout, array.astype(target, copy=False)))
+            return c_contiguous(p.to_native(array.astype(target, copy=False), layout))
 
         lazy = LazyTensor(p.shape_in(layout), target, load)
-        out[_native(p, layout)] = lazy
+        out[p.native_name(layout)] = lazy
         by_source[p.name] = lazy
     if fmt == "pt":
         # transformers' .bin holds the whole state dict: tied names share their source's storage.

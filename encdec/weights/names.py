@@ -82,7 +82,25 @@ class ParamSpec:
 
     def shape_in(self, layout: str) -> tuple[int, ...]:
         """The shape this tensor has in `layout` ("pt", "tf" or "flax")."""
-        return {"pt": self.shape, "tf": self.tf_shape, "flax": self.flax_shape}[layout]
+        return _layout_shape(self.shape, self._change(layout))
+
+    def native_name(self, layout: str) -> str:
+        """This tensor's name in `layout`: canonical, TF (`tf_name`) or Flax (`flax_path`)."""
+        return {"pt": self.name, "tf": self.tf_name, "flax": self.flax_path}[layout]
+
+    def to_native(self, array: np.ndarray, layout: str) -> np.ndarray:
+        """A canonical array in `layout`'s layout."""
+        return _to_layout(array, self._change(layout))
+
+    def to_canonical(self, array: np.ndarray, layout: str) -> np.ndarray:
+        """An array in `layout`'s layout, back in the canonical one."""
+        return _from_layout(array, self._change(layout), self.shape)
+
+    def _change(self, layout: str) -> str:
+        """How `layout` differs from the canonical layout for this tensor's kind."""
+        if layout == "pt":
+            return "same"
+        return KIND_LAYOUTS[self.kind][{"tf": 0, "flax": 1}[layout]]
 
 
 @dataclasses.dataclass(frozen=True)
