@@ -400,6 +400,25 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
     return sequences[:, :cur_len], (tuple(scores) if output_scores else None)
 
 
+def _stable_topk(scores, k: int):
+    """`torch.topk` along the last axis with equal scores in index order, lower first.
+
+    `torch.topk` leaves the order of ties unspecified; `tf.math.top_k` and
+    `jax.lax.top_k` put the lower index first, and so does this, so the three ports
+    keep the same beams when two continuations score exactly the same.
+    """
+    values, indices = torch.topk(scores, k)
+    kth = values[..., -1:]
+    if bool(((scores == kth).sum(dim=-1) != (values == kth).sum(dim=-1)).any()):
+        # A score equal to the k-th was left out, perhaps for a higher index: rare (a tie at the
+        # boundary); the full stable sort decides it.
+        values, indices = torch.sort(scores, dim=-1, descending=True, stable=True)
+        return values[..., :k], indices[..., :k]
+    indices, order = indices.sort(dim=-1)
+    values, order_by_value = values.gather(-1, order).sort(dim=-1, descending=True, stable=True)
+    return values, indices.gather(-1, order_by_value)
+
+
 def _gather_beams(tensor, beam_indices):
     """`[B, K, ...]` gathered along the beam axis by `[B, K']` indices -> `[B, K', ...]`."""
     while beam_indices.dim() < tensor.dim():
@@ -461,10 +480,10 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
             topk_indices = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=beams_to_keep,
                                              generator=generator)
             topk_log_probs = torch.gather(log_probs, 1, topk_indices)
-            topk_log_probs, order = topk_log_probs.sort(dim=-1, descending=True)
+            topk_log_probs, order = topk_log_probs.sort(dim=-1, descending=True, stable=True)
             topk_indices = topk_indices.gather(-1, order)
         else:
-            topk_log_probs, topk_indices = torch.topk(log_probs, k=beams_to_keep)
+            topk_log_probs, topk_indices = _stable_topk(log_probs, beams_to_keep)
         topk_current_beam_indices = topk_indices // vocab  # [B, K]
         topk_running_beam_indices = _gather_beams(running_beam_indices, topk_current_beam_indices)
         topk_running_sequences = _gather_beams(running_sequences, topk_current_beam_indices)
@@ -478,7 +497,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
 
         # c. the best unfinished ones run on
         topk_running_log_probs = topk_log_probs + hits.to(torch.float32) * -1.0e9
-        next_topk = torch.topk(topk_running_log_probs, k=num_beams)[1]
+        next_topk = _stable_topk(topk_running_log_probs, num_beams)[1]
         running_sequences = _gather_beams(topk_running_sequences, next_topk)
         running_beam_scores = _gather_beams(topk_running_log_probs, next_topk)
         running_beam_indices = _gather_beams(topk_running_beam_indices, next_topk)
@@ -494,7 +513,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
         merged_scores = torch.cat((beam_scores, finished_scores), dim=1)
         merged_beam_indices = torch.cat((beam_indices, topk_running_beam_indices), dim=1)
         merged_is_sent_finished = torch.cat((is_sent_finished, just_finished), dim=1)
-        keep = torch.topk(merged_scores, k=num_beams)[1]
+        keep = _stable_topk(merged_scores, num_beams)[1]
         finished_sequences = _gather_beams(merged_sequences, keep)
         beam_scores = _gather_beams(merged_scores, keep)
         beam_indices = _gather_beams(merged_beam_indices, keep)

@@ -61,3 +61,25 @@ def test_generated_ids_are_ordinary_tensors():
     labels = ids[:, 1:].clone()
     ids[ids == config.pad_token_id] = -100  # in-place edits work, as on transformers' output
     assert model(input_ids=b["input_ids"], labels=labels).loss.requires_grad
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_stable_topk_puts_the_lower_index_first_among_equal_scores(k):
+    """numpy's stable argsort of the negated scores is the independent reference
+    (the order tf.math.top_k and jax.lax.top_k give)."""
+    rng = np.random.default_rng(k)
+    # few distinct values, so ties fall inside the selection, across it and at its boundary
+    scores = rng.integers(0, 4, size=(64, 40)).astype(np.float32)
+    scores[:8] = -np.inf  # a row with nothing but ties
+    scores[8:16, ::3] = -np.inf
+    values, indices = generation._stable_topk(torch.from_numpy(scores), k)
+    expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(indices.numpy(), expected)
+    np.testing.assert_array_equal(values.numpy(), np.take_along_axis(scores, expected, axis=-1))
+
+
+def test_stable_topk_on_distinct_scores_is_topk():
+    scores = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0))
+    values, indices = generation._stable_topk(scores, 8)
+    ref_values, ref_indices = torch.topk(scores, 8)
+    assert torch.equal(indices, ref_indices) and torch.equal(values, ref_values)
