@@ -18,6 +18,7 @@ from .common import (
     ACT2FN,
     BaseModelOutput,
     CausalLMOutput,
+    _Linear,
     _attend,
     _fold_beams_attend,
     _KVCache,
@@ -83,9 +84,9 @@ class BertSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = h // self.num_heads
         self.scale = self.head_dim**-0.5
-        self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
-        self.value = nn.Linear(h, h)
+        self.query = _Linear(h, h)
+        self.key = _Linear(h, h)
+        self.value = _Linear(h, h)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.is_cross_attention = is_cross_attention
         self.layer_idx = layer_idx
@@ -131,7 +132,7 @@ class BertSelfOutput(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = _Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -161,7 +162,7 @@ class BertAttention(nn.Module):
 class BertIntermediate(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = _Linear(config.hidden_size, config.intermediate_size)
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -171,7 +172,7 @@ class BertIntermediate(nn.Module):
 class BertOutput(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dense = _Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -252,7 +253,7 @@ class BertEncoder(nn.Module):
 class BertPooler(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = _Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states):
         # The first token's state: [B, T, H] -> [B, H].
@@ -262,7 +263,7 @@ class BertPooler(nn.Module):
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = _Linear(config.hidden_size, config.hidden_size)
         self.act = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -276,7 +277,7 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder = _Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias
 

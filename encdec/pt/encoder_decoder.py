@@ -30,7 +30,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
-from .common import BaseModelOutput, Seq2SeqLMOutput, check_input_ids
+from .common import BaseModelOutput, Seq2SeqLMOutput, _Linear, check_input_ids
 from .gpt2 import GPT2LMHeadModel
 from .roberta import RobertaForCausalLM, RobertaModel
 
@@ -135,7 +135,7 @@ class EncoderDecoderModel(nn.Module):
             if decoder is None:
                 decoder = built["decoder"] = _build_decoder(config.decoder)
             self.enc_to_dec_proj = (
-                nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
+                _Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
             )
         if hasattr(encoder, "get_output_embeddings"):
             raise ConfigError(f"the encoder {type(encoder).__name__} has an LM head; expected a bare encoder model")
@@ -241,7 +241,7 @@ class EncoderDecoderModel(nn.Module):
             model.encoder = _build_encoder(config.encoder)
             model.decoder = _build_decoder(config.decoder)
             model.enc_to_dec_proj = (
-                nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
+                _Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
             )
         model._share_configs()
         model._assign_state(state, dtype=dtype)

@@ -17,17 +17,14 @@ Flax ports run the same steps under XLA with static shapes:
 
 from __future__ import annotations
 
-import functools
-import weakref
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import GenerationConfig
 from ..errors import ConfigError, InputError
-from .common import _KVCache, _ModelOutput, _padding_bias
+from .common import _KVCache, _ModelOutput, _padding_bias, _packed_linear_weights
 
 # ---------------------------------------------------------------------------
 # Logits processors, in the order transformers applies them.
@@ -252,97 +249,6 @@ class GenerateBeamEncoderDecoderOutput(_ModelOutput):
 
 # ---------------------------------------------------------------------------
 # Search loops
-
-
-def _has_mkl_packing() -> bool:
-    try:
-        return torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight")
-    except (AttributeError, RuntimeError):  # a build without MKL's ops
-        return False
-
-
-_MKL_PACKED = _has_mkl_packing()
-# model -> {id(linear module): (weight key, prepared weight)}; dropped with the model, never pickled with it.
-_STEP_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _weight_key(weight):
-    # Changes when the parameter is replaced, moved, cast or updated in place (an optimizer step).
-    return (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
-
-
-def _transposed_linear(x, weight_t, bias):
-    # [..., in] @ [in, out] (+ [out]) -> [..., out]
-    x2 = x.reshape(-1, x.shape[-1])
-    y = torch.addmm(bias, x2, weight_t) if bias is not None else torch.mm(x2, weight_t)
-    return y.view(*x.shape[:-1], y.shape[-1])
-
-
-def _packed_linear(x, packed, weight, bias, rows):
-    x2 = x.reshape(-1, x.shape[-1])
-    if x2.shape[0] != rows:  # packed for `rows` rows; other counts take the plain path
-        return F.linear(x, weight, bias)
-    y = torch.ops.mkl._mkl_linear(x2, packed, weight, bias, rows)
-    return y.view(*x.shape[:-1], y.shape[-1])
-
-
-class _StepWeights:
-    """The decoder's `nn.Linear` weights laid out for decode steps on the CPU, while generating.
-
-    `nn.Linear` keeps its weight `[out, in]` and multiplies `x @ W^T`; for the few rows
-    of a decode step MKL is much faster with `W^T` stored contiguously, and faster
-    still with the LM head's weight prepacked for the step's row count. Results are
-    those of `nn.Linear` up to float rounding (the same products; MKL may sum them in
-    another order, ~1e-7 relative). The copies (about the decoder's size) are kept
-    for the model's next calls, as long as the model lives, and remade when a
-    parameter changes (a training step, a load, `.to()`); `_release_step_weights(model)`
-    frees them. Within the `with` block the decoder's linear layers use them; on exit
-    they are restored.
-    """
-
-    def __init__(self, model, rows: int) -> None:
-        self.patched = []
-        decoder = model.decoder
-        weight = decoder.get_output_embeddings().weight
-        if weight.device.type != "cpu" or weight.dtype != torch.float32 or torch.is_grad_enabled():
-            return
-        store = _STEP_WEIGHTS.setdefault(model, {})
-        head = decoder.get_output_embeddings()
-        linears = [m for m in decoder.modules() if type(m) is nn.Linear]
-        live = set()
-        for module in linears:
-            key = _weight_key(module.weight)
-            if module is head and _MKL_PACKED:
-                key = key + ("packed", rows)
-            live.add(id(module))
-            entry = store.get(id(module))
-            if entry is None or entry[0] != key:
-                w = module.weight.detach()
-                prepared = torch.ops.mkl._mkl_reorder_linear_weight(w, rows) if "packed" in key else w.t().contiguous()
-                entry = store[id(module)] = (key, prepared)
-            bias = module.bias.detach() if module.bias is not None else None
-            if "packed" in key:
-                forward = functools.partial(_packed_linear, packed=entry[1], weight=module.weight.detach(), bias=bias,
-                                            rows=rows)
-            else:
-                forward = functools.partial(_transposed_linear, weight_t=entry[1], bias=bias)
-            self.patched.append((module, forward))
-        for stale in set(store) - live:  # modules that are gone (resized, rebuilt)
-            del store[stale]
-
-    def __enter__(self):
-        for module, forward in self.patched:
-            module.forward = forward
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for module, _ in self.patched:
-            module.__dict__.pop("forward", None)
-
-
-def _release_step_weights(model) -> None:
-    """Free the decode-step copies of `model`'s weights that generation keeps (see `_StepWeights`)."""
-    _STEP_WEIGHTS.pop(model, None)
 
 
 class _Step:
@@ -630,7 +536,7 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
         sequences = torch.full((rows, max_length), pad if pad is not None else 0, dtype=torch.long, device=device)
         sequences[:, 0] = start
 
-        with _StepWeights(model, rows):
+        with _packed_linear_weights(model.decoder):
             if num_beams == 1:
                 sequences, scores = greedy_search(
                     step, processors, sequences, max_length, eos_ids, pad, gc.do_sample, generator, gc.output_scores

@@ -17,16 +17,19 @@ from .bert import _causal_lm_output
 from .common import (
     ACT2FN,
     BaseModelOutput,
+    _Linear,
+    _PackableLinear,
     _attend,
     _fold_beams_attend,
     _KVCache,
     _padding_bias,
     causal_bias,
     check_input_ids,
+    _linear,
 )
 
 
-class _Conv1D(nn.Module):
+class _Conv1D(nn.Module, _PackableLinear):
     """A dense layer with the weight stored `[in, out]`."""
 
     def __init__(self, n_in: int, n_out: int) -> None:
@@ -35,10 +38,11 @@ class _Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_out))
         nn.init.normal_(self.weight, std=0.02)
 
+    def _linear_weight(self) -> torch.Tensor:
+        return self.weight.t()  # [out, in]
+
     def forward(self, x):
-        # [..., in] -> [N, in] @ [in, out] + [out] -> [..., out]
-        out = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
-        return out.view(*x.shape[:-1], out.shape[-1])
+        return _linear(x, self.weight.t(), self.bias, self._packed)  # [..., in] -> [..., out]
 
 
 class GPT2Attention(nn.Module):
@@ -280,7 +284,7 @@ class GPT2LMHeadModel(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = _Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
 
