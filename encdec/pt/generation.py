@@ -313,13 +313,18 @@ def _stable_topk(scores, k: int):
     `jax.lax.top_k` put the lower index first, and so does this, so the three ports
     keep the same beams when two continuations score exactly the same.
     """
-    values, indices = torch.topk(scores, k)
-    kth = values[..., -1:]
-    if bool(((scores == kth).sum(dim=-1) != (values == kth).sum(dim=-1)).any()):
-        # A score equal to the k-th was left out, perhaps for a higher index: rare (a tie at the
-        # boundary); the full stable sort decides it.
-        values, indices = torch.sort(scores, dim=-1, descending=True, stable=True)
-        return values[..., :k], indices[..., :k]
+    if k < scores.shape[-1]:
+        # One more than asked: when the (k+1)-th best is below the k-th, the k best are a set no
+        # tie can change, and only their order among equal scores is left to fix.
+        values, indices = torch.topk(scores, k + 1)
+        if bool((values[..., k] == values[..., k - 1]).any()):
+            # An equal score is left out, perhaps for a higher index (rare: a tie at the boundary);
+            # the full stable sort decides it.
+            values, indices = torch.sort(scores, dim=-1, descending=True, stable=True)
+            return values[..., :k], indices[..., :k]
+        values, indices = values[..., :k], indices[..., :k]
+    else:
+        values, indices = torch.topk(scores, k)
     indices, order = indices.sort(dim=-1)
     values, order_by_value = values.gather(-1, order).sort(dim=-1, descending=True, stable=True)
     return values, indices.gather(-1, order_by_value)
