@@ -62,7 +62,10 @@ def _onednn_linear_available() -> bool:
     """Whether this torch build runs oneDNN's float32 linear (`mkldnn._linear_pointwise`, the op torch's compiler
     emits for CPU linear layers), on a plain and on a packed weight, in agreement with `F.linear`; checked once."""
     try:
-        x, w, b = torch.randn(5, 6), torch.randn(4, 6), torch.randn(4)
+        # Fixed values, not random ones: the check must not move torch's global random stream.
+        x = torch.linspace(-1.0, 1.0, 30).reshape(5, 6)
+        w = torch.linspace(-0.5, 0.7, 24).reshape(4, 6)
+        b = torch.linspace(-0.2, 0.3, 4)
         with torch.no_grad():
             plain = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
             packed = torch.ops.mkldnn._linear_pointwise(x, _pack(w), b, "none", [], "")

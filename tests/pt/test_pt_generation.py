@@ -141,3 +141,12 @@ def test_stable_topk_on_distinct_scores_is_topk():
     values, indices = generation._stable_topk(scores, 8)
     ref_values, ref_indices = torch.topk(scores, 8)
     assert torch.equal(indices, ref_indices) and torch.equal(values, ref_values)
+
+
+def test_the_onednn_probe_leaves_the_random_stream_alone():
+    common._onednn_linear_available.cache_clear()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    common._onednn_linear_available()
+    assert torch.equal(torch.rand(4), expected)
