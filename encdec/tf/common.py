@@ -263,7 +263,14 @@ def _output_projection(config: ArchConfig, input_embeddings: keras.layers.Embedd
 def _project_to_vocab(projection: keras.layers.Layer, hidden_states):
     """`[B, S, hidden] -> [B, S, V]` through a tied embedding table `[V, hidden]` or an own kernel."""
     if isinstance(projection, keras.layers.Embedding):
-        return tf.einsum("bsh,vh->bsv", hidden_states, projection.embeddings)
+        # A single row (a batch-1 decode step) goes as two: XLA's CPU compiler turns the one-row
+        # product with the [V, hidden] table into a transpose of the whole table plus a reduction,
+        # every step of a generation loop, ~1.4x the time of the two-row dot
+        # (benchmarks/tf_batch1_trials.py). [1, 1, H] -> [1, 2, H] -> [1, 1, V]; other shapes unchanged.
+        shape = tf.shape(hidden_states)
+        extra = tf.cast(shape[0] * shape[1] == 1, tf.int32)
+        padded = tf.pad(hidden_states, [[0, 0], [0, extra], [0, 0]])
+        return tf.einsum("bsh,vh->bsv", padded, projection.embeddings)[:, : shape[1]]
     return projection(hidden_states)
 
 
