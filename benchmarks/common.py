@@ -245,6 +245,18 @@ def time_alternating(impls: list[Impl], repeats: int, budget_s: float, min_repea
     return records
 
 
+def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 2) -> float:
+    """Median wall time of `runs` calls of `fn`, in ms, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
 def ratio(records: dict, num: str, den: str) -> Optional[float]:
     a, b = records.get(num, {}), records.get(den, {})
     if a.get("available") and b.get("available") and b.get("median_s"):

@@ -20,11 +20,14 @@ copies totalling at least `--stream-mb` and the time is per copy.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import median_ms  # noqa: E402
 
 SHAPES = {
     "minilm layer 384x384": (384, 384),
@@ -35,17 +38,6 @@ SHAPES = {
 }
 DECODE_ROWS = (1, 2, 4, 8, 16)
 FORWARD_ROWS = (64, 512, 2048)
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

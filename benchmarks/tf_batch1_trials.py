@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 TRIALS = ("base", "einsum", "pad", "pad_single", "reduce", "matvec")
 
@@ -39,6 +37,7 @@ def run_trial(trial: str, batch: int, runs: int, threads: int) -> None:
 
     import encdec.tf.bert as bert
     import tf_bench
+    from common import median_ms
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -72,14 +71,9 @@ def run_trial(trial: str, batch: int, runs: int, threads: int) -> None:
     def generate():
         return model.generate(ids, attention_mask=mask, max_length=32, num_beams=1).numpy()
 
-    generate()
-    generate()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = generate()
-        times.append(time.perf_counter() - start)
-    print(f"| {trial} | {batch} | {statistics.median(times) * 1e3:.0f} ms | {out[0, :8].tolist()} |", flush=True)
+    warm = median_ms(generate, runs)
+    out = generate()
+    print(f"| {trial} | {batch} | {warm:.0f} ms | {out[0, :8].tolist()} |", flush=True)
 
 
 def main() -> None:

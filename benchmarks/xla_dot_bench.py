@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import median_ms  # noqa: E402
 
 H, FFN, VOCAB, LAYERS = 384, 1536, 30522, 6
 ROWS = (1, 4, 16)
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def layer_shapes() -> list[tuple[int, int]]:
