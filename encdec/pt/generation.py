@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..config import GenerationConfig
 from ..errors import ConfigError, InputError
-from .common import _KVCache, _ModelOutput, _padding_bias, _packed_linear_weights
+from .common import _KVCache, _ModelOutput, _packed_linear_weights, _padding_bias, check_input_ids
 
 # ---------------------------------------------------------------------------
 # Logits processors, in the order transformers applies them.
@@ -252,7 +252,12 @@ class GenerateBeamEncoderDecoderOutput(_ModelOutput):
 
 
 class _Step:
-    """One decoder step: `[N, 1]` tokens -> `[N, V]` float32 logits of the next token, cache updated."""
+    """One decoder step: the tokens of `[N, max_length]` sequences up to `cur_len` that the cache
+    does not hold yet -> `[N, V]` float32 logits of the next token, cache updated.
+
+    The first step feeds the whole decoder prompt in one call, as transformers does
+    (RoBERTa counts the prompt's positions over the whole prompt); later steps one token.
+    """
 
     def __init__(self, decoder, cache, encoder_hidden_states, encoder_bias) -> None:
         self.decoder = decoder
@@ -260,9 +265,9 @@ class _Step:
         self.encoder_hidden_states = encoder_hidden_states
         self.encoder_bias = encoder_bias
 
-    def __call__(self, tokens):
+    def __call__(self, sequences, cur_len: int):
         out = self.decoder(
-            tokens,
+            sequences[:, self.cache.length : cur_len],
             encoder_hidden_states=self.encoder_hidden_states,
             encoder_attention_mask=self.encoder_bias,
             past_key_values=self.cache,
@@ -273,8 +278,9 @@ class _Step:
 
 
 def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, pad_token_id,
-                  do_sample: bool = False, generator=None, output_scores: bool = False):
-    """Greedy decoding or multinomial sampling over a `[N, max_length]` buffer whose position 0 is filled.
+                  do_sample: bool = False, generator=None, output_scores: bool = False, prompt_length: int = 1):
+    """Greedy decoding or multinomial sampling over a `[N, max_length]` buffer whose first
+    `prompt_length` positions hold the decoder prompt.
 
     Returns (sequences `[N, cur_len]`, scores per step or None).
     """
@@ -283,9 +289,9 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
     eos = torch.tensor(eos_token_ids, device=device) if eos_token_ids else None
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
     scores = [] if output_scores else None
-    cur_len = 1
+    cur_len = prompt_length
     while True:
-        logits = step(sequences[:, cur_len - 1 : cur_len])
+        logits = step(sequences, cur_len)
         next_scores = _apply(processors, sequences, cur_len, logits)
         if output_scores:
             scores.append(next_scores)
@@ -339,10 +345,12 @@ def _gather_beams(tensor, beam_indices):
 
 def beam_search(step, processors, sequences, batch_size: int, num_beams: int, max_length: int, eos_token_ids,
                 pad_token_id, length_penalty: float = 1.0, early_stopping=False, num_return_sequences: int = 1,
-                do_sample: bool = False, generator=None, output_scores: bool = False, cache: Optional[_KVCache] = None):
+                do_sample: bool = False, generator=None, output_scores: bool = False, cache: Optional[_KVCache] = None,
+                prompt_length: int = 1):
     """transformers 5's vectorized beam search, step for step.
 
-    `sequences` is the `[B * num_beams, max_length]` buffer with position 0 filled.
+    `sequences` is the `[B * num_beams, max_length]` buffer whose first `prompt_length`
+    positions hold the decoder prompt.
     Running beams and finished hypotheses are each `num_beams` fixed-length rows per
     batch item; each step keeps the best `beams_to_keep` continuations over all
     beams, the best `num_beams` unfinished ones run on, and finished ones replace
@@ -350,7 +358,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
     Returns (sequences, sequences_scores, per-step scores or None, beam_indices).
     """
     device = sequences.device
-    prompt_len = cur_len = 1
+    prompt_len = cur_len = prompt_length
     eos = torch.tensor(eos_token_ids, device=device) if eos_token_ids else None
     n_eos = len(eos_token_ids) if eos_token_ids else 0
     beams_to_keep = max(2, 1 + n_eos) * num_beams
@@ -377,7 +385,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
 
     while True:
         flat_running = running_sequences.view(batch_size * num_beams, max_length)
-        logits = step(flat_running[:, cur_len - 1 : cur_len])  # [B * beams, V]
+        logits = step(flat_running, cur_len)  # [B * beams, V]
         vocab = logits.shape[-1]
         log_probs = F.log_softmax(logits, dim=-1)
         log_probs = _apply(processors, flat_running, cur_len, log_probs)
@@ -470,13 +478,36 @@ def _first_set(*values):
     return next((v for v in values if v is not None), None)
 
 
-def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None, **kwargs):
+def _decoder_prompt(model, decoder_input_ids, start: int, batch: int, device) -> torch.Tensor:
+    """`[B, P]` decoder prompt: the start token alone, or `decoder_input_ids` with the start
+    token put in front when no row begins with it (as transformers does)."""
+    if decoder_input_ids is None:
+        return torch.full((batch, 1), start, dtype=torch.long, device=device)
+    if not isinstance(decoder_input_ids, torch.Tensor) or decoder_input_ids.dim() != 2:
+        raise InputError(
+            f"decoder_input_ids is {type(decoder_input_ids).__name__} of shape "
+            f"{tuple(getattr(decoder_input_ids, 'shape', ()))}; expected a [{batch}, prompt length] tensor of ids"
+        )
+    check_input_ids(decoder_input_ids, model.config.decoder.vocab_size, name="decoder_input_ids")
+    if decoder_input_ids.shape[0] != batch:
+        raise InputError(
+            f"decoder_input_ids has batch size {decoder_input_ids.shape[0]}; expected {batch} like input_ids"
+        )
+    prompt = decoder_input_ids.to(device=device, dtype=torch.long)
+    if bool((prompt[:, 0] != start).all()):
+        prompt = torch.cat([torch.full((batch, 1), start, dtype=torch.long, device=device), prompt], dim=1)
+    return prompt
+
+
+def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
+             decoder_input_ids=None, **kwargs):
     """Generate token ids for `input_ids` `[B, S]`: greedy, sampling or beam search.
 
     Options are `model.generation_config` (or `generation_config`) overridden by
     kwargs; `generator=` (a `torch.Generator`) or `seed=` make sampling reproducible.
-    Returns `[B * num_return_sequences, length]` ids, or an output object with
-    `return_dict_in_generate=True`.
+    `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in
+    front when no row begins with it). Returns `[B * num_return_sequences, length]`
+    ids, or an output object with `return_dict_in_generate=True`.
     """
     model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _MODEL_KWARGS}
     base = generation_config if generation_config is not None else model.generation_config
@@ -495,16 +526,20 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     eos_ids = gc.eos_token_ids
     pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
 
-    # Lengths count the decoder start token, as transformers counts them.
+    prompt = _decoder_prompt(model, decoder_input_ids, start, input_ids.shape[0], input_ids.device)
+    prompt_length = prompt.shape[1]
+    # Lengths count the decoder prompt (the start token), as transformers counts them.
     if gc.max_new_tokens is not None:
-        max_length = gc.max_new_tokens + 1
+        max_length = gc.max_new_tokens + prompt_length
     elif explicit_max_length:
         max_length = gc.max_length
     else:
-        max_length = gc.max_length + 1  # transformers 5 generates 20 new tokens by default
-    min_length = gc.min_new_tokens + 1 if gc.min_new_tokens is not None else (gc.min_length or 0)
-    if max_length <= 1:
-        raise InputError(f"max_length is {max_length}; expected more than 1 (the decoder start token)")
+        max_length = gc.max_length + prompt_length  # transformers 5 generates 20 new tokens by default
+    min_length = gc.min_new_tokens + prompt_length if gc.min_new_tokens is not None else (gc.min_length or 0)
+    if max_length <= prompt_length:
+        raise InputError(
+            f"max_length is {max_length}; expected more than the decoder prompt's {prompt_length} token(s)"
+        )
     limit = model._decoder_position_limit()
     if max_length - 1 > limit:
         raise InputError(
@@ -539,18 +574,20 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
         step = _Step(model.decoder, cache, encoder_states, encoder_bias)
         processors = build_logits_processors(gc, eos_ids, max_length, min_length, decoder_cfg.vocab_size, device)
         sequences = torch.full((rows, max_length), pad if pad is not None else 0, dtype=torch.long, device=device)
-        sequences[:, 0] = start
+        sequences[:, :prompt_length] = prompt.repeat_interleave(expand, dim=0)
 
         with _packed_linear_weights(model.decoder):
             if num_beams == 1:
                 sequences, scores = greedy_search(
-                    step, processors, sequences, max_length, eos_ids, pad, gc.do_sample, generator, gc.output_scores
+                    step, processors, sequences, max_length, eos_ids, pad, gc.do_sample, generator, gc.output_scores,
+                    prompt_length,
                 )
                 sequences_scores = beam_indices = None
             else:
                 sequences, sequences_scores, scores, beam_indices = beam_search(
                     step, processors, sequences, batch, num_beams, max_length, eos_ids, pad, gc.length_penalty,
                     gc.early_stopping, gc.num_return_sequences, gc.do_sample, generator, gc.output_scores, cache,
+                    prompt_length,
                 )
 
     # Tensors made under inference mode cannot be changed in place outside it (say, to turn the ids into

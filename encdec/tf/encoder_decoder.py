@@ -578,7 +578,9 @@ class TFEncoderDecoderModel(keras.Model):
 
         @tf.function(input_signature=[spec, spec], autograph=False)
         def serve(input_ids, attention_mask):
-            out = inner(input_ids, attention_mask, tf.constant(seed, tf.int64), *_beam_options(config, plan.max_length))
+            start = tf.fill(tf.stack([tf.shape(input_ids)[0], 1]), plan.start)  # [B, 1]: the decoder prompt
+            out = inner(input_ids, attention_mask, start, tf.constant(seed, tf.int64),
+                        *_beam_options(config, plan.max_length))
             if plan.num_beams == 1:
                 return {"sequences": out["sequences"], "length": out["length"]}
             returned = _returned_hypotheses(out, config.num_return_sequences, plan.max_length)

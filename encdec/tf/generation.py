@@ -290,21 +290,43 @@ class TFGenerateBeamEncoderDecoderOutput(_ModelOutput):
 
 
 class _Step:
-    """One decoder step: `[N, 1]` tokens at `cache_index` -> (`[N, V]` float32 next-token logits, updated cache).
+    """One decoder step: `[N, T]` tokens at `cache_index` -> (`[N, V]` float32 next-token logits, updated cache).
 
     The loop carries only the self-attention cache, `((k, v), ...)` per layer; the
     cross-attention keys/values `cross` are computed once, before the loop.
+
+    RoBERTa counts positions over non-pad tokens; transformers decodes the prompt
+    in one call, so the prompt tokens get their positions from the whole prompt
+    (`prompt_positions` `[N, P]`), and later tokens the default (`1 + cached`).
+    The other decoders count every token, so their defaults agree already.
     """
 
-    def __init__(self, decoder, encoder_hidden_states, encoder_bias, cross) -> None:
+    def __init__(self, decoder, encoder_hidden_states, encoder_bias, cross, prompt_positions=None,
+                 pad_token_id: int = 0) -> None:
         self.decoder = decoder
         self.encoder_hidden_states = encoder_hidden_states
         self.encoder_bias = encoder_bias
         self.cross = cross
+        self.prompt_positions = prompt_positions
+        self.pad_token_id = pad_token_id
+
+    def _positions(self, tokens, cache_index):
+        if self.prompt_positions is None:
+            return None
+        from .roberta import create_position_ids_from_input_ids
+
+        length = tokens.shape[1]  # static: the prompt's head, or one token
+        prompt_length = self.prompt_positions.shape[1]
+        # In-prompt tokens read the prompt's positions (clamped: the gather must stay in bounds).
+        start = tf.minimum(cache_index, prompt_length - length)
+        in_prompt = tf.gather(self.prompt_positions, start + tf.range(length), axis=1)
+        after = create_position_ids_from_input_ids(tokens, self.pad_token_id, cache_index)
+        return tf.where(cache_index < prompt_length, in_prompt, after)
 
     def __call__(self, tokens, cache, cache_index):
         out = self.decoder(
             tokens,
+            position_ids=self._positions(tokens, cache_index),
             encoder_hidden_states=self.encoder_hidden_states,
             encoder_attention_mask=self.encoder_bias,
             past_key_values=tuple(layer + cross for layer, cross in zip(cache, self.cross)),
@@ -347,14 +369,17 @@ def _gumbel(shape, seed, cur_len):
 
 
 def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, pad_token_id, cache,
-                  do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0):
-    """Greedy decoding or sampling over a `[N, max_length]` buffer whose position 0 is filled.
+                  do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0,
+                  prompt_length: int = 1):
+    """Greedy decoding or sampling over a `[N, max_length]` buffer whose first `prompt_length`
+    positions hold the decoder prompt (all but its last token already in `cache`).
 
-    Returns (sequences `[N, max_length]`, filled length, scores `[max_length - 1, N, V]` or None).
+    Returns (sequences `[N, max_length]`, filled length, scores `[max_length - prompt_length, N, V]` or None).
     """
     rows = tf.shape(sequences)[0]
     unfinished = tf.ones([rows], tf.bool)
-    all_scores = tf.zeros(tf.stack([max_length - 1, rows, vocab_size])) if output_scores else tf.zeros([0])
+    steps = max_length - prompt_length
+    all_scores = tf.zeros(tf.stack([steps, rows, vocab_size])) if output_scores else tf.zeros([0])
 
     def cond(cur_len, sequences, unfinished, cache, all_scores):
         return (cur_len < max_length) & tf.reduce_any(unfinished)
@@ -363,7 +388,7 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
         logits, cache = step(tf.gather(sequences, [cur_len - 1], axis=1), cache, cur_len - 1)
         next_scores = _apply(processors, sequences, cur_len, logits)
         if output_scores:
-            all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - 1]], next_scores[None])
+            all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - prompt_length]], next_scores[None])
         if do_sample:
             next_scores = next_scores + _gumbel(tf.shape(next_scores), seed, cur_len)  # Gumbel-max: a categorical draw
         next_tokens = tf.argmax(next_scores, axis=-1, output_type=tf.int32)
@@ -373,7 +398,7 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
         return cur_len + 1, _set_column(sequences, cur_len, next_tokens), unfinished, cache, all_scores
 
     cur_len, sequences, _, _, all_scores = tf.while_loop(
-        cond, body, (tf.constant(1), sequences, unfinished, cache, all_scores), maximum_iterations=max_length - 1
+        cond, body, (tf.constant(prompt_length), sequences, unfinished, cache, all_scores), maximum_iterations=steps
     )
     return sequences, cur_len, (all_scores if output_scores else None)
 
@@ -385,10 +410,12 @@ def _gather_beams(tensor, beam_indices):
 
 def beam_search(step, processors, sequences, batch_size, num_beams: int, max_length: int, eos_token_ids,
                 pad_token_id, cache, penalties, early_stopping_true, heuristic_at_max_length,
-                do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0):
+                do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0,
+                prompt_length: int = 1):
     """transformers 5's vectorized beam search, step for step.
 
-    `sequences` is the `[B * num_beams, max_length]` buffer with position 0 filled.
+    `sequences` is the `[B * num_beams, max_length]` buffer whose first `prompt_length`
+    positions hold the decoder prompt (all but its last token already in `cache`).
     Running beams and finished hypotheses are each `num_beams` fixed-length rows per
     batch item; each step keeps the best `beams_to_keep` continuations over all beams,
     the best `num_beams` unfinished ones run on, and finished ones replace worse
@@ -399,9 +426,9 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
     (early_stopping == "never" with a positive length penalty).
 
     Returns a dict: `sequences` `[B, num_beams, max_length]` (best first), `beam_scores`
-    `[B, num_beams]`, `beam_indices` `[B, num_beams, max_length - 1]`, `steps` run, `scores`.
+    `[B, num_beams]`, `beam_indices` `[B, num_beams, max_length - prompt_length]`, `steps` run, `scores`.
     """
-    prompt_len = 1
+    prompt_len = prompt_length
     n_eos = len(eos_token_ids) if eos_token_ids else 0
     beams_to_keep = max(2, 1 + n_eos) * num_beams
     top_num_beam_mask = tf.constant([True] * num_beams + [False] * (beams_to_keep - num_beams))
@@ -427,7 +454,7 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
         is_sent_finished=tf.zeros(tf.stack([batch_size, num_beams]), tf.bool),
         unsatisfied=tf.ones(tf.stack([batch_size, 1]), tf.bool),  # is_early_stop_heuristic_unsatisfied
         cache=cache,
-        all_scores=tf.zeros(tf.stack([max_length - 1, rows, vocab_size])) if output_scores else tf.zeros([0]),
+        all_scores=tf.zeros(tf.stack([max_length - prompt_len, rows, vocab_size])) if output_scores else tf.zeros([0]),
     )
 
     def body(s):
@@ -439,7 +466,7 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
         log_probs = _apply(processors, flat_running, cur_len, log_probs)
         all_scores = s["all_scores"]
         if output_scores:
-            all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - 1]], log_probs[None])
+            all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - prompt_len]], log_probs[None])
         log_probs = tf.reshape(log_probs, tf.stack([batch_size, num_beams, vocab]))
         log_probs = log_probs + s["running_beam_scores"][:, :, None]
         log_probs = tf.reshape(log_probs, tf.stack([batch_size, num_beams * vocab]))
@@ -557,6 +584,7 @@ class _Plan:
     start: int
     eos_token_ids: tuple
     pad_token_id: Optional[int]
+    prompt_length: int  # the decoder prompt's tokens, the start token included
     max_length: int
     min_length: int
     num_beams: int
@@ -578,7 +606,7 @@ def _frozen(value):
     return value
 
 
-def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool) -> _Plan:
+def _start_token(model, gc: GenerationConfig) -> int:
     cfg = model.config
     start = _first_set(gc.decoder_start_token_id, cfg.decoder_start_token_id, gc.bos_token_id, cfg.bos_token_id)
     if start is None:
@@ -586,18 +614,26 @@ def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool) -> _Plan:
             "no decoder_start_token_id (nor bos_token_id) in the generation config or the model config; "
             "expected the id the decoder starts from"
         )
+    return int(start)
+
+
+def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool, prompt_length: int = 1) -> _Plan:
+    cfg = model.config
+    start = _start_token(model, gc)
     eos_ids = tuple(gc.eos_token_ids)
     pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
-    # Lengths count the decoder start token, as transformers counts them.
+    # Lengths count the decoder prompt (the start token), as transformers counts them.
     if gc.max_new_tokens is not None:
-        max_length = gc.max_new_tokens + 1
+        max_length = gc.max_new_tokens + prompt_length
     elif explicit_max_length:
         max_length = gc.max_length
     else:
-        max_length = gc.max_length + 1  # transformers 5 generates 20 new tokens by default
-    min_length = gc.min_new_tokens + 1 if gc.min_new_tokens is not None else (gc.min_length or 0)
-    if max_length <= 1:
-        raise InputError(f"max_length is {max_length}; expected more than 1 (the decoder start token)")
+        max_length = gc.max_length + prompt_length  # transformers 5 generates 20 new tokens by default
+    min_length = gc.min_new_tokens + prompt_length if gc.min_new_tokens is not None else (gc.min_length or 0)
+    if max_length <= prompt_length:
+        raise InputError(
+            f"max_length is {max_length}; expected more than the decoder prompt's {prompt_length} token(s)"
+        )
     limit = model._decoder_position_limit()
     if max_length - 1 > limit:
         raise InputError(
@@ -615,9 +651,10 @@ def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool) -> _Plan:
         if value is not None and not 0 <= value < vocab:
             raise ConfigError(f"the {name} token id {value} is outside the decoder vocabulary; expected [0, {vocab})")
     return _Plan(
-        start=int(start),
+        start=start,
         eos_token_ids=eos_ids,
         pad_token_id=pad,
+        prompt_length=int(prompt_length),
         max_length=int(max_length),
         min_length=int(min_length),
         num_beams=num_beams,
@@ -652,11 +689,12 @@ def _processors(model, plan: _Plan) -> list:
     )
 
 
-def _generate_tensors(model, plan: _Plan, input_ids, attention_mask, token_type_ids, position_ids, seed,
+def _generate_tensors(model, plan: _Plan, input_ids, attention_mask, prompt, token_type_ids, position_ids, seed,
                       penalties, early_stopping_true, heuristic_at_max_length):
     """The whole generation as TensorFlow ops (what `generate` runs eagerly or compiles).
 
-    input_ids / attention_mask `[B, S]` int32 -> a dict of fixed-size outputs (see `generate`).
+    input_ids / attention_mask `[B, S]` int32, prompt `[B, P]` int32 (the decoder prompt,
+    the start token first) -> a dict of fixed-size outputs (see `generate`).
     """
     encoder_out = model._encode(input_ids, attention_mask, token_type_ids, position_ids)
     encoder_states = model._project(encoder_out.last_hidden_state)  # [B, S, H_dec]
@@ -673,46 +711,59 @@ def _generate_tensors(model, plan: _Plan, input_ids, attention_mask, token_type_
     empty = tf.zeros(tf.stack([rows, plan.max_length - 1, dec.num_attention_heads, dec.head_dim]), encoder_states.dtype)
     cache = tuple((empty, empty) for _ in range(dec.num_hidden_layers))
     fill = plan.pad_token_id if plan.pad_token_id is not None else 0
-    sequences = _set_column(tf.fill(tf.stack([rows, plan.max_length]), fill), 0, tf.fill([rows], plan.start))
-    step = _Step(model.decoder, encoder_states, encoder_bias, cross)
+    prompt = tf.repeat(prompt, plan.rows_per_item, axis=0)  # [rows, P]
+    p = plan.prompt_length
+    sequences = tf.concat([prompt, tf.fill(tf.stack([rows, plan.max_length - p]), fill)], axis=1)
+    prompt_positions = None
+    if dec.model_type == "roberta":
+        from .roberta import create_position_ids_from_input_ids
+
+        prompt_positions = create_position_ids_from_input_ids(prompt, dec.pad_token_id)  # [rows, P]
+    step = _Step(model.decoder, encoder_states, encoder_bias, cross, prompt_positions, dec.pad_token_id)
+    if p > 1:
+        # All but the last prompt token go into the cache at once; the loop feeds the last one.
+        _, cache = step(prompt[:, :-1], cache, tf.constant(0))
     processors = _processors(model, plan)
     eos_ids = list(plan.eos_token_ids)
 
     if plan.num_beams == 1:
         sequences, length, scores = greedy_search(
             step, processors, sequences, plan.max_length, eos_ids, plan.pad_token_id, cache,
-            plan.do_sample, seed, plan.output_scores, dec.vocab_size,
+            plan.do_sample, seed, plan.output_scores, dec.vocab_size, p,
         )
-        out = dict(sequences=sequences, length=length, steps=length - 1)
+        out = dict(sequences=sequences, length=length, steps=length - p)
         if scores is not None:
             out["scores"] = scores
         return out
     return beam_search(
         step, processors, sequences, batch_size, plan.num_beams, plan.max_length, eos_ids, plan.pad_token_id,
         cache, penalties, early_stopping_true, heuristic_at_max_length, plan.do_sample, seed, plan.output_scores,
-        dec.vocab_size,
+        dec.vocab_size, p,
     )
 
 
 def _generation_function(model, plan: _Plan, with_token_types: bool, with_positions: bool, jit_compile: bool):
     """The generation function of `plan`, made once and kept on the model.
 
-    Called as `fn(input_ids, attention_mask, [token_type_ids], [position_ids], seed, penalties,
+    Called as `fn(input_ids, attention_mask, prompt, [token_type_ids], [position_ids], seed, penalties,
     early_stopping_true, heuristic_at_max_length)`. Compiled, its input signature leaves batch
     and length open: it is traced once, and XLA compiles once per new input shape.
     """
     key = (plan, with_token_types, with_positions, jit_compile)
     functions = model._generation_functions
     if key not in functions:
-        def run(input_ids, attention_mask, *rest):
+        def run(input_ids, attention_mask, prompt, *rest):
             rest = list(rest)
             token_type_ids = rest.pop(0) if with_token_types else None
             position_ids = rest.pop(0) if with_positions else None
-            return _generate_tensors(model, plan, input_ids, attention_mask, token_type_ids, position_ids, *rest)
+            return _generate_tensors(
+                model, plan, input_ids, attention_mask, prompt, token_type_ids, position_ids, *rest
+            )
 
         if jit_compile:
             ids = tf.TensorSpec([None, None], tf.int32)
-            signature = [ids, ids] + [ids] * (int(with_token_types) + int(with_positions)) + [
+            prompt = tf.TensorSpec([None, plan.prompt_length], tf.int32)
+            signature = [ids, ids, prompt] + [ids] * (int(with_token_types) + int(with_positions)) + [
                 tf.TensorSpec([], tf.int64),  # seed
                 tf.TensorSpec([plan.max_length + 1], tf.float32),  # length ** length_penalty
                 tf.TensorSpec([], tf.bool),  # early_stopping is True
@@ -765,14 +816,34 @@ def _prepare_inputs(model, plan: _Plan, input_ids, attention_mask, token_type_id
     return [tf.constant(t.astype(np.int32)) for t in tensors]
 
 
-def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None, **kwargs):
+def _decoder_prompt(model, decoder_input_ids, start: int, batch: int) -> np.ndarray:
+    """`[B, P]` int32 decoder prompt: the start token alone, or `decoder_input_ids` with the start
+    token put in front when no row begins with it (as transformers does)."""
+    if decoder_input_ids is None:
+        return np.full((batch, 1), start, np.int32)
+    prompt = _host_ids(decoder_input_ids, "decoder_input_ids")
+    if prompt.ndim != 2 or prompt.shape[0] != batch:
+        raise InputError(
+            f"decoder_input_ids has shape {prompt.shape}; expected [{batch}, prompt length] (batch size {batch} "
+            "like input_ids)"
+        )
+    check_input_ids(prompt, model.config.decoder.vocab_size, None, "decoder_input_ids")
+    prompt = prompt.astype(np.int32)
+    if bool(np.all(prompt[:, 0] != start)):
+        prompt = np.concatenate([np.full((batch, 1), start, np.int32), prompt], axis=1)
+    return prompt
+
+
+def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
+             decoder_input_ids=None, **kwargs):
     """Generate token ids for `input_ids` `[B, S]`: greedy, sampling or beam search.
 
     Options are `model.generation_config` (or `generation_config`) overridden by
     kwargs. `seed=` makes sampling reproducible (the same tokens eagerly and compiled);
     `jit_compile=False` runs eagerly instead of through the XLA-compiled function.
-    Returns `[B * num_return_sequences, length]` int32 ids, or an output object with
-    `return_dict_in_generate=True`.
+    `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in front
+    when no row begins with it). Returns `[B * num_return_sequences, length]` int32
+    ids, or an output object with `return_dict_in_generate=True`.
     """
     model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _MODEL_KWARGS}
     jit_compile = bool(model_kwargs.pop("jit_compile", True))
@@ -782,14 +853,16 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
         raise ConfigError(f"generation_config is a {type(base).__name__}; expected an encdec GenerationConfig")
     explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
     gc = base.update(**kwargs)
-    plan = _make_plan(model, gc, explicit_max_length)
+    prompt = _decoder_prompt(model, decoder_input_ids, _start_token(model, gc), np.shape(input_ids)[0])
+    plan = _make_plan(model, gc, explicit_max_length, prompt.shape[1])
     token_type_ids, position_ids = model_kwargs.get("token_type_ids"), model_kwargs.get("position_ids")
-    inputs = _prepare_inputs(model, plan, input_ids, attention_mask, token_type_ids, position_ids)
+    ids, mask, *rest = _prepare_inputs(model, plan, input_ids, attention_mask, token_type_ids, position_ids)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1)) if plan.do_sample else 0
 
     fn = _generation_function(model, plan, token_type_ids is not None, position_ids is not None, jit_compile)
-    out = fn(*inputs, tf.constant(int(seed), tf.int64), *_beam_options(gc, plan.max_length))
+    out = fn(ids, mask, tf.constant(prompt), *rest, tf.constant(int(seed), tf.int64),
+             *_beam_options(gc, plan.max_length))
     steps = int(out["steps"])
     scores = tuple(tf.unstack(out["scores"][:steps])) if "scores" in out else None
     if plan.num_beams == 1:
@@ -798,7 +871,7 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
             return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
         return sequences
 
-    returned = _returned_hypotheses(out, gc.num_return_sequences, plan.max_length)
+    returned = _returned_hypotheses(out, gc.num_return_sequences, plan.max_length, plan.prompt_length)
     length = int(returned["length"])
     sequences = returned["sequences"][:, :length]
     if not gc.return_dict_in_generate:
@@ -807,22 +880,22 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
         sequences=sequences,
         sequences_scores=returned["sequences_scores"] if gc.output_scores else None,
         scores=scores,
-        beam_indices=returned["beam_indices"][:, : length - 1],
+        beam_indices=returned["beam_indices"][:, : length - plan.prompt_length],
     )
 
 
-def _returned_hypotheses(out: dict, num_return_sequences: int, max_length: int) -> dict:
+def _returned_hypotheses(out: dict, num_return_sequences: int, max_length: int, prompt_length: int = 1) -> dict:
     """The best `num_return_sequences` hypotheses of each batch item, flattened, best first.
 
-    `length` is how many columns `generate` returns: the decoder start plus the longest
+    `length` is how many columns `generate` returns: the decoder prompt plus the longest
     returned hypothesis (each counts the steps its beam indices cover).
     """
     n = num_return_sequences
     rows = tf.shape(out["sequences"])[0] * n
-    beam_indices = tf.reshape(out["beam_indices"][:, :n], tf.stack([rows, max_length - 1]))
+    beam_indices = tf.reshape(out["beam_indices"][:, :n], tf.stack([rows, max_length - prompt_length]))
     return {
         "sequences": tf.reshape(out["sequences"][:, :n], tf.stack([rows, max_length])),
-        "length": 1 + tf.reduce_max(tf.reduce_sum(tf.cast(beam_indices >= 0, tf.int32), axis=1)),
+        "length": prompt_length + tf.reduce_max(tf.reduce_sum(tf.cast(beam_indices >= 0, tf.int32), axis=1)),
         "sequences_scores": tf.reshape(out["beam_scores"][:, :n], [-1]),
         "beam_indices": beam_indices,
     }

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from encdec.errors import InputError
+
 from pt_helpers import (  # noqa: F401
     PAD,
     PAIRS,
@@ -175,6 +177,63 @@ def test_generation_gives_the_same_ids(pair, variant, seed, setting):
     assert torch.equal(got, expected), (got, expected)
 
 
+def _assert_same_generate_output(got, expected, beams: bool) -> None:
+    """The same ids, scores per step (the same -inf positions), and for beams sequence scores and beam indices."""
+    assert torch.equal(got.sequences, expected.sequences), (got.sequences, expected.sequences)
+    assert len(got.scores) == len(expected.scores)
+    for mine, theirs in zip(got.scores, expected.scores):
+        finite = torch.isfinite(theirs)
+        assert torch.equal(finite, torch.isfinite(mine))
+        close(mine[finite], theirs[finite])
+    if beams:
+        close(got.sequences_scores, expected.sequences_scores)
+        assert torch.equal(got.beam_indices, expected.beam_indices.to(got.beam_indices.dtype))
+
+
+# Decoder prompts: with the start token, without it (generate puts it in front), and with a pad
+# inside (RoBERTa counts positions over non-pad tokens).
+PROMPTS = {
+    "with_start": [[START, 11, 12], [START, 13, 14], [START, 15, 16]],
+    "without_start": [[21, 22], [23, 24], [25, 26]],
+    "pad_inside": [[START, 31, 32], [START, PAD, 33], [START, 34, PAD]],
+}
+PROMPT_SETTINGS = {
+    "greedy": dict(max_length=10),
+    "greedy_new_tokens": dict(max_new_tokens=5, min_new_tokens=2),
+    "beam3": dict(max_length=10, num_beams=3),
+    "beam2_ret2_scores": dict(max_new_tokens=6, num_beams=2, num_return_sequences=2, output_scores=True,
+                              return_dict_in_generate=True),
+}
+
+
+@pytest.mark.parametrize("setting", list(PROMPT_SETTINGS))
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+@pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen"])
+def test_generation_from_a_decoder_prompt(pair, prompt, setting):
+    config, hf, ours = build(pair, "plain", 0)
+    b = random_batch(config, np.random.default_rng(7), 3, 8, 4, "ragged")
+    kwargs = dict(PROMPT_SETTINGS[setting], eos_token_id=_generated_eos(ours, b),
+                  decoder_input_ids=torch.tensor(PROMPTS[prompt]))
+    expected = hf.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+    got = ours.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
+    if kwargs.get("return_dict_in_generate"):
+        _assert_same_generate_output(got, expected, beams=True)
+    else:
+        assert got.shape == expected.shape, (got, expected)
+        assert torch.equal(got, expected), (got, expected)
+
+
+def test_a_decoder_prompt_of_the_wrong_batch_or_ids_is_refused():
+    config, _, ours = build("bert2bert", "plain", 0)
+    b = random_batch(config, np.random.default_rng(7), 3, 8, 4, "none")
+    with pytest.raises(InputError, match="decoder_input_ids has batch size 2; expected 3"):
+        ours.generate(b["input_ids"], decoder_input_ids=torch.tensor([[START, 5], [START, 6]]), max_length=6)
+    with pytest.raises(InputError, match="decoder_input_ids"):
+        ours.generate(b["input_ids"], decoder_input_ids=torch.full((3, 2), 99), max_length=6)
+    with pytest.raises(InputError, match="expected more than the decoder prompt's 3 token"):
+        ours.generate(b["input_ids"], decoder_input_ids=torch.tensor(PROMPTS["with_start"]), max_length=3)
+
+
 @pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2", "roberta2roberta"])
 def test_generation_scores_match(pair):
     config, hf, ours = build(pair, "plain", 0)
@@ -184,15 +243,7 @@ def test_generation_scores_match(pair):
         kwargs.update(eos_token_id=eos, output_scores=True, return_dict_in_generate=True, repetition_penalty=1.2)
         expected = hf.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
         got = ours.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs)
-        assert torch.equal(got.sequences, expected.sequences)
-        assert len(got.scores) == len(expected.scores)
-        for mine, theirs in zip(got.scores, expected.scores):
-            finite = torch.isfinite(theirs)
-            assert torch.equal(finite, torch.isfinite(mine))
-            close(mine[finite], theirs[finite])
-        if "num_beams" in kwargs:
-            close(got.sequences_scores, expected.sequences_scores)
-            assert torch.equal(got.beam_indices, expected.beam_indices.to(got.beam_indices.dtype))
+        _assert_same_generate_output(got, expected, "num_beams" in kwargs)
 
 
 @pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2"])

@@ -101,6 +101,17 @@ def test_mismatched_shapes_and_batches():
         model(input_ids=b["input_ids"])
 
 
+def test_bad_decoder_prompts_in_generate():
+    model, b = model_and_batch()
+    start = model.config.decoder_start_token_id
+    with pytest.raises(InputError, match=r"decoder_input_ids has shape \(1, 2\); expected \[2, prompt length\]"):
+        model.generate(b["input_ids"], decoder_input_ids=np.array([[start, 5]]), max_length=6)
+    with pytest.raises(InputError, match="decoder_input_ids"):
+        model.generate(b["input_ids"], decoder_input_ids=np.full((2, 2), 99), max_length=6)
+    with pytest.raises(InputError, match="expected more than the decoder prompt's 3 token"):
+        model.generate(b["input_ids"], decoder_input_ids=np.array([[start, 5, 6], [start, 7, 8]]), max_length=3)
+
+
 def test_missing_special_tokens():
     model, b = model_and_batch()
     start, pad = model.config.decoder_start_token_id, model.config.pad_token_id

@@ -222,6 +222,20 @@ def test_generation_gives_the_same_ids(pair, variant, setting, mode):
     np.testing.assert_array_equal(got.numpy(), port)
 
 
+def _assert_same_generate_output(got, expected, beams: bool) -> None:
+    """The same ids, scores per step (the same -inf positions), and for beams sequence scores and beam indices."""
+    np.testing.assert_array_equal(got.sequences.numpy(), expected.sequences.numpy())
+    assert len(got.scores) == len(expected.scores)
+    for mine, theirs in zip(got.scores, expected.scores):
+        theirs, mine = theirs.numpy(), mine.numpy()
+        finite = np.isfinite(theirs)
+        np.testing.assert_array_equal(finite, np.isfinite(mine))
+        close(mine[finite], theirs[finite])
+    if beams:
+        close(got.sequences_scores, expected.sequences_scores)
+        np.testing.assert_array_equal(got.beam_indices.numpy(), expected.beam_indices.numpy())
+
+
 @pytest.mark.parametrize("mode", ["eager", pytest.param("xla", marks=pytest.mark.slow)])
 def test_generation_scores_match(mode):
     config, hf, pt, model = build("bert2gpt2", "plain")
@@ -232,16 +246,44 @@ def test_generation_scores_match(mode):
         kwargs.update(eos_token_id=eos, output_scores=True, return_dict_in_generate=True, repetition_penalty=1.2)
         expected = hf.generate(t["input_ids"], attention_mask=t["attention_mask"], **kwargs)
         got = model.generate(b["input_ids"], attention_mask=b["attention_mask"], jit_compile=mode == "xla", **kwargs)
-        np.testing.assert_array_equal(got.sequences.numpy(), expected.sequences.numpy())
-        assert len(got.scores) == len(expected.scores)
-        for mine, theirs in zip(got.scores, expected.scores):
-            theirs, mine = theirs.numpy(), mine.numpy()
-            finite = np.isfinite(theirs)
-            np.testing.assert_array_equal(finite, np.isfinite(mine))
-            close(mine[finite], theirs[finite])
-        if "num_beams" in kwargs:
-            close(got.sequences_scores, expected.sequences_scores)
-            np.testing.assert_array_equal(got.beam_indices.numpy(), expected.beam_indices.numpy())
+        _assert_same_generate_output(got, expected, "num_beams" in kwargs)
+
+
+# Decoder prompts: with the start token, without it (generate puts it in front), and with a pad
+# inside (RoBERTa counts positions over non-pad tokens).
+PROMPTS = {
+    "with_start": [[START, 11, 12], [START, 13, 14], [START, 15, 16]],
+    "without_start": [[21, 22], [23, 24], [25, 26]],
+    "pad_inside": [[START, 31, 32], [START, PAD, 33], [START, 34, PAD]],
+}
+PROMPT_SETTINGS = {
+    "greedy": (dict(max_length=10), "eager"),
+    "beam3": (dict(max_length=10, num_beams=3), "xla"),
+    "beam2_ret2_scores": (dict(max_new_tokens=6, num_beams=2, num_return_sequences=2, output_scores=True,
+                               return_dict_in_generate=True), "eager"),
+    "greedy_new_tokens_scores": (dict(max_new_tokens=5, min_new_tokens=2, output_scores=True,
+                                      return_dict_in_generate=True), "xla"),
+}
+
+
+@pytest.mark.parametrize("setting", list(PROMPT_SETTINGS))
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+@pytest.mark.parametrize("pair", ["bert2gpt2", "roberta2roberta"])
+def test_generation_from_a_decoder_prompt(pair, prompt, setting):
+    config, hf, pt, model = build(pair, "plain")
+    b = random_batch(config, np.random.default_rng(7), 3, 8, 4, "ragged")
+    t = torch_batch(b)
+    options, mode = PROMPT_SETTINGS[setting]
+    kwargs = dict(options, eos_token_id=_generated_eos(pt, b))
+    prompt_ids = np.array(PROMPTS[prompt])
+    expected = hf.generate(t["input_ids"], attention_mask=t["attention_mask"],
+                           decoder_input_ids=torch.tensor(prompt_ids), **kwargs)
+    got = model.generate(b["input_ids"], attention_mask=b["attention_mask"], decoder_input_ids=prompt_ids,
+                         jit_compile=mode == "xla", **kwargs)
+    if not kwargs.get("return_dict_in_generate"):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+        return
+    _assert_same_generate_output(got, expected, "num_beams" in kwargs)
 
 
 def test_no_attention_mask_attends_every_position_as_transformers_does():
