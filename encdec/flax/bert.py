@@ -7,8 +7,11 @@ flax_model.msgpack layout): `embeddings/word_embeddings/embedding`,
 
 The decoder's key/value cache is a fixed-size pytree, so a generation loop under
 `jax.jit` keeps one shape from the first step to the last:
-`{"index": int32 [], "layers": ({"key", "value": [B, L, H, D], "cross_key",
-"cross_value": [B, S, H, D]}, ...)}`, `index` being the number of tokens cached.
+`{"index": int32 [], "layers": ({"key", "value": [B, H, L, D], "cross_key",
+"cross_value": [B, H, S, D]}, ...)}`, `index` being the number of tokens cached.
+Keys and values are kept heads-first, the layout XLA's batched dot reads: with
+`[B, L, H, D]` the compiled decode loop copied every cache into that layout on
+every step.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .common import (
     CausalLMOutput,
     attention_bias,
     _concrete_int,
+    _heads_first,
     causal_bias,
     check_input_ids,
     softmax_float32,
@@ -97,8 +101,8 @@ class FlaxBertSelfAttention(nn.Module):
         return x.reshape(x.shape[:2] + (cfg.num_attention_heads, cfg.head_dim))  # [B, T, H, D]
 
     def _project_key_value(self, states):
-        """Keys and values of `states` `[B, S, hidden]`, each `[B, S, H, D]`."""
-        return self._split_heads(self.key(states)), self._split_heads(self.value(states))
+        """Keys and values of `states` `[B, S, hidden]`, each `[B, H, S, D]`."""
+        return _heads_first(self._split_heads(self.key(states))), _heads_first(self._split_heads(self.value(states)))
 
     def __call__(
         self,
@@ -117,16 +121,16 @@ class FlaxBertSelfAttention(nn.Module):
         else:
             key, value = self._project_key_value(hidden_states)
             if kv_cache is not None:
-                # Write the T new positions into the [B, L, H, D] cache at cache_index.
-                start = (0, cache_index, 0, 0)
+                # Write the T new positions into the [B, H, L, D] cache at cache_index.
+                start = (0, 0, cache_index, 0)
                 key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
                 value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
                 new_cache = (key, value)
         scale = self.config.head_dim ** -0.5
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key.astype(query.dtype)) * scale
+        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key.astype(query.dtype)) * scale
         weights = softmax_float32(scores, attention_bias, dtype=self.dtype)
         weights = self.dropout(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(weights.dtype))
+        out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(weights.dtype))
         out = out.reshape(out.shape[:2] + (-1,))  # [B, T, hidden]
         return out, (weights if output_attentions else None), new_cache
 
@@ -473,7 +477,7 @@ class FlaxBertModel(nn.Module):
         """`past_key_values` (decoders): the fixed-size cache; the output holds it updated."""
         cache = past_key_values if self.config.is_decoder else None
         past_length = 0 if cache is None else cache["index"]
-        cache_length = None if cache is None else cache["layers"][0]["key"].shape[1]
+        cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
         self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
         length = input_ids.shape[1]
         if self.has_token_types:

@@ -71,6 +71,11 @@ def causal_bias(query_length, key_length, offset=0, mask=None, dtype=jnp.float32
     return jnp.where(allowed, 0.0, jnp.finfo(dtype).min).astype(jnp.float32)
 
 
+def _heads_first(x):
+    """`[B, S, H, D]` keys or values -> `[B, H, S, D]`, the layout attention and the cache keep them in."""
+    return jnp.transpose(x, (0, 2, 1, 3))
+
+
 def softmax_float32(scores, bias=None, dtype=None):
     """softmax(scores + bias) over the last axis, computed in float32, returned in `dtype`."""
     out_dtype = scores.dtype if dtype is None else dtype

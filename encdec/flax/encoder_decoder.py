@@ -206,12 +206,12 @@ class _FlaxEncoderDecoderModule(nn.Module):
         )
 
     def _init_cache(self, encoder_hidden_states, max_length):
-        """A cache for `max_length` decoder tokens: zero self-attention keys/values `[B, L, H, D]`
-        and the cross-attention keys/values of the (projected) encoder states `[B, S, H, D]`."""
+        """A cache for `max_length` decoder tokens: zero self-attention keys/values `[B, H, L, D]`
+        and the cross-attention keys/values of the (projected) encoder states `[B, H, S, D]`."""
         cfg = self.config.decoder
         cross = self.decoder._cross_key_values(self._project(encoder_hidden_states))
         batch = encoder_hidden_states.shape[0]
-        zeros = jnp.zeros((batch, max_length, cfg.num_attention_heads, cfg.head_dim), self.dtype)
+        zeros = jnp.zeros((batch, cfg.num_attention_heads, max_length, cfg.head_dim), self.dtype)
         layers = tuple({"key": zeros, "value": zeros, "cross_key": k, "cross_value": v} for k, v in cross)
         return {"index": jnp.zeros((), jnp.int32), "layers": layers}
 
@@ -440,7 +440,7 @@ class FlaxEncoderDecoderModel:
         _check_batch("decoder_input_ids", decoder_input_ids, batch)
         shape = np.shape(decoder_input_ids)
         if cache is not None:
-            cache_length = cache["layers"][0]["key"].shape[1]
+            cache_length = cache["layers"][0]["key"].shape[2]
             _check_mask("decoder_attention_mask", decoder_attention_mask, (shape[0], cache_length))
             index = cache["index"]
             if _is_concrete(index) and int(index) + shape[1] > cache_length:

@@ -20,6 +20,7 @@ from .common import (
     ACT2FN,
     BaseModelOutput,
     _concrete_int,
+    _heads_first,
     attention_bias,
     causal_bias,
     check_input_ids,
@@ -66,9 +67,9 @@ class FlaxGPT2Attention(nn.Module):
         return x.reshape(x.shape[:2] + (cfg.n_head, cfg.head_dim))  # [B, T, H, D]
 
     def _project_key_value(self, states):
-        """Cross-attention keys and values of the encoder states, each `[B, S, H, D]`."""
+        """Cross-attention keys and values of the encoder states, each `[B, H, S, D]`."""
         key, value = jnp.split(self.c_attn(states), 2, axis=-1)
-        return self._split_heads(key), self._split_heads(value)
+        return _heads_first(self._split_heads(key)), _heads_first(self._split_heads(value))
 
     def __call__(
         self,
@@ -87,19 +88,20 @@ class FlaxGPT2Attention(nn.Module):
             key, value = kv_cache if kv_cache is not None else self._project_key_value(key_value_states)
         else:
             query, key, value = (self._split_heads(x) for x in jnp.split(self.c_attn(hidden_states), 3, axis=-1))
+            key, value = _heads_first(key), _heads_first(value)
             if kv_cache is not None:
-                # Write the T new positions into the [B, L, H, D] cache at cache_index.
-                start = (0, cache_index, 0, 0)
+                # Write the T new positions into the [B, H, L, D] cache at cache_index.
+                start = (0, 0, cache_index, 0)
                 key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
                 value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
                 new_cache = (key, value)
         scale = cfg.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
         if cfg.scale_attn_by_inverse_layer_idx:
             scale /= float(self.layer_idx + 1)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key.astype(query.dtype)) * scale
+        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key.astype(query.dtype)) * scale
         weights = softmax_float32(scores, attention_bias, dtype=self.dtype)
         weights = self.attn_dropout(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(weights.dtype))
+        out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(weights.dtype))
         out = out.reshape(out.shape[:2] + (-1,))  # [B, T, hidden]
         out = self.resid_dropout(self.c_proj(out), deterministic=deterministic)
         return out, (weights if output_attentions else None), new_cache
@@ -259,7 +261,7 @@ class FlaxGPT2Model(nn.Module):
     ):
         cache = past_key_values
         past_length = 0 if cache is None else cache["index"]
-        cache_length = None if cache is None else cache["layers"][0]["key"].shape[1]
+        cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
         self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
         length = input_ids.shape[1]
         if position_ids is None:

@@ -5,8 +5,9 @@ The layer tree mirrors the PyTorch port attribute by attribute (`embeddings`,
 parameter names of `encdec.weights.names`. RoBERTa and BertGeneration reuse these
 layers with their own embeddings and heads.
 
-Attention works on `[B, S, heads, head_dim]`. A decoder's cache is a tuple per layer
-of `(self_k, self_v, cross_k, cross_v)`, each `[B, S, heads, head_dim]`. Without
+Attention works on `[B, S, heads, head_dim]` queries and `[B, heads, S, head_dim]` keys
+and values. A decoder's cache is a tuple per layer of `(self_k, self_v, cross_k,
+cross_v)`, each `[B, heads, S, head_dim]`. Without
 `cache_index` new keys are appended to it; with `cache_index` (a scalar tensor) the
 self-attention cache has a fixed length and the new keys are written at that
 position, which keeps every shape fixed for compiled generation.
@@ -32,6 +33,7 @@ from .common import (
     _embedding,
     _encoder_bias,
     _extend_cache,
+    _heads_first,
     _layer_norm,
     _output_projection,
     _project_to_vocab,
@@ -95,8 +97,8 @@ class TFBertSelfAttention(keras.layers.Layer):
         return tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self.head_dim])
 
     def _key_value(self, states):
-        """Keys and values `[B, S, H, D]` of `states` `[B, S, hidden]`."""
-        return self._heads(self.key(states)), self._heads(self.value(states))
+        """Keys and values `[B, H, S, D]` of `states` `[B, S, hidden]`."""
+        return _heads_first(self._heads(self.key(states))), _heads_first(self._heads(self.value(states)))
 
     def call(
         self,
@@ -387,7 +389,7 @@ class TFBertModel(keras.Model):
         return self.embeddings.word_embeddings
 
     def _cross_attention_cache(self, encoder_hidden_states):
-        """Each layer's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, S, H, D]`.
+        """Each layer's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, H, S, D]`.
 
         Computed once before decoding step by step (they do not change).
         """

@@ -288,33 +288,42 @@ def _cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(losses) / tf.reduce_sum(tf.cast(keep, tf.float32))
 
 
+def _heads_first(x: tf.Tensor) -> tf.Tensor:
+    """`[B, S, H, D]` keys or values -> `[B, H, S, D]`, the layout attention and the cache keep them in.
+
+    Heads first is the layout XLA's batched dot reads: with `[B, S, H, D]` the compiled
+    decode loop copied every cache into that layout on every step.
+    """
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
 def _write_cache(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """Write `new` `[B, L, H, D]` into a fixed-size cache `[B, T, H, D]` at positions `index .. index + L - 1`.
+    """Write `new` `[B, H, L, D]` into a fixed-size cache `[B, H, T, D]` at positions `index .. index + L - 1`.
 
     A select over the cache's positions rather than a scatter, so that the shapes stay
     fixed under XLA and the same code runs eagerly.
     """
-    length = tf.shape(new)[1]
-    positions = tf.range(tf.shape(cache)[1]) - tf.cast(index, tf.int32)  # [T], offset into `new`
+    length = tf.shape(new)[2]
+    positions = tf.range(tf.shape(cache)[2]) - tf.cast(index, tf.int32)  # [T], offset into `new`
     inside = (positions >= 0) & (positions < length)
-    gathered = tf.gather(new, tf.clip_by_value(positions, 0, length - 1), axis=1)  # [B, T, H, D]
-    return tf.where(inside[None, :, None, None], gathered, cache)
+    gathered = tf.gather(new, tf.clip_by_value(positions, 0, length - 1), axis=2)  # [B, H, T, D]
+    return tf.where(inside[None, None, :, None], gathered, cache)
 
 
 def _extend_cache(past_key_value, key, value, cache_index):
-    """Append `[B, S, H, D]` keys/values to the cache, or write them at `cache_index` of a fixed-size one."""
+    """Append `[B, H, S, D]` keys/values to the cache, or write them at `cache_index` of a fixed-size one."""
     if cache_index is None:
-        return tf.concat([past_key_value[0], key], axis=1), tf.concat([past_key_value[1], value], axis=1)
+        return tf.concat([past_key_value[0], key], axis=2), tf.concat([past_key_value[1], value], axis=2)
     return _write_cache(past_key_value[0], key, cache_index), _write_cache(past_key_value[1], value, cache_index)
 
 
 def _attend(query, key, value, bias, scale, dropout, training):
-    """`[B, Q, H, D]` queries over `[B, K, H, D]` keys/values -> (`[B, Q, H*D]`, probabilities `[B, H, Q, K]`)."""
-    scores = tf.einsum("bqhd,bkhd->bhqk", query, key) * scale
+    """`[B, Q, H, D]` queries over `[B, H, K, D]` keys/values -> (`[B, Q, H*D]`, probabilities `[B, H, Q, K]`)."""
+    scores = tf.einsum("bqhd,bhkd->bhqk", query, key) * scale
     if bias is not None:
         scores = scores + bias
     probs = softmax_float32(scores)
-    context = tf.einsum("bhqk,bkhd->bqhd", dropout(probs, training=training), value)
+    context = tf.einsum("bhqk,bhkd->bqhd", dropout(probs, training=training), value)
     if bias is not None and bias.shape[-2] != 1:
         # A query that may attend no key (a leading pad of the decoder) gets a zero output, as
         # transformers' SDPA path gives it; the additive bias alone would average every value.
@@ -330,9 +339,9 @@ def _cache_lengths(input_ids, past_key_values, cache_index):
     if cache_index is not None:
         if past_key_values is None:
             raise InputError("cache_index was given without past_key_values; expected a fixed-size cache to write into")
-        return cache_index, tf.shape(past_key_values[0][0])[1]  # every slot of the fixed-size cache
+        return cache_index, tf.shape(past_key_values[0][0])[2]  # every slot of the fixed-size cache
     if past_key_values is not None:
-        past = tf.shape(past_key_values[0][0])[1]
+        past = tf.shape(past_key_values[0][0])[2]
         return past, past + length
     return 0, length
 

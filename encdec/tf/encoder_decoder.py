@@ -417,7 +417,7 @@ class TFEncoderDecoderModel(keras.Model):
                     "decoder_input_ids"
                 )
         length = (decoder_input_ids if decoder_input_ids is not None else labels).shape[1]
-        past = past_key_values[0][0].shape[1] if past_key_values is not None else 0
+        past = past_key_values[0][0].shape[2] if past_key_values is not None else 0
         limit = self._decoder_position_limit()
         if length is not None and past is not None and past + length > limit:
             raise InputError(

@@ -704,11 +704,11 @@ def _generate_tensors(model, plan: _Plan, input_ids, attention_mask, prompt, tok
     cross = tuple(
         (tf.repeat(k, plan.rows_per_item, axis=0), tf.repeat(v, plan.rows_per_item, axis=0))
         for k, v in model.decoder.base_model._cross_attention_cache(encoder_states)
-    )  # per layer [rows, S, H, D]
+    )  # per layer [rows, H, S, D]
     encoder_states = tf.repeat(encoder_states, plan.rows_per_item, axis=0)  # [rows, S, H_dec]
     encoder_bias = attention_bias(tf.repeat(attention_mask, plan.rows_per_item, axis=0))  # [rows, 1, 1, S]
     dec = model.config.decoder
-    empty = tf.zeros(tf.stack([rows, plan.max_length - 1, dec.num_attention_heads, dec.head_dim]), encoder_states.dtype)
+    empty = tf.zeros(tf.stack([rows, dec.num_attention_heads, plan.max_length - 1, dec.head_dim]), encoder_states.dtype)
     cache = tuple((empty, empty) for _ in range(dec.num_hidden_layers))
     fill = plan.pad_token_id if plan.pad_token_id is not None else 0
     prompt = tf.repeat(prompt, plan.rows_per_item, axis=0)  # [rows, P]

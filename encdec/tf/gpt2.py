@@ -25,6 +25,7 @@ from .common import (
     _embedding,
     _encoder_bias,
     _extend_cache,
+    _heads_first,
     _layer_norm,
     _project_to_vocab,
     causal_bias,
@@ -72,9 +73,9 @@ class TFGPT2Attention(keras.layers.Layer):
         return tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self.head_dim])
 
     def _key_value(self, states):
-        """Cross-attention keys and values `[B, S, H, D]` of the encoder's `states` `[B, S, hidden]`."""
+        """Cross-attention keys and values `[B, H, S, D]` of the encoder's `states` `[B, S, hidden]`."""
         key, value = tf.split(self.c_attn(states), 2, axis=-1)
-        return self._heads(key), self._heads(value)
+        return _heads_first(self._heads(key)), _heads_first(self._heads(value))
 
     def call(
         self,
@@ -94,7 +95,7 @@ class TFGPT2Attention(keras.layers.Layer):
                 key, value = self._key_value(key_value_states)
         else:
             query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=-1)
-            query, key, value = self._heads(query), self._heads(key), self._heads(value)
+            query, key, value = self._heads(query), _heads_first(self._heads(key)), _heads_first(self._heads(value))
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
         context, probs = _attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
@@ -191,7 +192,7 @@ class TFGPT2Model(keras.Model):
         return self.wte
 
     def _cross_attention_cache(self, encoder_hidden_states):
-        """Each block's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, S, H, D]`."""
+        """Each block's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, H, S, D]`."""
         return tuple(block.crossattention._key_value(encoder_hidden_states) for block in self.h)
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):

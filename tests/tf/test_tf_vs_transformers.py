@@ -134,7 +134,7 @@ def test_incremental_decoding_with_past_key_values(pair, variant):
         close(mine.logits, full.logits[:, start : start + width])
         close(mine.logits, theirs.logits)
         start += width
-    assert mine.past_key_values[0][0].shape[1] == start
+    assert mine.past_key_values[0][0].shape[2] == start
 
 
 def test_attention_weights_match_eager_attention():
