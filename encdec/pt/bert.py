@@ -114,7 +114,7 @@ class BertSelfAttention(nn.Module):
             else:
                 key, value = self._heads(self.key(key_value_states)), self._heads(self.value(key_value_states))
                 if cache is not None:
-                    cache.cross_keys[self.layer_idx], cache.cross_values[self.layer_idx] = key, value
+                    cache.set_cross(self.layer_idx, key, value)
         else:
             key, value = self._heads(self.key(hidden_states)), self._heads(self.value(hidden_states))
             if cache is not None:

@@ -359,6 +359,11 @@ class _KVCache:
             self.values[layer] = torch.cat([self.values[layer][:, :, : self.length], value], dim=2)
         return self.keys[layer], self.values[layer]
 
+    def set_cross(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Keep a layer's cross-attention keys/values `[B, H, S, D]`, contiguous: every decode step
+        multiplies by them, and the strided view of a projection would be copied on each step."""
+        self.cross_keys[layer], self.cross_values[layer] = key.contiguous(), value.contiguous()
+
     def advance(self, steps: int) -> None:
         """Called once per forward, after every layer has written its `steps` new positions."""
         self.length += steps

@@ -391,7 +391,8 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
         log_probs = _apply(processors, flat_running, cur_len, log_probs)
         if output_scores:
             all_scores.append(log_probs.clone())
-        log_probs = log_probs.view(batch_size, num_beams, vocab) + running_beam_scores[:, :, None]
+        # In place: the processed scores are this step's own tensor (output_scores kept a copy).
+        log_probs = log_probs.view(batch_size, num_beams, vocab).add_(running_beam_scores[:, :, None])
         log_probs = log_probs.reshape(batch_size, num_beams * vocab)
 
         # a. the best `beams_to_keep` continuations over all beams

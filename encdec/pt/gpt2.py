@@ -89,7 +89,7 @@ class GPT2Attention(nn.Module):
                 key, value = self.c_attn(key_value_states).split(self.embed_dim, dim=2)
                 key, value = self._heads(key), self._heads(value)
                 if cache is not None:
-                    cache.cross_keys[self.layer_idx], cache.cross_values[self.layer_idx] = key, value
+                    cache.set_cross(self.layer_idx, key, value)
         else:
             query, key, value = self.c_attn(hidden_states).split(self.embed_dim, dim=2)
             query, key, value = self._heads(query), self._heads(key), self._heads(value)
