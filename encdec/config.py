@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, ClassVar
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -480,6 +480,25 @@ class GenerationConfig:
         if eos is None:
             return []
         return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+    def lengths(self, prompt_length: int, explicit_max_length: bool) -> tuple[int, int]:
+        """(max_length, min_length) of a generation from a decoder prompt of `prompt_length` tokens.
+
+        Lengths count the prompt (the start token included), as transformers counts them;
+        without an explicit `max_length` transformers 5 generates 20 new tokens by default.
+        """
+        if self.max_new_tokens is not None:
+            max_length = self.max_new_tokens + prompt_length
+        elif explicit_max_length:
+            max_length = self.max_length
+        else:
+            max_length = self.max_length + prompt_length
+        min_length = self.min_new_tokens + prompt_length if self.min_new_tokens is not None else (self.min_length or 0)
+        if max_length <= prompt_length:
+            raise InputError(
+                f"max_length is {max_length}; expected more than the decoder prompt's {prompt_length} token(s)"
+            )
+        return max_length, min_length
 
     def to_dict(self) -> dict[str, Any]:
         out = copy.deepcopy(self._values)

@@ -644,18 +644,7 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
             prompt = np.concatenate([np.full((batch, 1), start, np.int32), prompt], axis=1)
     prompt_length = prompt.shape[1]
 
-    # Lengths count the decoder prompt (the start token), as transformers counts them.
-    if gc.max_new_tokens is not None:
-        max_length = gc.max_new_tokens + prompt_length
-    elif explicit_max_length:
-        max_length = gc.max_length
-    else:
-        max_length = gc.max_length + prompt_length  # transformers 5 generates 20 new tokens by default
-    min_length = gc.min_new_tokens + prompt_length if gc.min_new_tokens is not None else (gc.min_length or 0)
-    if max_length <= prompt_length:
-        raise InputError(
-            f"max_length is {max_length}; expected more than the decoder prompt's {prompt_length} token(s)"
-        )
+    max_length, min_length = gc.lengths(prompt_length, explicit_max_length)
     from .encoder_decoder import _max_positions
 
     limit = _max_positions(cfg.decoder)

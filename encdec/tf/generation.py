@@ -622,18 +622,7 @@ def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool, prompt_le
     start = _start_token(model, gc)
     eos_ids = tuple(gc.eos_token_ids)
     pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
-    # Lengths count the decoder prompt (the start token), as transformers counts them.
-    if gc.max_new_tokens is not None:
-        max_length = gc.max_new_tokens + prompt_length
-    elif explicit_max_length:
-        max_length = gc.max_length
-    else:
-        max_length = gc.max_length + prompt_length  # transformers 5 generates 20 new tokens by default
-    min_length = gc.min_new_tokens + prompt_length if gc.min_new_tokens is not None else (gc.min_length or 0)
-    if max_length <= prompt_length:
-        raise InputError(
-            f"max_length is {max_length}; expected more than the decoder prompt's {prompt_length} token(s)"
-        )
+    max_length, min_length = gc.lengths(prompt_length, explicit_max_length)
     limit = model._decoder_position_limit()
     if max_length - 1 > limit:
         raise InputError(
