@@ -27,6 +27,7 @@ from .errors import (
     EncdecError,
     InputError,
     MissingFrameworkError,
+    NonFiniteError,
     UnsafePickleError,
 )
 
@@ -75,6 +76,7 @@ __all__ = [
     "GPT2Config",
     "GenerationConfig",
     "InputError",
+    "NonFiniteError",
     "MissingFrameworkError",
     "RobertaConfig",
     "TFEncoderDecoderModel",

@@ -94,6 +94,11 @@ class ArchConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def max_positions(self) -> int:
+        """How many tokens (a decoder's cache included) the position table covers."""
+        return self.max_position_embeddings
+
     def to_dict(self) -> dict[str, Any]:
         out = {"model_type": self.model_type}
         out.update(copy.deepcopy(self._values))
@@ -145,6 +150,11 @@ class BertConfig(ArchConfig):
 class RobertaConfig(BertConfig):
     model_type = "roberta"
     defaults = dict(_BERT_LIKE, vocab_size=50265, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+
+    @property
+    def max_positions(self) -> int:
+        # Positions count from padding_idx + 1: rows 0 .. padding_idx of the table are never used by a token.
+        return self.max_position_embeddings - self.pad_token_id - 1
 
 
 class BertGenerationConfig(BertConfig):

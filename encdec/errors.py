@@ -23,3 +23,7 @@ class InputError(EncdecError, ValueError):
 
 class MissingFrameworkError(EncdecError, ImportError):
     """A port was asked for whose framework is not installed."""
+
+
+class NonFiniteError(EncdecError, ArithmeticError):
+    """Scores that became NaN or infinite while computing, e.g. from a non-finite weight."""
