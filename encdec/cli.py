@@ -4,8 +4,10 @@ A subcommand is a function that adds its parser to the subparsers and sets
 `func` on it; `func(args)` returns the exit code. Register one with
 `@subcommand` in this module, or name it in `LAZY_SUBCOMMANDS` as
 "module:function" so that its module is imported only when the parser is
-built (its import must stay framework-free). An `EncdecError` prints one line
-and exits with 2, without a traceback.
+built (its import must stay framework-free).
+
+A failure prints one line, `encdec: error: ...`, without a traceback (unless
+`--debug`), and exits with one of the codes of `EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,34 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from typing import Callable
 
 from .errors import EncdecError
 
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # `inspect` found a problem; or an unexpected internal error
+EXIT_USAGE = 2  # bad command line (argparse's own code)
+EXIT_BAD_INPUT = 3  # a checkpoint or config that cannot be read or does not fit (any encdec error)
+EXIT_IO = 4  # the operating system refused: disk full, permission denied, ...
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_PROBLEMS: "inspect found a problem (a format that does not match the config, non-finite weights), "
+    "or an unexpected internal error",
+    EXIT_USAGE: "bad command line",
+    EXIT_BAD_INPUT: "a checkpoint or config that is missing, corrupt, hostile or does not match",
+    EXIT_IO: "an I/O error: disk full, permission denied, ...",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
 Register = Callable[["argparse._SubParsersAction"], argparse.ArgumentParser]
 SUBCOMMANDS: dict[str, Register] = {}
 # name -> "module:function" whose function registers the subcommand (same signature as Register).
-LAZY_SUBCOMMANDS: dict[str, str] = {"conformance": "conformance.cli:register"}
+LAZY_SUBCOMMANDS: dict[str, str] = {
+    "conformance": "encdec.conformance.cli:register",
+    "generate": "encdec.cli_generate:register",
+}
 
 
 def subcommand(name: str) -> Callable[[Register], Register]:
@@ -38,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="encdec",
         description="Encoder-decoder models in PyTorch, TensorFlow and Flax: checkpoints, conversion, conformance.",
+        epilog="exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"encdec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in SUBCOMMANDS.values():
         register(sub)
@@ -51,17 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    print(f"encdec: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except EncdecError as e:
-        print(f"encdec {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, EXIT_BAD_INPUT, " ".join(str(e).split("\n")))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(args, EXIT_IO, f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
-        print(f"encdec {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print("encdec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback with --debug
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        return _fail(args, EXIT_PROBLEMS, f"internal error: {type(e).__name__}: {e}{hint}")
 
 
 # ---------------------------------------------------------------------------
@@ -76,8 +113,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "convert",
         help="convert a checkpoint folder to another format (no framework needed)",
         description="Convert an encoder-decoder checkpoint folder (any of the four formats) to FORMAT. "
-        "The target folder is written to a temporary sibling and swapped in; files already there "
-        "(a tokenizer) are kept.",
+        "The target folder is written to a temporary sibling and swapped in. Files already there that are "
+        "not weights (a tokenizer) are kept; weight files of another checkpoint there are removed, and "
+        "listed. The output keeps the tensor names the source holds.",
     )
     p.add_argument("src", metavar="SRC", help="checkpoint folder to read")
     p.add_argument("dst", metavar="DST", help="folder to write (may be SRC)")
@@ -110,6 +148,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
         for name, reason in source.ignored:
             print(f"  ignored {name}: {reason}")
+        if report.removed:
+            print(f"removed the weights of the checkpoint {report.directory} held before: {', '.join(report.removed)}")
+        for line in report.recovered:
+            print(line)
     return 0
 
 
@@ -123,8 +165,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "inspect",
         help="describe a checkpoint folder and check every format in it against its config",
         description="Print the architecture, parameter count, the formats present with their sizes, and for "
-        "each format the tensors missing, unexpected or of the wrong shape. Exit code 1 when a format "
-        "does not match the config.",
+        "each format the tensors missing, unexpected or of the wrong shape, and those holding NaN or "
+        "infinite values (every tensor is read). Exit code 1 when a format does not match the config "
+        "or holds non-finite values.",
     )
     p.add_argument("dir", metavar="DIR", help="checkpoint folder")
     p.set_defaults(func=cmd_inspect)
@@ -146,23 +189,49 @@ def _arch_line(cfg) -> str:
     )
 
 
+def _finite(array) -> bool:
+    import numpy as np
+
+    return bool(np.isfinite(array).all())
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from .config import CONFIG_NAME, EncoderDecoderConfig, arch_config_from_dict, read_json
     from .weights import names
-    from .weights.convert import check_component, check_state
-    from .weights.formats import formats_present, open_checkpoint
+    from .weights.convert import check_component, check_config_fits, check_state
+    from .weights.formats import formats_present, is_floating, open_checkpoint
+    from .weights.io import recover_directory
 
     # Piped output (logs, CI) gets a wide fixed width, so table cells are not wrapped mid-word.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     directory = args.dir
+    for line in recover_directory(directory):
+        console.print(line, markup=False)
     if not os.path.isdir(directory):
         raise EncdecError(f"{directory}: not a folder; expected a checkpoint folder")
-    data = read_json(os.path.join(directory, CONFIG_NAME))
-    if data.get("model_type") == EncoderDecoderConfig.model_type:
-        config = EncoderDecoderConfig.from_dict(data)
+    config_path = os.path.join(directory, CONFIG_NAME)
+    data = read_json(config_path)
+    present = formats_present(directory)
+    try:
+        config = (
+            EncoderDecoderConfig.from_dict(data)
+            if data.get("model_type") == EncoderDecoderConfig.model_type
+            else arch_config_from_dict(data)
+        )
+    except EncdecError as e:
+        raise EncdecError(f"{config_path}: {e}") from None
+    # The layer count is bounded by the tensors the files hold before any parameter table is built.
+    for fmt in present:
+        try:
+            reader = open_checkpoint(directory, fmt)
+        except EncdecError:
+            continue  # reported as unreadable below
+        with reader:
+            check_config_fits(reader, config)
+    if isinstance(config, EncoderDecoderConfig):
         specs = {"model": names.model_spec(config)}
         console.print(f"[bold]{directory}[/bold]: encoder-decoder")
         console.print(f"  encoder  {_arch_line(config.encoder)}")
@@ -176,7 +245,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ]
         console.print("  " + ", ".join(f for f in flags if f))
     else:
-        arch = arch_config_from_dict(data)
+        arch = config
         console.print(f"[bold]{directory}[/bold]: a single {_arch_line(arch)}")
         specs = {}
         if arch.model_type != "gpt2":
@@ -184,12 +253,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         # As a decoder it gains cross-attention, which a standalone checkpoint cannot hold.
         specs["as decoder"] = ("decoder", arch)
 
+    from .tokenization import describe_tokenizer
+
+    console.print(f"  tokenizer: {describe_tokenizer(directory) or 'none'}", markup=False)
     first = specs["model"] if "model" in specs else names.encoder_spec(arch) if arch.model_type != "gpt2" else names.decoder_spec(arch)
     console.print(
         f"  parameters: {first.num_parameters():,} stored, {len(first.params)} tensors"
         + (f" (+{len(first.tied)} tied)" if first.tied else "")
     )
-    present = formats_present(directory)
     if not present:
         console.print("  [red]no weights found[/red]")
         return 1
@@ -232,6 +303,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 verdicts.append(prefix + (", ".join(issues) if issues else "ok"))
                 if label == "model" and issues:
                     problems = True
+            try:
+                non_finite = [
+                    name for name in reader.names()
+                    if is_floating(reader.info(name).dtype) and not _finite(reader.read(name))
+                ]
+            except EncdecError as e:
+                non_finite = []
+                problems = True
+                verdicts.append("unreadable tensor")
+                details.append(f"{fmt}: {e}")
+            if non_finite:
+                problems = True
+                verdicts.append(f"{len(non_finite)} non-finite")
+                details.append(f"{fmt}: NaN or infinite values in " + ", ".join(non_finite))
             check = "; ".join(verdicts)
             style = "green" if all(v.endswith("ok") for v in verdicts) else "yellow"
             table.add_row(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 import os
 from typing import Any, ClassVar
 
@@ -21,6 +23,73 @@ GENERATION_CONFIG_NAME = "generation_config.json"
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "tanh")
 
 
+# ---------------------------------------------------------------------------
+# Value types. Every config value that encdec reads is checked when the config is
+# built, so a config.json with `"vocab_size": null` or `"layer_norm_eps": "1e-12"`
+# is a ConfigError naming the key, not a TypeError deep inside a port.
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# kind -> (test, what is expected)
+_KINDS: dict[str, tuple[Any, str]] = {
+    "positive": (lambda v: _is_int(v) and v > 0, "an integer > 0"),
+    "count": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "optional_positive": (lambda v: v is None or (_is_int(v) and v > 0), "null or an integer > 0"),
+    "optional_count": (lambda v: v is None or (_is_int(v) and v >= 0), "null or an integer >= 0"),
+    "token": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a token id (an integer >= 0)"),
+    "tokens": (
+        lambda v: v is None or (_is_int(v) and v >= 0)
+        or (isinstance(v, list) and all(_is_int(t) and t >= 0 for t in v)),
+        "null, a token id or a list of token ids",
+    ),
+    "real": (_is_real, "a finite number"),
+    "positive_real": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    "probability": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "token_lists": (
+        lambda v: v is None or (isinstance(v, list) and all(
+            isinstance(seq, list) and seq and all(_is_int(t) and t >= 0 for t in seq) for seq in v)),
+        "null or a list of non-empty lists of token ids",
+    ),
+}
+
+
+def check_types(owner: str, values: dict[str, Any], types: dict[str, str]) -> None:
+    """Raise a ConfigError for the first value in `values` whose type `types` does not allow."""
+    for key, kind in types.items():
+        if key not in values:
+            continue
+        test, expected = _KINDS[kind]
+        if not test(values[key]):
+            raise ConfigError(f"{owner}: {key} is {values[key]!r} ({type(values[key]).__name__}); expected {expected}")
+
+
+
+# key -> value kind of `check_types`
+_BERT_TYPES = {
+    **dict.fromkeys(
+        ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "max_position_embeddings", "type_vocab_size"),
+        "positive",
+    ),
+    **dict.fromkeys(("hidden_act", "position_embedding_type"), "str"),
+    **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob"), "probability"),
+    **dict.fromkeys(("initializer_range",), "real"),
+    **dict.fromkeys(("layer_norm_eps",), "positive_real"),
+    **dict.fromkeys(("pad_token_id", "bos_token_id"), "token"),
+    **dict.fromkeys(("eos_token_id",), "tokens"),
+    **dict.fromkeys(("use_cache", "is_decoder", "add_cross_attention", "tie_word_embeddings"), "bool"),
+}
+
+
 class ArchConfig:
     """Shared behaviour of the architecture configs: defaults, extras, (de)serialisation."""
 
@@ -29,6 +98,8 @@ class ArchConfig:
     # Generic name -> this architecture's own key (GPT-2 says n_embd for hidden_size).
     aliases: ClassVar[dict[str, str]] = {}
     can_take_cross_attention: ClassVar[bool] = True
+    # key (this architecture's own name) -> value kind of `check_types`
+    types: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("model_type", None)
@@ -75,6 +146,7 @@ class ArchConfig:
         return copy.deepcopy(self)
 
     def validate(self) -> None:
+        check_types(self.model_type, self._values, self.types)
         hidden, heads = self.hidden_size, self.num_attention_heads
         if heads <= 0 or hidden % heads != 0:
             raise ConfigError(
@@ -137,6 +209,7 @@ _BERT_LIKE = dict(
 class BertConfig(ArchConfig):
     model_type = "bert"
     defaults = dict(_BERT_LIKE)
+    types = _BERT_TYPES
 
     def validate(self) -> None:
         super().validate()
@@ -200,6 +273,21 @@ class GPT2Config(ArchConfig):
         add_cross_attention=False,
         tie_word_embeddings=True,
     )
+    types = {
+        **dict.fromkeys(("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"), "positive"),
+        **dict.fromkeys(("n_inner",), "optional_positive"),
+        **dict.fromkeys(("activation_function",), "str"),
+        **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), "probability"),
+        **dict.fromkeys(("layer_norm_epsilon",), "positive_real"),
+        **dict.fromkeys(("initializer_range",), "real"),
+        **dict.fromkeys(
+            ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "use_cache",
+             "is_decoder", "add_cross_attention", "tie_word_embeddings"),
+            "bool",
+        ),
+        **dict.fromkeys(("bos_token_id", "pad_token_id"), "token"),
+        **dict.fromkeys(("eos_token_id",), "tokens"),
+    }
     aliases = dict(
         hidden_size="n_embd",
         num_attention_heads="n_head",
@@ -227,6 +315,8 @@ DECODER_TYPES = ("bert", "roberta", "bert-generation", "gpt2")
 
 
 def arch_config_from_dict(data: dict[str, Any]) -> ArchConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"an architecture config is {data!r} ({type(data).__name__}); expected a JSON object")
     model_type = data.get("model_type")
     if model_type not in ARCH_CONFIGS:
         raise ConfigError(f"unknown model_type {model_type!r}; expected one of {sorted(ARCH_CONFIGS)}")
@@ -289,7 +379,14 @@ class EncoderDecoderConfig:
     def copy(self) -> "EncoderDecoderConfig":
         return copy.deepcopy(self)
 
+    types: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("decoder_start_token_id", "pad_token_id", "bos_token_id"), "token"),
+        **dict.fromkeys(("eos_token_id",), "tokens"),
+        **dict.fromkeys(("tie_encoder_decoder", "tie_word_embeddings", "is_encoder_decoder"), "bool"),
+    }
+
     def validate(self) -> None:
+        check_types("encoder-decoder", self._values, self.types)
         if self.encoder.model_type not in ENCODER_TYPES:
             raise ConfigError(
                 f"model_type {self.encoder.model_type!r} cannot be the encoder; expected one of {ENCODER_TYPES}"
@@ -356,6 +453,9 @@ class EncoderDecoderConfig:
             )
         if "encoder" not in data or "decoder" not in data:
             raise ConfigError("an encoder-decoder config needs both 'encoder' and 'decoder' entries")
+        for role in ("encoder", "decoder"):
+            if not isinstance(data[role], dict):
+                raise ConfigError(f"'{role}' is {data[role]!r}; expected the {role}'s config as a JSON object")
         return cls(encoder=data.pop("encoder"), decoder=data.pop("decoder"), **data)
 
     def to_json_string(self) -> str:
@@ -367,7 +467,8 @@ class EncoderDecoderConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "EncoderDecoderConfig":
-        return cls.from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
+        path = os.path.join(directory, CONFIG_NAME)
+        return _naming_file(path, lambda: cls.from_dict(read_json(path)))
 
 
 def split_role_kwargs(kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -386,14 +487,22 @@ def split_role_kwargs(kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return parts
 
 
+# A config is a few kilobytes; one this large is not a config.
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: file not found; expected a transformers JSON config")
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {os.path.getsize(path)} bytes; expected a JSON config of a few kilobytes")
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, too deep, numbers too long
+        raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -401,7 +510,18 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_arch_config(directory: str | os.PathLike) -> ArchConfig:
     """The config of a single pretrained encoder or decoder (a BERT, GPT-2... folder)."""
-    return arch_config_from_dict(read_json(os.path.join(directory, CONFIG_NAME)))
+    path = os.path.join(directory, CONFIG_NAME)
+    return _naming_file(path, lambda: arch_config_from_dict(read_json(path)))
+
+
+def _naming_file(path: str | os.PathLike, build: Any) -> Any:
+    """`build()`, with a ConfigError that does not name `path` made to name it."""
+    try:
+        return build()
+    except ConfigError as e:
+        if str(path) in str(e):
+            raise
+        raise ConfigError(f"{path}: {e}") from None
 
 
 class GenerationConfig:
@@ -461,7 +581,24 @@ class GenerationConfig:
     def __repr__(self) -> str:
         return f"GenerationConfig({json.dumps(self.to_diff_dict(), sort_keys=True)})"
 
+    types: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("max_length", "num_beams", "num_return_sequences"), "positive"),
+        **dict.fromkeys(("max_new_tokens",), "optional_positive"),
+        **dict.fromkeys(("min_length", "top_k", "no_repeat_ngram_size"), "count"),
+        **dict.fromkeys(("min_new_tokens",), "optional_count"),
+        **dict.fromkeys(("do_sample", "output_scores", "return_dict_in_generate", "use_cache"), "bool"),
+        **dict.fromkeys(("temperature", "length_penalty"), "real"),
+        **dict.fromkeys(("top_p",), "probability"),
+        **dict.fromkeys(("repetition_penalty",), "positive_real"),
+        **dict.fromkeys(("bad_words_ids",), "token_lists"),
+        **dict.fromkeys(
+            ("pad_token_id", "bos_token_id", "decoder_start_token_id", "forced_bos_token_id"), "token"
+        ),
+        **dict.fromkeys(("eos_token_id", "forced_eos_token_id"), "tokens"),
+    }
+
     def validate(self) -> None:
+        check_types("generation config", self._values, self.types)
         if self.num_beams < 1:
             raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
         if self.num_return_sequences > self.num_beams and not self.do_sample:
@@ -537,4 +674,5 @@ class GenerationConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "GenerationConfig":
-        return cls.from_dict(read_json(os.path.join(directory, GENERATION_CONFIG_NAME)))
+        path = os.path.join(directory, GENERATION_CONFIG_NAME)
+        return _naming_file(path, lambda: cls.from_dict(read_json(path)))

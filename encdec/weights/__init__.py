@@ -35,8 +35,10 @@ _LAZY = {
     "formats_present": "formats",
     "open_checkpoint": "formats",
     "write_checkpoint": "formats",
+    "check_config_fits": "convert",
     "atomic_directory": "io",
     "parse_size": "io",
+    "recover_directory": "io",
 }
 
 

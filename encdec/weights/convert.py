@@ -12,9 +12,10 @@ or an error.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -38,8 +39,10 @@ from .formats import (
     open_checkpoint,
     write_checkpoint,
 )
-from .io import atomic_directory, parse_size
-from .names import ModelSpec, ParamSpec
+from .io import atomic_directory, parse_size, recover_directory
+from .names import ModelSpec, ParamSpec, TiedSpec
+
+logger = logging.getLogger("encdec")
 
 # The naming and layout each format's native tensors use.
 LAYOUT = {"safetensors": "pt", "pt": "pt", "tf": "tf", "flax": "flax"}
@@ -123,6 +126,8 @@ class _Match:
     duplicated: list[tuple[str, str, str]]  # canonical, first reader name, second
     missing: list[str]
     tied_copies: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # reader name, source, why
+    tied_held: list[str] = dataclasses.field(default_factory=list)  # canonical tied names the reader holds
+    direct: set[str] = dataclasses.field(default_factory=set)  # parameters the reader holds under their own name
 
     def problems(self) -> bool:
         return bool(self.unexpected or self.mismatched or self.not_float or self.duplicated or self.missing)
@@ -139,7 +144,13 @@ def _match(
     index = {p.native_name(layout): p for p in spec}
     for alias, p in (aliases or {}).items():
         index.setdefault(alias, p)
-    tied = {t.name: t for t in spec.tied} if layout == "pt" else {}
+    # Tied names a file of this layout can hold: every one in a state dict; in TF and Flax files
+    # the decoder's copies of tensors shared by tie_encoder_decoder (the frameworks' own variables).
+    tied = {
+        (t.name if layout == "pt" else t.param.native_name(layout)): t
+        for t in spec.tied
+        if layout == "pt" or t.param is not None
+    }
     match = _Match(layout, {}, [], [], [], [], [], [])
     for name in reader.names():
         key = _lookup_name(name, reader)
@@ -147,10 +158,12 @@ def _match(
         p = index.get(key)
         if p is None:
             reason = None
-            if key in tied:
-                reason = f"tied to {tied[key].source}: {tied[key].reason}"
-                if tuple(info.shape) == spec.by_name[tied[key].source].shape:
-                    match.tied_copies.append((name, tied[key].source, tied[key].reason))
+            t = tied.get(key)
+            if t is not None:
+                reason = f"tied to {t.source}: {t.reason}"
+                if tuple(info.shape) == spec.param(t.name).shape_in(layout):
+                    match.tied_copies.append((name, t.source, t.reason))
+                    match.tied_held.append(t.name)
             if reason is None:
                 reason = names.ignored_reason(key)
             if reason is None and ignore is not None:
@@ -171,6 +184,7 @@ def _match(
             match.duplicated.append((p.name, match.sources[p.name], name))
             continue
         match.sources[p.name] = name
+    match.direct = set(match.sources)
     for name, source, _ in match.tied_copies:
         # A checkpoint may keep only the tied name of a shared tensor (transformers drops one
         # name of each shared pair from safetensors); it then holds the source's value.
@@ -268,9 +282,39 @@ def check_state(reader: Reader, spec: ModelSpec) -> _Match:
     return _match(reader, spec)
 
 
+def check_config_fits(reader: Reader, config: EncoderDecoderConfig | ArchConfig) -> None:
+    """Refuse a config whose layer count the files cannot hold, before its parameter table is built.
+
+    Every layer has several tensors, so a config with more layers than the
+    checkpoint has tensors cannot match it; checked first because building the
+    table of a config that declares, say, 10**12 layers would not finish.
+    """
+    arch = [("encoder", config.encoder), ("decoder", config.decoder)] if isinstance(config, EncoderDecoderConfig) else [
+        ("model", config)
+    ]
+    for role, cfg in arch:
+        layers = cfg.num_hidden_layers
+        if layers > len(reader):
+            raise CheckpointError(
+                f"{_where(reader)}: the config's {role} declares {layers} layers, but the checkpoint holds only "
+                f"{len(reader)} tensors; expected a config that matches the checkpoint"
+            )
+
+
+def warn_non_finite(state: dict[str, np.ndarray], where: str) -> list[str]:
+    """Log a warning naming every floating-point tensor of `state` that holds NaN or infinity; return the names."""
+    bad = [name for name, array in state.items() if is_floating(array.dtype) and not np.isfinite(array).all()]
+    if bad:
+        logger.warning(
+            "%s: %d tensor(s) hold NaN or infinite values, so outputs that use them will be NaN: %s",
+            where, len(bad), _listing(bad, limit=20),
+        )
+    return bad
+
+
 def load_state(
     directory: str | os.PathLike,
-    spec: ModelSpec,
+    spec: ModelSpec | EncoderDecoderConfig,
     *,
     fmt: str | None = None,
     allow_missing: Callable[[str], bool] | None = None,
@@ -281,13 +325,21 @@ def load_state(
     copies, buffers), shapes must match, and a parameter not in the checkpoint
     is an error unless `allow_missing(name)` says it may be initialised instead
     (then it is listed in the report). Tied names are not returned; expand them
-    with `names.expand_tied`.
+    with `names.expand_tied`. Given a config instead of a spec, its layer count is
+    checked against the files before the spec is built (`check_config_fits`).
+    A folder left without a checkpoint by a killed save is recovered first
+    (`io.recover_directory`). Non-finite tensors are named in a logged warning.
     """
+    recover_directory(directory)
     with open_checkpoint(directory, fmt) as reader:
+        if isinstance(spec, EncoderDecoderConfig):
+            check_config_fits(reader, spec)
+            spec = names.model_spec(spec)
         match = _match(reader, spec)
         _raise_problems(reader, match, spec, allow_missing)
         _check_tied_copies(reader, match)
         state = {name: _read_canonical(reader, spec, match, name) for name in match.sources}
+        warn_non_finite(state, _where(reader))
         return state, _report(reader, match, allow_missing)
 
 
@@ -305,26 +357,11 @@ _DECODER_FOREIGN = (
 
 
 def _component_specs(cfg: ArchConfig, role: str) -> tuple[ModelSpec, list[ParamSpec]]:
-    """The spec of a component, and the same body parameters named with the base prefix toggled.
-
-    A component checkpoint may come from the bare model (`BertModel`: no prefix)
-    or from a model with a head (`BertLMHeadModel`, `BertForMaskedLM`: `bert.`),
-    whatever the role it is loaded for. The other naming is built by the same
-    table, under the other scope, so that no name is edited by hand.
-    """
-    base = names.BASE_MODEL_PREFIX[cfg.model_type]
-    if role == "encoder":
-        spec = names.encoder_spec(cfg)
-        other = names.encoder_spec(cfg, names._Scope(base, "", base))
-        return spec, other.params
-    if role != "decoder":
+    """The spec of a component, and the same body parameters named with the base prefix toggled."""
+    if role not in ("encoder", "decoder"):
         raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
-    spec = names.decoder_spec(cfg)
-    if cfg.model_type == "gpt2":
-        other = names._gpt2_body(names._Scope("", base, ""), cfg)
-    else:
-        other = names.encoder_spec(cfg).params  # the body alone: a decoder config has no pooler
-    return spec, other
+    spec = names.encoder_spec(cfg) if role == "encoder" else names.decoder_spec(cfg)
+    return spec, names.component_alternate_params(cfg, role)
 
 
 def load_component(
@@ -339,12 +376,15 @@ def load_component(
     parameters the checkpoint lacks (cross-attention, a head) are returned in
     `report.missing` for the caller to initialise, not raised.
     """
-    spec = _component_specs(arch_config, role)[0]
+    recover_directory(directory)
     with open_checkpoint(directory, fmt) as reader:
+        check_config_fits(reader, arch_config)
+        spec = _component_specs(arch_config, role)[0]
         match = check_component(reader, arch_config, role)
         _raise_problems(reader, match, spec, check_missing=False)
         _check_tied_copies(reader, match)
         state = {name: _read_canonical(reader, spec, match, name) for name in match.sources}
+        warn_non_finite(state, _where(reader))
         report = _report(reader, match)
         report.missing = list(match.missing)
         return state, report
@@ -382,11 +422,42 @@ def _cast(dtype: np.dtype | None, value_dtype: np.dtype) -> np.dtype:
     return dtype if dtype is not None and is_floating(value_dtype) else value_dtype
 
 
+def _tied_to_write(spec: ModelSpec, fmt: str, tied_names: Iterable[str] | None) -> list[TiedSpec]:
+    """The tied names a file of `fmt` holds next to their sources.
+
+    A `pytorch_model.bin` holds the whole state dict, every tied name sharing its
+    source's storage, as torch.save writes it. Other formats hold the tied names
+    in `tied_names` that they can name; by default, the decoder's copies of the
+    tensors shared by `tie_encoder_decoder` (see `save_state`).
+    """
+    if fmt == "pt":
+        return list(spec.tied)
+    if tied_names is None:
+        return [t for t in spec.tied if t.shared_with_encoder]
+    held = set(tied_names)
+    return [t for t in spec.tied if t.shared_with_encoder and t.name in held]
+
+
 def _native_tensors(
-    state: dict[str, Any], spec: ModelSpec, fmt: str, dtype: np.dtype | None
+    state: dict[str, Any],
+    spec: ModelSpec,
+    fmt: str,
+    dtype: np.dtype | None,
+    tied_names: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The tensors of `fmt`'s file: native names and layouts, each loaded (and cast) only when written."""
+    """The tensors of `fmt`'s file: native names and layouts, each loaded (and cast) only when written.
+
+    `skip` names stored parameters the file leaves out because it holds them
+    under a tied name only (written among `tied_names`).
+    """
     layout = LAYOUT[fmt]
+    tied = _tied_to_write(spec, fmt, tied_names)
+    written_tied = {t.name for t in tied}
+    skipped = {
+        name for name in skip
+        if any(t.source == name and t.name in written_tied for t in tied)
+    }
     out: dict[str, Any] = {}
     by_source: dict[str, Any] = {}
     for p in spec:
@@ -405,12 +476,16 @@ def _native_tensors(
             return c_contiguous(p.to_native(array.astype(target, copy=False), layout))
 
         lazy = LazyTensor(p.shape_in(layout), target, load)
-        out[p.native_name(layout)] = lazy
         by_source[p.name] = lazy
-    if fmt == "pt":
-        # transformers' .bin holds the whole state dict: tied names share their source's storage.
-        for t in spec.tied:
-            out[t.name] = by_source[t.source]
+        if p.name not in skipped:
+            out[p.native_name(layout)] = lazy
+    for t in tied:
+        source = by_source[t.source]
+        if fmt == "pt":
+            out[t.name] = source  # the same object: one shared storage in the .bin
+        else:
+            # A copy of its own (a separate entry, so that shards count it).
+            out[spec.native_name(t.name, layout)] = LazyTensor(source.shape, source.dtype, source.load)
     return out
 
 
@@ -422,12 +497,23 @@ def save_state(
     *,
     shard_size: int | str | None = None,
     dtype: str | np.dtype | None = None,
+    tied_names: Iterable[str] | None = None,
 ) -> list[str]:
     """Write the weights of `state` (canonical names; arrays or LazyTensors) in `fmt` into `directory`.
 
-    As transformers writes them: tied tensors stored once (safetensors, h5,
-    msgpack) or sharing one storage (.bin), TF and Flax names and layouts from
-    the spec, safetensors metadata `{"format": "pt"}`. Returns the file names.
+    TF and Flax names and layouts come from the spec; safetensors metadata is
+    `{"format": "pt"}`. Returns the file names.
+
+    Tied tensors. An LM head tied to the word embeddings is stored once (its
+    source), except in a `.bin`, which holds the whole state dict with the tied
+    name sharing the source's storage, as transformers writes both. The tensors
+    a `tie_encoder_decoder` model shares between encoder and decoder are written
+    under both names by default (`tied_names=None`), equal copies in safetensors,
+    h5 and msgpack and one shared storage in a `.bin`: transformers 4.57 ties
+    them again on load and finds every name it expects, and transformers 5,
+    which no longer ties encoder and decoder, finds every weight it needs, so
+    both load the model completely. `tied_names` lists the tied names to write
+    instead (a conversion passes those its source file held).
     """
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown format {fmt!r}; expected one of {FORMATS}")
@@ -436,7 +522,7 @@ def save_state(
     if target is not None and not is_floating(target):
         raise ConfigError(f"dtype {dtype!r} is not a floating-point type; expected float32, float16 or bfloat16")
     size = parse_size(shard_size) if shard_size is not None else None
-    return write_checkpoint(directory, fmt, _native_tensors(state, spec, fmt, target), size)
+    return write_checkpoint(directory, fmt, _native_tensors(state, spec, fmt, target, tied_names), size)
 
 
 @dataclasses.dataclass
@@ -445,9 +531,25 @@ class ConvertReport:
     format: str
     directory: str
     files: list[str]
+    removed: list[str] = dataclasses.field(default_factory=list)  # weight files of another checkpoint
+    recovered: list[str] = dataclasses.field(default_factory=list)  # what recover_directory did
 
     def summary(self) -> str:
-        return self.source.summary() + f"\nwrote {', '.join(self.files)} ({self.format}) to {self.directory}"
+        lines = [self.source.summary(), f"wrote {', '.join(self.files)} ({self.format}) to {self.directory}"]
+        if self.removed:
+            lines.append(f"removed from {self.directory} the weights of the checkpoint that was there: "
+                         + ", ".join(self.removed))
+        return "\n".join(lines + self.recovered)
+
+
+def _copy_tokenizers(src_dir: str, dst_dir: str) -> None:
+    """The tokenizer files travel with the model: the folder's own and its decoder's (`decoder_tokenizer/`)."""
+    from ..tokenization import DECODER_TOKENIZER_DIR, copy_tokenizer_files
+
+    copy_tokenizer_files(src_dir, dst_dir)
+    decoder = os.path.join(src_dir, DECODER_TOKENIZER_DIR)
+    if os.path.isdir(decoder):
+        copy_tokenizer_files(decoder, os.path.join(dst_dir, DECODER_TOKENIZER_DIR))
 
 
 def convert_checkpoint(
@@ -464,24 +566,40 @@ def convert_checkpoint(
 
     Reads config.json and generation_config.json, checks every tensor against
     the config before writing anything, then streams the tensors one at a time
-    into `dst_dir` (written to a temporary sibling and swapped in). Files already
-    in `dst_dir` are kept, except weight files of the target format.
+    into `dst_dir` (written to a temporary sibling and swapped in). The output
+    holds the tensor names the source file holds (a tied checkpoint keeps the
+    copy of each shared tensor that its writer stored).
+
+    `dst_dir` ends up holding one model: files that are not weights (a tokenizer)
+    are kept, and weight files of any format that were there are removed (and
+    listed in `report.removed`), since they belong to another checkpoint. In
+    place (`dst_dir` is `src_dir`) the source's other formats are kept.
     """
     from tqdm import tqdm
 
     if to not in FORMATS:
         raise CheckpointError(f"unknown target format {to!r}; expected one of {FORMATS}")
     src_dir, dst_dir = os.fspath(src_dir), os.fspath(dst_dir)
+    recovered = recover_directory(src_dir)
+    if os.path.realpath(dst_dir) != os.path.realpath(src_dir):
+        recovered += recover_directory(dst_dir)
     config = EncoderDecoderConfig.from_pretrained(src_dir)
     if os.path.isfile(os.path.join(src_dir, GENERATION_CONFIG_NAME)):
         generation = GenerationConfig.from_pretrained(src_dir)
     else:
         generation = GenerationConfig.from_model_config(config)
-    spec = names.model_spec(config)
     target = as_dtype(dtype) if dtype is not None else None
+    if target is not None and not is_floating(target):
+        raise ConfigError(f"dtype {dtype!r} is not a floating-point type; expected float32, float16 or bfloat16")
     size = parse_size(shard_size) if shard_size is not None else None
+    in_place = os.path.realpath(dst_dir) == os.path.realpath(src_dir)
+
+    def stale(filename: str) -> bool:
+        return is_weight_file(filename, to) if in_place else is_weight_file(filename)
 
     with open_checkpoint(src_dir, src_fmt) as reader:
+        check_config_fits(reader, config)
+        spec = names.model_spec(config)
         match = _match(reader, spec)
         _raise_problems(reader, match, spec)
         _check_tied_copies(reader, match)
@@ -499,11 +617,22 @@ def convert_checkpoint(
                 return array
 
             state[name] = LazyTensor(spec.by_name[name].shape, info.dtype, load)
+        tensors = _native_tensors(
+            state, spec, to, target, tied_names=match.tied_held, skip=set(match.sources) - match.direct
+        )
+        removed = []
+        if os.path.isdir(dst_dir):
+            removed = sorted(f for f in os.listdir(dst_dir) if stale(f) and not is_weight_file(f, to))
         try:
-            with atomic_directory(dst_dir, keep=lambda f: not is_weight_file(f, to)) as tmp:
-                files = save_state(state, spec, tmp, to, shard_size=size, dtype=target)
+            with atomic_directory(dst_dir, keep=lambda f: not stale(f)) as tmp:
+                files = write_checkpoint(tmp, to, tensors, size)
                 config.save_pretrained(tmp)
                 generation.save_pretrained(tmp)
+                if not in_place:
+                    _copy_tokenizers(src_dir, tmp)
         finally:
             bar.close()
-        return ConvertReport(_report(reader, match), to, dst_dir, files + [CONFIG_NAME, GENERATION_CONFIG_NAME])
+        report = ConvertReport(_report(reader, match), to, dst_dir, files + [CONFIG_NAME, GENERATION_CONFIG_NAME])
+        report.removed = removed
+        report.recovered = recovered
+        return report

@@ -105,11 +105,23 @@ class ParamSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TiedSpec:
-    """A canonical name that is not stored: it is the same tensor as `source`."""
+    """A canonical name that is not stored: it is the same tensor as `source`.
+
+    `param` is the tied tensor's own spec (its TF and Flax names) when the
+    frameworks give it a variable of its own, as they do for the decoder's copy
+    of a tensor shared by `tie_encoder_decoder`; None for an LM head tied to the
+    word embeddings, which only PyTorch state dicts name.
+    """
 
     name: str
     source: str
     reason: str
+    param: ParamSpec | None = None
+
+    @property
+    def shared_with_encoder(self) -> bool:
+        """Whether this is the decoder's copy of a tensor shared by `tie_encoder_decoder`."""
+        return self.param is not None
 
 
 def _layout_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -162,6 +174,45 @@ class ModelSpec:
     def state_dict_names(self) -> list[str]:
         """Every name of the PyTorch `state_dict`, tied ones included."""
         return [p.name for p in self.params] + [t.name for t in self.tied]
+
+    def stored_name(self, name: str) -> str:
+        """The stored parameter a canonical name holds: itself, or the source of a tied name."""
+        if name in self.by_name:
+            return name
+        if name in self.tied_by_name:
+            return self.tied_by_name[name].source
+        raise KeyError(f"{name!r} is not a parameter name of this model")
+
+    def param(self, name: str) -> ParamSpec:
+        """The spec of any canonical name: a stored one, or a tied one the frameworks name
+        (`tie_encoder_decoder`); a tied name only PyTorch knows (an LM head) gives its source's spec."""
+        if name in self.by_name:
+            return self.by_name[name]
+        tied = self.tied_by_name.get(name)
+        if tied is None:
+            raise KeyError(f"{name!r} is not a parameter name of this model")
+        return tied.param if tied.param is not None else self.by_name[tied.source]
+
+    def tf_name(self, name: str) -> str:
+        """The TF weight name (no root scope, no `:0`) of any canonical name."""
+        return self.param(name).tf_name
+
+    def flax_path(self, name: str) -> str:
+        """The "/"-joined Flax params path of any canonical name."""
+        return self.param(name).flax_path
+
+    def native_name(self, name: str, layout: str) -> str:
+        """The name of any canonical name in `layout` ("pt", "tf" or "flax")."""
+        return name if layout == "pt" else self.param(name).native_name(layout)
+
+    def tied_pairs(self, shared_with_encoder: bool | None = None) -> list[tuple[str, str]]:
+        """(tied name, stored source) pairs; `shared_with_encoder` picks the `tie_encoder_decoder` ones (True)
+        or the others (False), None all."""
+        return [
+            (t.name, t.source)
+            for t in self.tied
+            if shared_with_encoder is None or t.shared_with_encoder == shared_with_encoder
+        ]
 
 
 class _Scope:
@@ -363,7 +414,7 @@ def model_spec(config: EncoderDecoderConfig) -> ModelSpec:
         for p in decoder.params:
             source = enc_prefix + p.name[len(dec_prefix):] if p.name.startswith(dec_prefix) else None
             if source in encoder.by_name:
-                tied.append(TiedSpec(p.name, source, "tie_encoder_decoder: shared with the encoder"))
+                tied.append(TiedSpec(p.name, source, "tie_encoder_decoder: shared with the encoder", p))
             else:
                 params.append(p)
     else:
@@ -380,6 +431,55 @@ def model_spec(config: EncoderDecoderConfig) -> ModelSpec:
             source = by_name[source].source
         resolved.append(dataclasses.replace(t, source=source))
     return ModelSpec(params, resolved)
+
+
+def word_embedding_name(cfg: ArchConfig, role: str = "decoder", prefix: str | None = None) -> str:
+    """The canonical name of the word embedding table of an encoder or decoder.
+
+    Names are those of `encoder_spec` / `decoder_spec`, under `prefix` (default:
+    the role, as in `model_spec`; "" for a standalone component).
+    """
+    prefix = role if prefix is None else prefix
+    if role == "encoder":
+        leaf = "embeddings.word_embeddings.weight"
+    elif role == "decoder":
+        base = BASE_MODEL_PREFIX[cfg.model_type]
+        leaf = f"{base}.wte.weight" if cfg.model_type == "gpt2" else f"{base}.embeddings.word_embeddings.weight"
+    else:
+        raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
+    return _join(prefix, leaf, ".")
+
+
+def output_projection_name(cfg: ArchConfig, prefix: str = "decoder") -> str:
+    """The canonical name of a decoder's `[vocab, hidden]` LM head projection (tied or not)."""
+    leaf = {
+        "bert": "cls.predictions.decoder.weight",
+        "roberta": "lm_head.decoder.weight",
+        "bert-generation": "lm_head.decoder.weight",
+        "gpt2": "lm_head.weight",
+    }.get(cfg.model_type)
+    if leaf is None:
+        raise ConfigError(f"model_type {cfg.model_type!r} has no LM head here; expected one of {sorted(BASE_MODEL_PREFIX)}")
+    return _join(prefix, leaf, ".")
+
+
+def component_alternate_params(cfg: ArchConfig, role: str) -> list[ParamSpec]:
+    """The body parameters of a standalone encoder or decoder named with the base prefix toggled.
+
+    A component checkpoint may come from the bare model (`BertModel`: no prefix)
+    or from a model with a head (`BertLMHeadModel`, `BertForMaskedLM`: `bert.`),
+    whatever role it is loaded for. These are the same tensors as in
+    `encoder_spec(cfg)` / `decoder_spec(cfg)` under the other naming; their TF
+    names (which always carry the main layer) are those of the role's spec.
+    """
+    base = BASE_MODEL_PREFIX[cfg.model_type]
+    if role == "encoder":
+        return encoder_spec(cfg, _Scope(base, "", base)).params
+    if role != "decoder":
+        raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
+    if cfg.model_type == "gpt2":
+        return _gpt2_body(_Scope("", base, ""), cfg)
+    return encoder_spec(cfg).params  # the body alone: a decoder config has no pooler
 
 
 def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role: str = "model") -> dict[str, np.ndarray]:

@@ -1,17 +1,25 @@
-"""Independent readers of the four formats, built on the libraries that define them.
+"""Independent readers of the four formats, with numpy and the core's libraries only.
 
 The tests compare what encdec writes against files transformers wrote, through
-these readers: safetensors' and torch's own loaders, h5py with Keras' attribute
-reader, and flax's msgpack_restore. None of them goes through encdec.
+these readers, none of which goes through encdec: the safetensors library's
+numpy loader; for `pytorch_model.bin`, Python's zipfile and pickle resolving
+torch's two rebuild functions to numpy (a few lines, written from torch's
+documented format, not from encdec's reader); h5py with Keras' attribute
+convention; msgpack with flax's ExtType convention for arrays. tests/interop
+checks that these readers agree with torch.load, Keras and flax themselves.
 """
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
 import pathlib
+import pickle
 import re
 import shutil
+import zipfile
 
 import ml_dtypes
 import numpy as np
@@ -50,30 +58,77 @@ def _files(directory: pathlib.Path, fmt: str) -> list[pathlib.Path]:
     return [directory / f for f in dict.fromkeys(index["weight_map"].values())]
 
 
-def _torch_to_numpy(t) -> np.ndarray:
-    import torch
-
-    if t.dtype == torch.bfloat16:
-        return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.contiguous().numpy()
-
-
 def read_safetensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     out = {}
     for path in _files(directory, "safetensors"):
-        out.update({k: _torch_to_numpy(v) for k, v in load_file(str(path)).items()})
+        out.update(load_file(str(path)))
     return out
+
+
+_TORCH_DTYPES = {
+    "FloatStorage": np.float32, "HalfStorage": np.float16, "BFloat16Storage": ml_dtypes.bfloat16,
+    "DoubleStorage": np.float64, "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
+    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+
+
+class _Storage:
+    def __init__(self, dtype) -> None:
+        self.dtype = np.dtype(dtype)
+
+
+def _rebuild_tensor_v2(storage, offset, size, stride, *_):
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * itemsize for s in stride))
+    return np.array(view)  # a copy in C order
+
+
+def read_torch_zip(path) -> dict[str, np.ndarray]:
+    """A torch.save zip of a flat state dict, as numpy arrays; shared storages become equal copies."""
+    with zipfile.ZipFile(path) as zf:
+        pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+        prefix = pkl[: -len("data.pkl")]
+        storages: dict[str, np.ndarray] = {}
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return _rebuild_tensor_v2
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if module == "torch" and name in _TORCH_DTYPES:
+                    return _Storage(_TORCH_DTYPES[name])
+                raise pickle.UnpicklingError(f"{module}.{name}")
+
+            def persistent_load(self, pid):
+                _, storage_type, key, _location, numel = pid
+                if key not in storages:
+                    raw = zf.read(f"{prefix}data/{key}")
+                    storages[key] = np.frombuffer(raw, storage_type.dtype, count=numel)
+                return storages[key]
+
+        return dict(Unpickler(io.BytesIO(zf.read(pkl))).load())
 
 
 def read_pt(directory: pathlib.Path) -> dict[str, np.ndarray]:
-    import torch
-
     out = {}
     for path in _files(directory, "pt"):
-        out.update({k: _torch_to_numpy(v) for k, v in torch.load(str(path), weights_only=True).items()})
+        out.update(read_torch_zip(path))
     return out
+
+
+def keras_strings(obj, name: str) -> list[str]:
+    """Keras' load_attributes_from_hdf5_group: one attribute, or name0, name1, ... when split."""
+    if name in obj.attrs:
+        values = list(obj.attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in obj.attrs:
+            values += list(obj.attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode("utf8") if hasattr(v, "decode") else str(v) for v in values]
 
 
 def _h5_value(ds) -> np.ndarray:
@@ -86,29 +141,79 @@ def _h5_value(ds) -> np.ndarray:
 def read_tf(directory: pathlib.Path) -> dict[str, np.ndarray]:
     """TF weights by name without the root scope and ":0"."""
     import h5py
-    from keras.src.legacy.saving.legacy_h5_format import load_attributes_from_hdf5_group
 
     out = {}
     for path in _files(directory, "tf"):
         with h5py.File(path, "r") as f:
-            for layer in load_attributes_from_hdf5_group(f, "layer_names"):
+            for layer in keras_strings(f, "layer_names"):
                 obj = f[layer]
                 if isinstance(obj, h5py.Dataset):  # transformers' sharded layout
                     out[re.sub(r":0$", "", layer)] = _h5_value(obj)
                     continue
-                for weight in load_attributes_from_hdf5_group(obj, "weight_names"):
+                for weight in keras_strings(obj, "weight_names"):
                     out[re.sub(r":0$", "", weight.split("/", 1)[1])] = _h5_value(obj[weight])
     return out
 
 
+def _flax_ext(code: int, data: bytes):
+    """flax.serialization's ExtType 1 (ndarray) / 3 (numpy scalar): msgpack of (shape, dtype name, bytes)."""
+    import msgpack
+
+    shape, dtype, buffer = msgpack.unpackb(data)
+    dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    return np.frombuffer(buffer, dtype).reshape(shape)
+
+
+def _unchunk(tree):
+    """flax's _unchunk_array_leaves_in_place: {"__msgpack_chunked_array__": True, "shape", "chunks"}."""
+    if not isinstance(tree, dict):
+        return tree
+    if tree.get("__msgpack_chunked_array__") is True:
+        shape = tuple(tree["shape"][str(i)] for i in range(len(tree["shape"])))
+        chunks = [tree["chunks"][str(i)] for i in range(len(tree["chunks"]))]
+        return np.concatenate([c.reshape(-1) for c in chunks]).reshape(shape)
+    return {k: _unchunk(v) for k, v in tree.items()}
+
+
+def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else key
+        out.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def flax_to_bytes(params: dict[str, np.ndarray]) -> bytes:
+    """flax.serialization.to_bytes of the nested dict of "/"-joined `params` (keys sorted, as flax's state dicts)."""
+    import msgpack
+
+    tree: dict = {}
+    for name, value in params.items():
+        node = tree
+        *scopes, leaf = name.split("/")
+        for scope in scopes:
+            node = node.setdefault(scope, {})
+        node[leaf] = value
+
+    def ext(obj):
+        if isinstance(obj, np.ndarray):
+            name = "bfloat16" if obj.dtype == ml_dtypes.bfloat16 else obj.dtype.name
+            return msgpack.ExtType(1, msgpack.packb((obj.shape, name, np.ascontiguousarray(obj).tobytes())))
+        raise TypeError(type(obj))
+
+    def ordered(node):
+        return {k: ordered(node[k]) for k in sorted(node)} if isinstance(node, dict) else node
+
+    return msgpack.packb(ordered(tree), default=ext, strict_types=False)
+
+
 def read_flax(directory: pathlib.Path) -> dict[str, np.ndarray]:
-    from flax.serialization import msgpack_restore
-    from flax.traverse_util import flatten_dict
+    import msgpack
 
     out = {}
     for path in _files(directory, "flax"):
-        tree = msgpack_restore(path.read_bytes())
-        out.update({"/".join(k): np.asarray(v) for k, v in flatten_dict(tree).items()})
+        tree = msgpack.unpackb(path.read_bytes(), ext_hook=_flax_ext, raw=False, strict_map_key=False)
+        out.update(_flatten(_unchunk(tree)))
     return out
 
 
@@ -132,3 +237,24 @@ def assert_same_tensors(got: dict[str, np.ndarray], want: dict[str, np.ndarray],
 def weight_files(directory) -> list[str]:
     pattern = re.compile(r"^(model|pytorch_model|tf_model|flax_model)(-\d{5}-of-\d{5})?\.(safetensors|bin|h5|msgpack)$")
     return sorted(f for f in os.listdir(directory) if pattern.match(f) or f.endswith(".index.json"))
+
+
+def write_bin_with_tensor(path, shape, stride, numel) -> None:
+    """A torch.save zip holding one float tensor `w` of `shape` and `stride` over a storage of `numel` floats,
+    its pickle written opcode by opcode as torch.save writes it (protocol 2)."""
+
+    def small(value: int) -> bytes:
+        return pickle.dumps(value, protocol=2)[2:-1]  # the int opcode alone
+
+    out = bytearray(b"\x80\x02}(X\x01\x00\x00\x00w")
+    out += b"ctorch._utils\n_rebuild_tensor_v2\n(("
+    out += b"X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
+    out += small(numel) + b"tQK\x00"
+    for values in (shape, stride):
+        out += b"(" + b"".join(small(v) for v in values) + b"t"
+    out += b"\x89ccollections\nOrderedDict\n)RtRu."
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", bytes(out))
+        zf.writestr("archive/byteorder", b"little")
+        zf.writestr("archive/data/0", np.zeros(numel, np.float32).tobytes())
+        zf.writestr("archive/version", b"3\n")

