@@ -7,8 +7,10 @@ flax_model.msgpack layout): `embeddings/word_embeddings/embedding`,
 
 The decoder's key/value cache is a fixed-size pytree, so a generation loop under
 `jax.jit` keeps one shape from the first step to the last:
-`{"index": int32 [], "layers": ({"key", "value": [B, H, L, D], "cross_key",
-"cross_value": [B, H, S, D]}, ...)}`, `index` being the number of tokens cached.
+`{"index": int32 [], "encoder_attention_mask": [B, S] or None, "layers": ({"key",
+"value": [N, H, L, D], "cross_key", "cross_value": [B, H, S, D]}, ...)}`, `index`
+being the number of tokens cached; N is B or n * B (n rows per batch item, beam
+search's beams), whose cross-attention attends its item's keys (`_fold_beams_attend`).
 Keys and values are kept heads-first, the layout XLA's batched dot reads: with
 `[B, L, H, D]` the compiled decode loop copied every cache into that layout on
 every step.
@@ -24,17 +26,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..config import ArchConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .common import (
     ACT2FN,
     BaseModelOutput,
     CausalLMOutput,
-    attention_bias,
-    _concrete_int,
+    _attend,
+    _check_stack_inputs,
+    _fold_beams_attend,
     _heads_first,
+    attention_bias,
     causal_bias,
-    check_input_ids,
-    softmax_float32,
 )
 
 
@@ -56,10 +58,6 @@ class FlaxBertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=self.dtype)
         self.LayerNorm = _layer_norm(cfg, self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
-
-    def _position_limit(self) -> int:
-        """How many tokens (cache included) the position table covers."""
-        return self.config.max_position_embeddings
 
     def _position_embeddings(self, input_ids, position_ids, past_length):
         if position_ids is None:
@@ -127,11 +125,11 @@ class FlaxBertSelfAttention(nn.Module):
                 value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
                 new_cache = (key, value)
         scale = self.config.head_dim ** -0.5
-        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key.astype(query.dtype)) * scale
-        weights = softmax_float32(scores, attention_bias, dtype=self.dtype)
-        weights = self.dropout(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(weights.dtype))
-        out = out.reshape(out.shape[:2] + (-1,))  # [B, T, hidden]
+        if self.is_cross_attention and key.shape[0] != query.shape[0]:
+            out, weights = _fold_beams_attend(query, key, value, attention_bias, scale, self.dropout,
+                                              deterministic)  # [B * n, T, hidden]
+        else:
+            out, weights = _attend(query, key, value, attention_bias, scale, self.dropout, deterministic)
         return out, (weights if output_attentions else None), new_cache
 
 
@@ -390,11 +388,6 @@ class FlaxBertOnlyMLMHead(nn.Module):
         return self.predictions(hidden_states, shared_embedding)
 
 
-def _check_same_shape(name, array, expected):
-    if array is not None and tuple(array.shape) not in expected:
-        raise InputError(f"{name} has shape {tuple(array.shape)}; expected {expected[0]} like input_ids")
-
-
 class FlaxBertModel(nn.Module):
     """BERT body: embeddings, layers, and (as an encoder) the pooler.
 
@@ -423,36 +416,9 @@ class FlaxBertModel(nn.Module):
         return self.encoder._cross_key_values(encoder_hidden_states)
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
-        """Shapes always; id ranges when the arrays are concrete (not traced)."""
-        cfg = self.config
-        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
-        batch, length = input_ids.shape
-        if position_ids is None:
-            limit = self.embeddings._position_limit()
-            if cache_length is not None and cache_length > limit:
-                raise InputError(
-                    f"the cache holds {cache_length} positions; the position table of {cfg.model_type} covers "
-                    f"{limit} tokens, expected a cache of at most {limit}"
-                )
-            past = _concrete_int(past_length)
-            if past is not None and past + length > limit:
-                raise InputError(
-                    f"input_ids has length {length} after {past} cached tokens; the position table of "
-                    f"{cfg.model_type} covers {limit} tokens, expected at most {limit} in all"
-                )
-        else:
-            _check_same_shape("position_ids", position_ids, ((batch, length), (1, length)))
-            check_input_ids(position_ids, cfg.max_position_embeddings, name="position_ids")
-        if token_type_ids is not None:
-            if not self.has_token_types:
-                raise InputError(f"{cfg.model_type} has no token types; expected token_type_ids=None")
-            _check_same_shape("token_type_ids", token_type_ids, ((batch, length),))
-            check_input_ids(token_type_ids, cfg.type_vocab_size, name="token_type_ids")
-        if attention_mask is not None:
-            expected = (batch, length if cache_length is None else cache_length)
-            if tuple(attention_mask.shape) != expected:
-                what = "(batch, sequence)" if cache_length is None else "(batch, cache length)"
-                raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected} {what}")
+        """Shapes and dtypes always; id ranges when the arrays are concrete (not traced)."""
+        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
+                            cache_length)
 
     def _self_attention_bias(self, attention_mask, length, past_length, cache_length):
         """`[B or 1, 1, T, K]` float32 bias (K = T, or the cache length), or None."""
@@ -496,7 +462,7 @@ class FlaxBertModel(nn.Module):
             output_hidden_states=output_hidden_states,
             deterministic=deterministic,
         )
-        new_cache = None if cache is None else {"index": past_length + length, "layers": new_layers}
+        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=new_layers)
         pooled = self.pooler(hidden) if self.add_pooling_layer and not self.config.is_decoder else None
         return BaseModelOutput(
             last_hidden_state=hidden,

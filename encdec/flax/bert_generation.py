@@ -24,9 +24,6 @@ class FlaxBertGenerationEmbeddings(nn.Module):
         self.LayerNorm = _layer_norm(cfg, self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
-    def _position_limit(self) -> int:
-        return self.config.max_position_embeddings
-
     def __call__(self, input_ids, position_ids=None, past_length=0, deterministic=True):
         if position_ids is None:
             # Positions past_length .. past_length + T - 1: [1, T], broadcast over the batch.

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from .. import inputs
 from ..errors import InputError
 
 
@@ -85,6 +86,55 @@ def softmax_float32(scores, bias=None, dtype=None):
     return jax.nn.softmax(scores, axis=-1).astype(out_dtype)
 
 
+def _attend(query, key, value, bias, scale, dropout, deterministic):
+    """`[B, Q, H, D]` queries over `[B, H, K, D]` keys/values -> (`[B, Q, H*D]`, probabilities `[B, H, Q, K]`)."""
+    scores = jnp.einsum("bqhd,bhkd->bhqk", query, key.astype(query.dtype)) * scale
+    probs = softmax_float32(scores, bias, dtype=query.dtype)
+    probs = dropout(probs, deterministic=deterministic)
+    context = jnp.einsum("bhqk,bhkd->bqhd", probs, value.astype(probs.dtype))
+    if bias is not None and bias.shape[-2] != 1:
+        # A query that may attend no key (a leading pad of the decoder) gets a zero output, as
+        # transformers' SDPA path gives it; the additive bias alone would average every value.
+        # The bias is float32 holding the computation dtype's minimum where masked (see causal_bias).
+        alive = jnp.max(bias, axis=-1) > jnp.finfo(query.dtype).min  # [B, 1, Q]
+        context = jnp.where(jnp.transpose(alive, (0, 2, 1))[..., None], context, jnp.zeros((), context.dtype))
+    return context.reshape(context.shape[:2] + (-1,)), probs
+
+
+def _fold_beams_attend(query, key, value, bias, scale, dropout, deterministic):
+    """Cross-attention of `[B * n, Q, H, D]` queries over keys/values kept once per batch item
+    `[B, H, S, D]` -> (`[B * n, Q, H*D]`, probabilities `[B * n, H, Q, S]`).
+
+    While beam searching every row (beam) of a batch item attends the same encoder states; rows
+    `b * n .. b * n + n - 1` of item b get a beam axis instead of the keys being copied n times.
+    Each row's result is unchanged (rows are independent). `bias` is per item, `[B, 1, 1, S]`.
+    """
+    rows, length, heads, dim = query.shape
+    batch = key.shape[0]
+    folded = query.reshape(batch, rows // batch, length, heads, dim)  # [B, n, Q, H, D]
+    scores = jnp.einsum("bnqhd,bhkd->bhnqk", folded, key.astype(query.dtype)) * scale  # [B, H, n, Q, S]
+    bias = None if bias is None else bias[:, :, None]  # [B, 1, 1, S] -> [B, 1, 1, 1, S]
+    probs = softmax_float32(scores, bias, dtype=query.dtype)
+    probs = dropout(probs, deterministic=deterministic)
+    context = jnp.einsum("bhnqk,bhkd->bnqhd", probs, value.astype(probs.dtype))  # [B, n, Q, H, D]
+    probs = jnp.transpose(probs, (0, 2, 1, 3, 4)).reshape(rows, heads, length, -1)  # [B * n, H, Q, S]
+    return context.reshape(rows, length, heads * dim), probs
+
+
+def _reorder_cache(cache: dict, rows) -> dict:
+    """The cache of the self-attention rows `rows` `[N]`. Cross keys/values and the encoder mask
+    follow the rows when they have as many rows as the self-attention keys; kept per batch item
+    otherwise (then `rows` must stay within each row's batch item, as beam search's do)."""
+    first = cache["layers"][0]
+    follow = first["cross_key"].shape[0] == first["key"].shape[0]
+    names = ("key", "value", "cross_key", "cross_value") if follow else ("key", "value")
+    layers = tuple(dict(layer, **{name: layer[name][rows] for name in names}) for layer in cache["layers"])
+    mask = cache["encoder_attention_mask"]
+    if follow and mask is not None:
+        mask = mask[rows]
+    return dict(cache, encoder_attention_mask=mask, layers=layers)
+
+
 @struct.dataclass
 class BaseModelOutput:
     """A body's outputs (a pytree, so it passes through `jax.jit`); decoders fill the cache and cross-attention fields."""
@@ -142,29 +192,33 @@ def _concrete_int(x) -> Optional[int]:
     return None
 
 
+def _fact(x):
+    """What the core's input checks (`encdec.inputs`) read: the array, or its shape and dtype when
+    traced (inside a jit, where values cannot be read)."""
+    return inputs.Traced(x.shape, x.dtype) if isinstance(x, jax.core.Tracer) else x
+
+
 def check_input_ids(ids, vocab_size, max_positions=None, name="input_ids"):
-    """Raise InputError for ids outside `[0, vocab_size)` or a sequence longer than `max_positions`.
+    """Raise InputError for ids that are not `[B >= 1, T >= 1]` integers in `[0, vocab_size)`, or a
+    sequence longer than `max_positions` (`encdec.inputs.check_ids`).
 
     JAX fills out-of-range gathers with NaN (or clamps them) without a word, so the
     check runs on the host before any work. Traced ids (inside a user's `jax.jit`)
-    cannot be read and are let through; the shape check still runs.
+    cannot be read: their shape and dtype are checked.
     """
-    if ids is None:
-        return
-    shape = tuple(np.shape(ids))
-    if len(shape) != 2:
-        raise InputError(f"{name} has shape {shape}; expected [batch, sequence] (2 dimensions)")
-    if max_positions is not None and shape[1] > max_positions:
+    inputs.check_ids(_fact(ids), vocab_size, name, max_positions=max_positions)
+
+
+def _check_stack_inputs(config, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
+    """A body's inputs (`encdec.inputs.check_stack_inputs`) after `past_length` cached tokens of a
+    cache of `cache_length` positions (None without a cache; its mask then spans the whole cache)."""
+    if position_ids is None and cache_length is not None and cache_length > config.max_positions:
         raise InputError(
-            f"{name} has length {shape[1]}; the model has {max_positions} positions, "
-            f"expected a length <= {max_positions}"
+            f"the cache holds {cache_length} positions; the position table of {config.model_type} covers "
+            f"{config.max_positions} tokens, expected a cache of at most {config.max_positions}"
         )
-    if not _is_concrete(ids) or shape[0] * shape[1] == 0:
-        return
-    values = np.asarray(ids)
-    if not np.issubdtype(values.dtype, np.integer):
-        raise InputError(f"{name} has dtype {values.dtype}; expected integer token ids")
-    low, high = int(values.min()), int(values.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise InputError(f"{name} holds id {bad}; expected ids in [0, {vocab_size}) (the vocabulary size is {vocab_size})")
+    past = _concrete_int(past_length)
+    inputs.check_stack_inputs(
+        config, _fact(input_ids), _fact(attention_mask), _fact(token_type_ids), _fact(position_ids),
+        past_length=0 if past is None else past, mask_length=cache_length,
+    )

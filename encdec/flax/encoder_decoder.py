@@ -10,8 +10,6 @@ spec (`ParamSpec.to_flax` / `from_flax`).
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -19,22 +17,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import (
-    GENERATION_CONFIG_NAME,
-    EncoderDecoderConfig,
-    GenerationConfig,
-    load_arch_config,
-    split_role_kwargs,
-)
+from .. import inputs
+from ..config import EncoderDecoderConfig, GenerationConfig
 from ..errors import CheckpointError, ConfigError, InputError
-from ..weights.names import BASE_MODEL_PREFIX, ModelSpec, init_weights, model_spec, resize_decoder_vocab
+from ..weights.names import (
+    ModelSpec,
+    init_weights,
+    model_spec,
+    output_projection_name,
+    resize_decoder_vocab,
+    word_embedding_name,
+)
+from ..weights.pretrained import join_pretrained, write_model_folder
 from .bert import FlaxBertLMHeadModel, FlaxBertModel, _cross_entropy
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
-from .common import BaseModelOutput, Seq2SeqLMOutput, _is_concrete, check_input_ids
+from .common import BaseModelOutput, Seq2SeqLMOutput, _fact, _is_concrete, _reorder_cache
 from .gpt2 import FlaxGPT2LMHeadModel
 from .roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
-
-logger = logging.getLogger("encdec.flax")
 
 _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "bert-generation": FlaxBertGenerationEncoder}
 _DECODERS = {
@@ -45,54 +44,58 @@ _DECODERS = {
 }
 
 
-# The canonical name of each decoder's vocabulary projection (stored only when untied).
-_HEAD_PROJECTION = {
-    "bert": "cls.predictions.decoder.weight",
-    "roberta": "lm_head.decoder.weight",
-    "bert-generation": "lm_head.decoder.weight",
-    "gpt2": "lm_head.weight",
-}
-
-
 def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):
     """`[B, T]` labels -> decoder inputs: `decoder_start_token_id`, then the labels but the last,
-    with -100 (ignored labels) replaced by `pad_token_id`."""
-    if decoder_start_token_id is None:
-        raise ConfigError(
-            "decoder_start_token_id is not set; expected config.decoder_start_token_id to build decoder inputs "
-            "from labels"
-        )
-    if pad_token_id is None:
-        raise ConfigError("pad_token_id is not set; expected config.pad_token_id to replace -100 in shifted labels")
-    # numpy for concrete labels (no device work before the model runs), jnp inside a trace.
-    xp = jnp if isinstance(input_ids, jax.core.Tracer) else np
-    input_ids = xp.asarray(input_ids)
-    start = xp.full_like(input_ids[:, :1], decoder_start_token_id)
-    shifted = xp.concatenate([start, input_ids[:, :-1]], axis=1)
-    return xp.where(shifted == -100, pad_token_id, shifted)
+    with -100 (ignored labels) replaced by `pad_token_id`. Concrete labels are shifted on the host
+    (`encdec.inputs.shift_tokens_right`); traced ones (inside a user's jit) in the graph."""
+    if not isinstance(input_ids, jax.core.Tracer):
+        return inputs.shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id)
+    pad, start = inputs.check_shift_config(pad_token_id, decoder_start_token_id)
+    shifted = jnp.concatenate([jnp.full_like(input_ids[:, :1], start), input_ids[:, :-1]], axis=1)
+    return jnp.where(shifted == inputs.IGNORE_INDEX, pad, shifted)
 
 
 # ---------------------------------------------------------------------------
 # Canonical state <-> Flax params (the bridge to the numpy core).
 
 
-def _state_to_params(spec: ModelSpec, state: dict[str, np.ndarray]) -> dict:
-    """Canonical `{name: array}` -> nested Flax params `{"encoder": {"embeddings": ...}}` (jax arrays)."""
-    params: dict = {}
-    for p in spec:
-        if p.name not in state:
-            raise CheckpointError(f"parameter {p.name} is missing from the state; expected every name of the spec")
-        array = np.asarray(state[p.name])
+def _put_state(params: dict, spec: ModelSpec, state: dict, partial: bool = False) -> dict:
+    """A new params tree: `params` with the canonical tensors of `state` at their Flax paths, each in
+    the dtype of the leaf it replaces (its own in a new path). Names and shapes are checked."""
+    _check_state_names(spec, state, partial)
+    params = jax.tree_util.tree_map(lambda x: x, params)  # new dicts: callers' trees stay as they are
+    for name, array in state.items():
+        p = spec.by_name[name]
+        array = np.asarray(array)
         if tuple(array.shape) != p.shape:
-            raise CheckpointError(f"parameter {p.name} has shape {tuple(array.shape)}; expected {p.shape}")
-        array = p.to_flax(array)
-        node = params
+            raise CheckpointError(f"parameter {name} has shape {tuple(array.shape)}; expected {p.shape}")
         *parents, leaf = p.flax_path.split("/")
+        node = params
         for key in parents:
             node = node.setdefault(key, {})
+        dtype = node[leaf].dtype if leaf in node else array.dtype
         # device_put moves the bytes; jnp.asarray would compile a copy program per shape.
-        node[leaf] = jax.device_put(np.ascontiguousarray(array))
+        node[leaf] = jax.device_put(np.ascontiguousarray(p.to_flax(array), dtype=dtype))
     return params
+
+
+def _check_state_names(spec: ModelSpec, state: dict, partial: bool) -> None:
+    """Every name of `state` is a stored parameter of `spec` (and, unless `partial`, every one is there)."""
+    for name in state:
+        if name in spec.tied_by_name:
+            raise CheckpointError(
+                f"parameter {name} is tied to {spec.tied_by_name[name].source}; expected the stored name only"
+            )
+        if name not in spec.by_name:
+            raise CheckpointError(f"parameter {name} is not a parameter of this model; expected a stored name of "
+                                  "model_spec(config)")
+    if not partial:
+        missing = [p.name for p in spec if p.name not in state]
+        if missing:
+            raise CheckpointError(
+                f"{len(missing)} parameter(s) are missing from the state, e.g. {missing[0]}; expected every stored "
+                "name of model_spec(config) (partial=True loads a subset)"
+            )
 
 
 def _param_leaf(params: dict, p):
@@ -109,26 +112,17 @@ def _param_leaf(params: dict, p):
 
 def _params_to_state(spec: ModelSpec, params: dict) -> dict[str, np.ndarray]:
     """Nested Flax params -> canonical `{name: numpy array}`; every spec path must be there."""
-    return {p.name: p.from_flax(np.asarray(_param_leaf(params, p))) for p in spec}
+    return {p.name: p.from_flax(np.array(_param_leaf(params, p))) for p in spec}  # writable copies
 
 
-def _tied_paths(config: EncoderDecoderConfig, spec: ModelSpec) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """(tied Flax path, stored Flax path) of the decoder tensors `tie_encoder_decoder` shares with the encoder.
-
-    A decoder base-model tensor `decoder.<base>.X` is the encoder's `encoder.X`; in
-    Flax paths, `decoder/<base>/...` is the encoder's `encoder/...`. The LM head's
-    tie to the word embeddings is done by the modules themselves.
-    """
-    if not config.tie_encoder_decoder:
-        return []
-    base = BASE_MODEL_PREFIX[config.decoder.model_type]
-    out = []
-    for t in spec.tied:
-        if t.name.startswith(f"decoder.{base}.") and t.source.startswith("encoder."):
-            source = spec.by_name[t.source].flax_path
-            target = f"decoder/{base}/" + source[len("encoder/"):]
-            out.append((tuple(target.split("/")), tuple(source.split("/"))))
-    return out
+def _tied_paths(spec: ModelSpec) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(tied Flax path, stored Flax path) of the tensors `tie_encoder_decoder` shares between the
+    encoder and the decoder's body. The LM head's tie to the word embeddings is left out: the
+    modules themselves do it."""
+    return [
+        (tuple(spec.flax_path(name).split("/")), tuple(spec.flax_path(source).split("/")))
+        for name, source in spec.tied_pairs(shared_with_encoder=True)
+    ]
 
 
 def _with_tied(params: dict, tied) -> dict:
@@ -177,22 +171,15 @@ class _FlaxEncoderDecoderModule(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         return self.encoder(input_ids, **kwargs)
 
-    def _decode(
-        self,
-        decoder_input_ids,
-        encoder_hidden_states,
-        encoder_attention_mask,
-        decoder_attention_mask,
-        decoder_position_ids,
-        past_key_values,
-        output_attentions,
-        output_hidden_states,
-        deterministic,
-    ):
-        # With a cache the cross-attention keys/values are in it; the encoder states are not needed.
+    def _decode(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask, decoder_attention_mask,
+                decoder_position_ids, past_key_values, output_attentions, output_hidden_states, deterministic):
+        # With a cache the cross-attention keys/values and the encoder mask are in it; the encoder
+        # states are not needed.
         projected = None
         if past_key_values is None:
             projected = self._project(encoder_hidden_states)
+        elif encoder_attention_mask is None:
+            encoder_attention_mask = past_key_values["encoder_attention_mask"]
         return self.decoder(
             decoder_input_ids,
             attention_mask=decoder_attention_mask,
@@ -205,43 +192,24 @@ class _FlaxEncoderDecoderModule(nn.Module):
             deterministic=deterministic,
         )
 
-    def _init_cache(self, encoder_hidden_states, max_length):
-        """A cache for `max_length` decoder tokens: zero self-attention keys/values `[B, H, L, D]`
-        and the cross-attention keys/values of the (projected) encoder states `[B, H, S, D]`."""
+    def _init_cache(self, batch_size, max_length, encoder_hidden_states, encoder_attention_mask):
+        """A cache for `max_length` decoder tokens: zero self-attention keys/values `[batch_size, H, L, D]`
+        (batch_size = n * B: n rows per batch item), the cross-attention keys/values of the (projected)
+        encoder states `[B, H, S, D]`, and the encoder mask `[B, S]` (or None) the cross-attention applies."""
         cfg = self.config.decoder
         cross = self.decoder._cross_key_values(self._project(encoder_hidden_states))
-        batch = encoder_hidden_states.shape[0]
-        zeros = jnp.zeros((batch, cfg.num_attention_heads, max_length, cfg.head_dim), self.dtype)
+        zeros = jnp.zeros((batch_size, cfg.num_attention_heads, max_length, cfg.head_dim), self.dtype)
         layers = tuple({"key": zeros, "value": zeros, "cross_key": k, "cross_value": v} for k, v in cross)
-        return {"index": jnp.zeros((), jnp.int32), "layers": layers}
+        return {"index": jnp.zeros((), jnp.int32), "encoder_attention_mask": encoder_attention_mask, "layers": layers}
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask,
-        token_type_ids,
-        position_ids,
-        decoder_input_ids,
-        decoder_attention_mask,
-        decoder_position_ids,
-        output_attentions=False,
-        output_hidden_states=False,
-        deterministic=True,
-    ):
+    def __call__(self, input_ids, attention_mask, token_type_ids, position_ids, decoder_input_ids,
+                 decoder_attention_mask, decoder_position_ids, output_attentions=False, output_hidden_states=False,
+                 deterministic=True):
         enc = self._encode(
             input_ids, attention_mask, token_type_ids, position_ids, output_attentions, output_hidden_states, deterministic
         )
-        dec = self._decode(
-            decoder_input_ids,
-            enc.last_hidden_state,
-            attention_mask,
-            decoder_attention_mask,
-            decoder_position_ids,
-            None,
-            output_attentions,
-            output_hidden_states,
-            deterministic,
-        )
+        dec = self._decode(decoder_input_ids, enc.last_hidden_state, attention_mask, decoder_attention_mask,
+                           decoder_position_ids, None, output_attentions, output_hidden_states, deterministic)
         return Seq2SeqLMOutput(
             logits=dec.logits,
             decoder_hidden_states=dec.hidden_states,
@@ -253,33 +221,21 @@ class _FlaxEncoderDecoderModule(nn.Module):
         )
 
 
-def _max_positions(cfg) -> int:
-    """How many tokens an architecture's position table covers."""
-    if cfg.model_type == "roberta":
-        return cfg.max_position_embeddings - cfg.pad_token_id - 1
-    return cfg.max_position_embeddings
+def _int32(x):
+    """Concrete ids or masks as int32 numpy (one compiled program for every integer dtype, and no
+    device work before the model runs); None and traced arrays pass through."""
+    return x if x is None or isinstance(x, jax.core.Tracer) else np.asarray(x, np.int32)
 
 
-def _host(x, dtype=None):
-    """A concrete array as numpy (`dtype` if given) so that preparing inputs compiles nothing;
-    None and traced arrays (inside a user's jit) pass through."""
-    if x is None or isinstance(x, jax.core.Tracer):
-        return x
-    return np.asarray(x, dtype)
+def _cache_facts(cache: dict) -> tuple[int, int]:
+    """(cached tokens, cache length) of a cache; the index counts as 0 when traced."""
+    index = cache["index"]
+    return (int(index) if _is_concrete(index) else 0), cache["layers"][0]["key"].shape[2]
 
 
-def _ids(x):
-    return _host(x, np.int32)
-
-
-def _check_mask(name, mask, shape):
-    if mask is not None and tuple(np.shape(mask)) != tuple(shape):
-        raise InputError(f"{name} has shape {tuple(np.shape(mask))}; expected {tuple(shape)}")
-
-
-def _check_batch(name, array, batch):
-    if array is not None and np.shape(array)[0] != batch:
-        raise InputError(f"{name} has batch size {np.shape(array)[0]}; expected {batch}, the batch size of input_ids")
+def _last_hidden_state(encoder_outputs):
+    """The encoder states `[B, S, H]` of `encode`'s output (or of a tuple holding them first)."""
+    return encoder_outputs[0] if isinstance(encoder_outputs, tuple) else encoder_outputs.last_hidden_state
 
 
 class _Compiled:
@@ -324,9 +280,9 @@ class FlaxEncoderDecoderModel:
         self.spec = model_spec(config)
         self.module = _FlaxEncoderDecoderModule(config, self.dtype)
         self.generation_config = GenerationConfig.from_model_config(config)
-        self._tied = _tied_paths(config, self.spec)
+        self._tied = _tied_paths(self.spec)
         if params is None:
-            params = _state_to_params(self.spec, init_weights(config, seed))
+            params = _put_state({}, self.spec, init_weights(config, seed))
         else:
             for p in self.spec:  # every path present, with its shape
                 _param_leaf(params, p)
@@ -338,7 +294,9 @@ class FlaxEncoderDecoderModel:
         self._jit_forward = self._jit(self._forward, static_argnames=flags)
         self._jit_encode = self._jit(self._encode, static_argnames=flags)
         self._jit_decode = self._jit(self._decode, static_argnames=flags)
-        self._jit_init_cache = self._jit(self._init_cache, static_argnames=("max_length",))
+        self._jit_init_cache = self._jit(self._init_cache, static_argnames=("batch_size", "max_length"))
+        self._jit_decode_step = self._jit(self._decode_step)
+        self._jit_reorder_cache = self._jit(_reorder_cache)
         self._generate_fns: dict = {}
 
     def _jit(self, fn, **kwargs):
@@ -411,74 +369,26 @@ class FlaxEncoderDecoderModel:
             method=_FlaxEncoderDecoderModule._decode,
         )
 
-    def _init_cache(self, params, encoder_hidden_states, max_length):
+    def _init_cache(self, params, batch_size, max_length, encoder_hidden_states, encoder_attention_mask):
         return self.module.apply(
-            self._variables(params), encoder_hidden_states, max_length, method=_FlaxEncoderDecoderModule._init_cache
+            self._variables(params),
+            batch_size,
+            max_length,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            method=_FlaxEncoderDecoderModule._init_cache,
         )
 
-    # -- input checks (on the host, before any work) --------------------------------
-
-    def _check_encoder_inputs(self, input_ids, attention_mask, token_type_ids, position_ids):
-        enc = self.config.encoder
-        check_input_ids(input_ids, enc.vocab_size, _max_positions(enc), "input_ids")
-        shape = np.shape(input_ids)
-        _check_mask("attention_mask", attention_mask, shape)
-        if token_type_ids is not None:
-            if enc.model_type == "bert-generation":
-                raise InputError("bert-generation has no token types; expected token_type_ids=None")
-            _check_mask("token_type_ids", token_type_ids, shape)
-            check_input_ids(token_type_ids, enc.type_vocab_size, name="token_type_ids")
-        if position_ids is not None:
-            if tuple(np.shape(position_ids)) not in (tuple(shape), (1, shape[1])):
-                raise InputError(f"position_ids has shape {tuple(np.shape(position_ids))}; expected {tuple(shape)}")
-            check_input_ids(position_ids, enc.max_position_embeddings, name="position_ids")
-
-    def _check_decoder_inputs(self, decoder_input_ids, decoder_attention_mask, decoder_position_ids, batch, cache):
-        dec = self.config.decoder
-        max_positions = _max_positions(dec) if cache is None else None
-        check_input_ids(decoder_input_ids, dec.vocab_size, max_positions, "decoder_input_ids")
-        _check_batch("decoder_input_ids", decoder_input_ids, batch)
-        shape = np.shape(decoder_input_ids)
-        if cache is not None:
-            cache_length = cache["layers"][0]["key"].shape[2]
-            _check_mask("decoder_attention_mask", decoder_attention_mask, (shape[0], cache_length))
-            index = cache["index"]
-            if _is_concrete(index) and int(index) + shape[1] > cache_length:
-                raise InputError(
-                    f"decoder_input_ids adds {shape[1]} tokens to a cache holding {int(index)} of {cache_length}; "
-                    f"expected at most {cache_length - int(index)} (make the cache longer with init_cache)"
-                )
-        else:
-            _check_mask("decoder_attention_mask", decoder_attention_mask, shape)
-        if decoder_position_ids is not None:
-            if tuple(np.shape(decoder_position_ids)) not in (tuple(shape), (1, shape[1])):
-                raise InputError(
-                    f"decoder_position_ids has shape {tuple(np.shape(decoder_position_ids))}; expected {tuple(shape)}"
-                )
-            check_input_ids(decoder_position_ids, dec.max_position_embeddings, name="decoder_position_ids")
-
-    def _check_labels(self, labels, decoder_input_ids):
-        if labels is None:
-            return
-        if np.ndim(labels) != 2:
-            raise InputError(f"labels has shape {tuple(np.shape(labels))}; expected [batch, target length]")
-        if decoder_input_ids is not None and tuple(np.shape(labels)) != tuple(np.shape(decoder_input_ids)):
-            raise InputError(
-                f"labels has shape {tuple(np.shape(labels))}; expected {tuple(np.shape(decoder_input_ids))} like "
-                "decoder_input_ids"
-            )
-        if _is_concrete(labels) and np.size(labels):
-            values = np.asarray(labels)
-            vocab = self.config.decoder.vocab_size
-            bad = values[(values != -100) & ((values < 0) | (values >= vocab))]
-            if bad.size:
-                raise InputError(f"labels hold {int(bad[0])}; expected ids in [0, {vocab}) or -100 (ignored)")
+    def _decode_step(self, params, decoder_input_ids, cache, decoder_position_ids):
+        """`decode_step` as a pure function of params (the generation loops call it under their jit)."""
+        out = self._decode(params, decoder_input_ids, None, None, None, decoder_position_ids, cache, None)
+        return out.logits, out.past_key_values
 
     # -- the transformers Flax API ---------------------------------------------------
 
     def __call__(
         self,
-        input_ids,
+        input_ids=None,
         attention_mask=None,
         decoder_input_ids=None,
         decoder_attention_mask=None,
@@ -498,31 +408,28 @@ class FlaxEncoderDecoderModel:
         shifted right (-100 -> pad) and the decoder mask marks their non-pad tokens;
         `loss` is the mean cross-entropy over labels that are not -100.
         """
-        self._check_encoder_inputs(input_ids, attention_mask, token_type_ids, position_ids)
-        batch = np.shape(input_ids)[0]
-        self._check_labels(labels, decoder_input_ids)
-        if labels is not None:
-            _check_batch("labels", labels, batch)
+        inputs.check_model_inputs(
+            self.config, _fact(input_ids), _fact(attention_mask), _fact(decoder_input_ids),
+            _fact(decoder_attention_mask), None, _fact(labels), _fact(token_type_ids), _fact(position_ids),
+            _fact(decoder_position_ids),
+        )
         if decoder_input_ids is None:
-            if labels is None:
-                raise InputError("decoder_input_ids and labels are both None; expected one of them")
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
             if decoder_attention_mask is None:
                 # transformers masks the decoder's pad tokens when it makes the decoder inputs from labels
                 decoder_attention_mask = decoder_input_ids != self.config.pad_token_id
-        self._check_decoder_inputs(decoder_input_ids, decoder_attention_mask, decoder_position_ids, batch, None)
         if attention_mask is None:
             attention_mask = np.ones(np.shape(input_ids), np.int32)
         return self._jit_forward(
             self.params if params is None else params,
-            _ids(input_ids),
-            _ids(attention_mask),
-            _ids(token_type_ids),
-            _ids(position_ids),
-            _ids(decoder_input_ids),
-            _ids(decoder_attention_mask),
-            _ids(decoder_position_ids),
-            _ids(labels),
+            _int32(input_ids),
+            _int32(attention_mask),
+            _int32(token_type_ids),
+            _int32(position_ids),
+            _int32(decoder_input_ids),
+            _int32(decoder_attention_mask),
+            _int32(decoder_position_ids),
+            _int32(labels),
             dropout_rng,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
@@ -542,15 +449,16 @@ class FlaxEncoderDecoderModel:
         train: bool = False,
     ) -> BaseModelOutput:
         """The encoder's outputs for `input_ids` `[B, S]` (not yet projected to the decoder's width)."""
-        self._check_encoder_inputs(input_ids, attention_mask, token_type_ids, position_ids)
+        inputs.check_encoder_inputs(self.config, _fact(input_ids), _fact(attention_mask), _fact(token_type_ids),
+                                    _fact(position_ids))
         if attention_mask is None:
             attention_mask = np.ones(np.shape(input_ids), np.int32)
         return self._jit_encode(
             self.params if params is None else params,
-            _ids(input_ids),
-            _ids(attention_mask),
-            _ids(token_type_ids),
-            _ids(position_ids),
+            _int32(input_ids),
+            _int32(attention_mask),
+            _int32(token_type_ids),
+            _int32(position_ids),
             dropout_rng,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
@@ -578,17 +486,22 @@ class FlaxEncoderDecoderModel:
         whole cache `[B, max_length]`, and the output's `past_key_values` is the
         updated cache.
         """
-        encoder_hidden_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else encoder_outputs.last_hidden_state
+        encoder_hidden_states = _last_hidden_state(encoder_outputs)
         batch = np.shape(encoder_hidden_states)[0]
-        self._check_decoder_inputs(decoder_input_ids, decoder_attention_mask, decoder_position_ids, batch, past_key_values)
-        _check_mask("encoder_attention_mask", encoder_attention_mask, np.shape(encoder_hidden_states)[:2])
+        past_length, cache_length = (0, None) if past_key_values is None else _cache_facts(past_key_values)
+        inputs.check_decoder_inputs(
+            self.config, _fact(decoder_input_ids), batch, _fact(decoder_attention_mask), _fact(decoder_position_ids),
+            past_length=past_length, cache_length=cache_length, mask_length=cache_length,
+        )
+        inputs.check_mask(_fact(encoder_attention_mask), np.shape(encoder_hidden_states)[:2], "encoder_attention_mask",
+                          "like encoder_outputs")
         return self._jit_decode(
             self.params if params is None else params,
-            _ids(decoder_input_ids),
+            _int32(decoder_input_ids),
             encoder_hidden_states,
-            _ids(encoder_attention_mask),
-            _ids(decoder_attention_mask),
-            _ids(decoder_position_ids),
+            _int32(encoder_attention_mask),
+            _int32(decoder_attention_mask),
+            _int32(decoder_position_ids),
             past_key_values,
             dropout_rng,
             output_attentions=output_attentions,
@@ -596,51 +509,99 @@ class FlaxEncoderDecoderModel:
             train=train,
         )
 
-    def init_cache(self, batch_size: int, max_length: int, encoder_outputs, params: Optional[dict] = None) -> dict:
-        """A fixed-size cache for `max_length` decoder tokens: `{"index", "layers": ({"key", "value",
-        "cross_key", "cross_value"}, ...)}`, the cross-attention keys/values computed once from
-        `encoder_outputs`."""
-        encoder_hidden_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else encoder_outputs.last_hidden_state
-        if np.shape(encoder_hidden_states)[0] != batch_size:
+    def init_cache(self, batch_size: int, max_length: int, encoder_outputs, encoder_attention_mask=None,
+                   params: Optional[dict] = None) -> dict:
+        """A fixed-size cache for `max_length` decoder tokens over `encoder_outputs` (from `encode`, `[B, S,
+        H_enc]`): `{"index": int32 [], "encoder_attention_mask": [B, S] or None, "layers": ({"key", "value":
+        [batch_size, H, L, D], "cross_key", "cross_value": [B, H, S, D]}, ...)}`, cross keys/values computed
+        once. `batch_size` is B or n * B (n rows per batch item, item by item: beam search's beams); the
+        cross keys/values and the mask stay per item: its rows attend them together (`_fold_beams_attend`)."""
+        encoder_hidden_states = _last_hidden_state(encoder_outputs)
+        batch = np.shape(encoder_hidden_states)[0]
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1 or batch_size % batch:
             raise InputError(
-                f"encoder_outputs have batch size {np.shape(encoder_hidden_states)[0]}; expected batch_size={batch_size}"
+                f"batch_size is {batch_size!r}; expected a positive multiple of the encoder output's batch {batch}"
             )
-        limit = _max_positions(self.config.decoder)
+        inputs.check_mask(_fact(encoder_attention_mask), np.shape(encoder_hidden_states)[:2], "encoder_attention_mask",
+                          "like encoder_outputs")
+        limit = self.config.decoder.max_positions
         if max_length > limit:
             raise InputError(
                 f"max_length {max_length} is longer than the decoder's position table ({limit} tokens); "
                 f"expected max_length <= {limit}"
             )
-        return self._jit_init_cache(self.params if params is None else params, encoder_hidden_states, max_length=max_length)
+        return self._jit_init_cache(
+            self.params if params is None else params,
+            batch_size=int(batch_size),
+            max_length=max_length,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=_int32(encoder_attention_mask),
+        )
+
+    def decode_step(self, decoder_input_ids, cache: dict, decoder_position_ids=None, params: Optional[dict] = None):
+        """`[B, T]` tokens after the `cache["index"]` cached ones -> (logits `[B, T, V]`, the cache with
+        its index advanced by T). The cache comes from `init_cache` or an earlier `decode_step`."""
+        past_length, cache_length = _cache_facts(cache)
+        inputs.check_decoder_inputs(
+            self.config, _fact(decoder_input_ids), cache["layers"][0]["key"].shape[0], None,
+            _fact(decoder_position_ids), past_length=past_length, cache_length=cache_length,
+        )
+        return self._jit_decode_step(
+            self.params if params is None else params, _int32(decoder_input_ids), cache, _int32(decoder_position_ids)
+        )
+
+    def reorder_cache(self, cache: dict, rows) -> dict:
+        """The cache with its self-attention rows `[N]` reordered (beam search: row i continues from
+        row `rows[i]`). Cross keys/values and the encoder mask follow the rows when they have as many
+        rows as the self-attention keys; kept per batch item otherwise (then `rows` must stay within
+        each row's batch item, as beam search's do)."""
+        return self._jit_reorder_cache(cache, _int32(rows))
 
     def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
-                 **kwargs):
+                 decoder_input_ids=None, **options):
         """Greedy, sampling or beam search with transformers 5's semantics, the whole loop under one
         `jax.jit` (see `encdec.flax.generation.generate`). Sampling draws from `prng_key=` (a
         `jax.random` key) or `seed=`. A second call with the same shapes and structural options
         compiles nothing."""
         from .generation import generate
 
-        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)
 
     # -- weights ---------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, directory, *, dtype=jnp.float32, fmt: Optional[str] = None,
-                        compiler_options: Optional[dict] = None, **kwargs):
-        """Load a checkpoint folder written by transformers or encdec, in any of the four formats
-        (`fmt` picks one when several are there). kwargs set keys of the config."""
-        from ..weights.convert import load_state
+    def from_state(cls, config: EncoderDecoderConfig, state: dict, dtype=None) -> "FlaxEncoderDecoderModel":
+        """A model holding `state`: canonical numpy tensors (transformers' PyTorch names and layouts),
+        exactly the stored names of `model_spec(config)`. `dtype` is the computation dtype (float32 if None)."""
+        if not isinstance(config, EncoderDecoderConfig):
+            raise ConfigError(f"config is a {type(config).__name__}; expected an EncoderDecoderConfig")
+        params = _put_state({}, model_spec(config), state)
+        return cls(config, dtype=jnp.float32 if dtype is None else dtype, params=params)
 
-        directory = os.fspath(directory)
-        config = kwargs.pop("config", None) or EncoderDecoderConfig.from_pretrained(directory)
-        for key, value in kwargs.items():
-            setattr(config, key, value)
-        spec = model_spec(config)
-        state, _report = load_state(directory, spec, fmt=fmt)
-        model = cls(config, dtype=dtype, params=_state_to_params(spec, state), compiler_options=compiler_options)
-        if os.path.isfile(os.path.join(directory, GENERATION_CONFIG_NAME)):
-            model.generation_config = GenerationConfig.from_pretrained(directory)
+    def canonical_state(self) -> dict[str, np.ndarray]:
+        """The stored parameters as numpy arrays by canonical name (tied names left out)."""
+        return _params_to_state(self.spec, self.params)
+
+    def load_canonical_state(self, state: dict, partial: bool = False) -> None:
+        """Copy canonical tensors into `params` (same tree, same dtypes); every stored name is needed
+        unless `partial`. An unknown name or a wrong shape raises CheckpointError."""
+        self.params = _put_state(self.params, self.spec, state, partial)
+
+    @classmethod
+    def from_pretrained(cls, directory, *, fmt: Optional[str] = None, dtype=None,
+                        config: Optional[EncoderDecoderConfig] = None, compiler_options: Optional[dict] = None,
+                        **kwargs):
+        """Load a checkpoint folder written by transformers or encdec, in any of the four formats
+        (`fmt` picks one when several are there). kwargs set keys of the config. `dtype` is the
+        computation dtype (default float32)."""
+        from ..weights.pretrained import read_model_folder
+
+        folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        spec = model_spec(folder.config)
+        model = cls(folder.config, dtype=jnp.float32 if dtype is None else dtype,
+                    params=_put_state({}, spec, folder.state), compiler_options=compiler_options)
+        if folder.generation_config is not None:
+            model.generation_config = folder.generation_config
         return model
 
     def save_pretrained(
@@ -654,22 +615,11 @@ class FlaxEncoderDecoderModel:
         config.json and generation_config.json.
 
         The folder is written to a temporary sibling and renamed into place, so a
-        failure leaves any previous checkpoint there whole; weight files of the
-        previous checkpoint are not carried into the new one.
+        failure leaves any previous checkpoint there whole (`write_model_folder`).
         """
-        from ..weights.convert import save_state
-        from ..weights.formats import is_weight_file
-        from ..weights.io import atomic_directory, parse_size
-
-        fmt = "safetensors" if safe_serialization else "flax"
-        shard_size = parse_size(max_shard_size) if max_shard_size is not None else None
-        state = _params_to_state(self.spec, self.params if params is None else params)
-        config = self.config.copy()
-        config.architectures = ["EncoderDecoderModel"]
-        with atomic_directory(save_directory, keep=lambda name: not is_weight_file(name)) as tmp:
-            save_state(state, self.spec, tmp, fmt, shard_size=shard_size)
-            config.save_pretrained(tmp)
-            self.generation_config.save_pretrained(tmp)
+        state = self.canonical_state() if params is None else _params_to_state(self.spec, params)
+        write_model_folder(save_directory, state, self.spec, self.config, self.generation_config,
+                           "safetensors" if safe_serialization else "flax", max_shard_size)
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -688,48 +638,13 @@ class FlaxEncoderDecoderModel:
         (`encoder_config=` / `decoder_config=` give a config); the others, and
         `decoder_start_token_id`, update the joined config. What the checkpoints lack
         (cross-attention, often the LM head, `enc_to_dec_proj`) is drawn with
-        `init_weights(config, init_seed)` and logged by name; `initialised_parameters`
-        lists it.
+        `init_weights(config, init_seed)` and logged by name
+        (`encdec.weights.pretrained.join_pretrained`); `initialised_parameters` lists it.
         """
-        from ..weights.convert import load_component
-
-        parts = split_role_kwargs(kwargs)
-        joined = kwargs
-        configs, paths = {}, {}
-        for role, path in (("encoder", encoder_pretrained_model_name_or_path),
-                           ("decoder", decoder_pretrained_model_name_or_path)):
-            if path is None:
-                raise ConfigError(f"no {role} given; expected {role}_pretrained_model_name_or_path")
-            paths[role] = os.fspath(path)
-            options = parts[role]
-            config = options.pop("config", None)
-            config = config.copy() if config is not None else load_arch_config(paths[role])
-            for key, value in options.items():
-                setattr(config, key, value)
-            if role == "encoder" and (config.is_decoder or config.add_cross_attention):
-                logger.info("%s: loading a decoder config as the encoder; cross-attention and the causal mask are off",
-                            paths[role])
-                config.is_decoder = False
-                config.add_cross_attention = False
-            configs[role] = config
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(configs["encoder"], configs["decoder"], **joined)
-        spec = model_spec(config)
-        state = init_weights(config, seed=init_seed)
-        drawn = []
-        for role in ("encoder", "decoder"):
-            loaded, report = load_component(paths[role], getattr(config, role), role)
-            for name, array in loaded.items():
-                state[f"{role}.{name}"] = array
-            drawn += [f"{role}.{name}" for name in report.missing]
-        drawn += [p.name for p in spec if p.name.startswith("enc_to_dec_proj.")]
-        drawn = [name for name in drawn if name in spec.by_name]
-        if drawn:
-            logger.warning(
-                "%d parameter(s) are not in the pretrained checkpoints and were newly initialised "
-                "(init_weights, seed %d): %s",
-                len(drawn), init_seed, ", ".join(drawn),
-            )
-        model = cls(config, dtype=dtype, params=_state_to_params(spec, state), compiler_options=compiler_options)
+        config, state, drawn = join_pretrained(encoder_pretrained_model_name_or_path,
+                                               decoder_pretrained_model_name_or_path, kwargs, init_seed)
+        model = cls(config, dtype=dtype, params=_put_state({}, model_spec(config), state),
+                    compiler_options=compiler_options)
         model.initialised_parameters = drawn
         return model
 
@@ -745,19 +660,18 @@ class FlaxEncoderDecoderModel:
 
     def get_input_embeddings(self, params: Optional[dict] = None):
         """The encoder's word-embedding table `[V, H]`."""
-        return self._param_by_name("encoder.embeddings.word_embeddings.weight", params)
+        return self._param_by_name(word_embedding_name(self.config.encoder, "encoder"), params)
 
     def get_output_embeddings(self, params: Optional[dict] = None):
         """The decoder's output projection `[V, H]` (the word-embedding table when tied)."""
-        name = "decoder." + _HEAD_PROJECTION[self.config.decoder.model_type]
-        if name not in self.spec.by_name:
-            name = self.spec.tied_by_name[name].source
+        name = self.spec.stored_name(output_projection_name(self.config.decoder))
         array = self._param_by_name(name, params)
         return array.T if self.spec.by_name[name].kind == "dense" else array  # Flax kernels are [H, V]
 
     def _param_by_name(self, name: str, params: Optional[dict] = None):
+        """The params entry holding canonical `name` (its stored source when tied)."""
         node = self.params if params is None else params
-        for key in self.spec.by_name[name].flax_path.split("/"):
+        for key in self.spec.flax_path(self.spec.stored_name(name)).split("/"):
             node = node[key]
         return node
 
@@ -776,13 +690,8 @@ class FlaxEncoderDecoderModel:
             config, state = resize_decoder_vocab(self.config, old, new_num_tokens)
             generation_config = self.generation_config
             fns = self._generate_fns
-            self.__init__(config, dtype=self.dtype, params=_state_to_params(model_spec(config), state),
+            self.__init__(config, dtype=self.dtype, params=_put_state({}, model_spec(config), state),
                           compiler_options=self.compiler_options)
             self.generation_config = generation_config
             fns.clear()
-        base = BASE_MODEL_PREFIX[self.config.decoder.model_type]
-        table = "wte" if self.config.decoder.model_type == "gpt2" else "embeddings.word_embeddings"
-        name = f"decoder.{base}.{table}.weight"
-        if name not in self.spec.by_name:  # tie_encoder_decoder: the decoder uses the encoder's table
-            name = self.spec.tied_by_name[name].source
-        return self._param_by_name(name)
+        return self._param_by_name(word_embedding_name(self.config.decoder))

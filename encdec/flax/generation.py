@@ -9,6 +9,11 @@ positions), so every step has the same shapes. A processor is called as
 `processor(sequences, cur_len, scores)`, `sequences` being the whole buffer and
 `cur_len` (traced) how much of it is filled, as in the other ports.
 
+The plan (special tokens, lengths, prompt, processors and their options) is the core's
+(`encdec.generation.plan_generation`); each step is the model's `decode_step` and
+`reorder_cache` (their pure halves); a step whose logits hold a NaN is recorded in
+the loop and raised as NonFiniteError on the host.
+
 What is static (a change compiles a new loop): shapes (batch, input length,
 decoder prompt length, max_length, num_beams; num_return_sequences when
 sampling without beams), do_sample, output_scores, the number of eos ids (0 and
@@ -30,11 +35,12 @@ import numpy as np
 from flax import struct
 from jax import lax
 
+from .. import inputs
 from ..config import GenerationConfig
-from ..errors import ConfigError, InputError
-from .common import _is_concrete
+from ..errors import InputError, NonFiniteError
+from ..generation import plan_generation
+from .common import _is_concrete, _reorder_cache
 
-_EARLY_STOPPING = {False: 0, True: 1, "never": 2}
 _NEG = -1.0e9  # transformers' "very large negative" beam score
 
 # ---------------------------------------------------------------------------
@@ -178,42 +184,105 @@ class FlaxTopPLogitsWarper:
 
 @dataclasses.dataclass(frozen=True)
 class _Static:
-    """The options that decide shapes or which code runs: the key of the compiled-loop cache."""
+    """What decides shapes or which code runs in the compiled loop: the key of its cache.
+
+    Read off the core's plan (`encdec.generation.GenerationPlan`); the plan's other
+    values (token ids, min_length, the processors' options) are traced inputs, so
+    changing them compiles nothing.
+    """
 
     batch: int
     source_length: int
+    has_token_types: bool
     prompt_length: int
     max_length: int
     num_beams: int
-    expand: int  # rows per batch item: num_beams, or num_return_sequences when sampling
+    expand: int  # rows per batch item: num_beams, or num_return_sequences without beams
     do_sample: bool
     output_scores: bool
     eos_slots: int  # length of the eos id array (at least 1, padded with the vocabulary size)
-    beams_to_keep: int  # candidates kept per beam step: max(2, 1 + number of eos ids) * num_beams
-    repetition_penalty: bool
-    no_repeat_ngram_size: int
-    bad_words: tuple  # () without bad words, else (has single tokens, ((prefix length, count), ...))
-    forced_bos: bool
-    forced_eos_slots: int
-    has_token_types: bool
+    beams_to_keep: int
+    processors: tuple  # (name, structure) per processor that runs: only what fixes shapes and ops
+
+
+def _static(plan, batch: int, source_length: int, has_token_types: bool) -> _Static:
+    """The compiled loop's key for a plan and the input shapes."""
+    processors = []
+    for spec in plan.processors:
+        if spec.name in ("repetition_penalty", "forced_bos"):
+            processors.append((spec.name, None))
+        elif spec.name == "no_repeat_ngram":
+            processors.append((spec.name, spec["ngram_size"]))
+        elif spec.name == "bad_words":
+            groups = tuple((len(last), len(prefixes[0])) for prefixes, last in spec["groups"])
+            processors.append((spec.name, (bool(spec["single"]), groups)))
+        elif spec.name == "forced_eos":
+            processors.append((spec.name, len(spec["eos_token_ids"])))
+    return _Static(
+        batch=batch,
+        source_length=source_length,
+        has_token_types=has_token_types,
+        prompt_length=plan.prompt_length,
+        max_length=plan.max_length,
+        num_beams=plan.num_beams,
+        expand=plan.rows_per_item,
+        do_sample=plan.do_sample,
+        output_scores=plan.output_scores,
+        eos_slots=max(1, len(plan.eos_token_ids)),
+        beams_to_keep=plan.beams_to_keep,
+        processors=tuple(processors),
+    )
+
+
+def _options(setup, vocab: int) -> dict:
+    """The plan's values the loop reads as traced inputs. Processors the plan leaves out that the
+    compiled loop always runs get values that change nothing: min length 0; when sampling,
+    temperature 1, top-k the whole vocabulary, top-p 1."""
+    plan = setup.plan
+    arrays = {spec.name: spec.arrays() for spec in plan.processors}
+    sampling = {**arrays.get("top_p", {}), **arrays.get("top_k", {})}
+    single = arrays.get("bad_words", {}).get("single")
+    return dict(
+        # No eos id: one slot holding the vocabulary size, an id no token has.
+        eos_token_ids=np.asarray(plan.eos_token_ids or (vocab,), np.int32),
+        pad_token_id=np.int32(plan.fill_token_id),
+        output_fill=np.int32(plan.beam_fill_token_id),
+        min_length=np.int32(plan.min_length),
+        length_penalty_table=setup.length_penalty_table,
+        early_stopping_true=np.bool_(setup.early_stopping_true),
+        heuristic_at_max_length=np.bool_(setup.heuristic_at_max_length),
+        repetition_penalty=arrays.get("repetition_penalty", {}).get("penalty", np.float32(1.0)),
+        temperature=arrays.get("temperature", {}).get("temperature", np.float32(1.0)),
+        top_k=sampling.get("top_k", np.int32(vocab)),
+        top_p=sampling.get("top_p", np.float32(1.0)),
+        min_tokens_to_keep=sampling.get("min_tokens_to_keep", np.int32(1)),
+        forced_bos_token_id=arrays.get("forced_bos", {}).get("token_id", np.int32(0)),
+        forced_eos_token_ids=arrays.get("forced_eos", {}).get("eos_token_ids", np.zeros(0, np.int32)),
+        bad_words_single=np.zeros(1, bool) if single is None else single,
+        bad_words_groups=arrays.get("bad_words", {}).get("groups", ()),
+    )
 
 
 def build_logits_processors(static: _Static, opts: dict) -> list:
-    """The processors the options ask for, in transformers' order (sampling warpers last)."""
+    """The processors of the plan, in transformers' order (sampling warpers last). Min length and,
+    when sampling, the three warpers always run (their values may be no-ops): changing them
+    compiles nothing."""
     processors = []
-    if static.repetition_penalty:
-        processors.append(FlaxRepetitionPenaltyLogitsProcessor(opts["repetition_penalty"]))
-    if static.no_repeat_ngram_size:
-        processors.append(FlaxNoRepeatNGramLogitsProcessor(static.no_repeat_ngram_size))
-    if static.bad_words:
-        single = opts["bad_words_single"] if static.bad_words[0] else None
-        processors.append(FlaxNoBadWordsLogitsProcessor(single, opts["bad_words_groups"]))
+    for name, structure in static.processors:
+        if name == "repetition_penalty":
+            processors.append(FlaxRepetitionPenaltyLogitsProcessor(opts["repetition_penalty"]))
+        elif name == "no_repeat_ngram":
+            processors.append(FlaxNoRepeatNGramLogitsProcessor(structure))
+        elif name == "bad_words":
+            single = opts["bad_words_single"] if structure[0] else None
+            processors.append(FlaxNoBadWordsLogitsProcessor(single, opts["bad_words_groups"]))
     # Without eos ids (or with min_length <= 1) this bans nothing, as transformers' absent processor.
     processors.append(FlaxMinLengthLogitsProcessor(opts["min_length"], opts["eos_token_ids"]))
-    if static.forced_bos:
-        processors.append(FlaxForcedBOSTokenLogitsProcessor(opts["forced_bos_token_id"]))
-    if static.forced_eos_slots:
-        processors.append(FlaxForcedEOSTokenLogitsProcessor(static.max_length, opts["forced_eos_token_ids"]))
+    for name, _ in static.processors:
+        if name == "forced_bos":
+            processors.append(FlaxForcedBOSTokenLogitsProcessor(opts["forced_bos_token_id"]))
+        elif name == "forced_eos":
+            processors.append(FlaxForcedEOSTokenLogitsProcessor(static.max_length, opts["forced_eos_token_ids"]))
     if static.do_sample:
         processors.append(FlaxTemperatureLogitsWarper(opts["temperature"]))
         processors.append(FlaxTopKLogitsWarper(opts["top_k"]))
@@ -262,13 +331,6 @@ def _repeat_rows(tree, times: int):
     return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0) if jnp.ndim(x) else x, tree)
 
 
-def _reorder_cache(cache, rows):
-    """Keep self-attention cache rows `rows` `[N]`. The cross-attention keys/values are the same
-    for every beam of a batch item, so they need no reordering."""
-    layers = tuple(dict(layer, key=layer["key"][rows], value=layer["value"][rows]) for layer in cache["layers"])
-    return {"index": cache["index"], "layers": layers}
-
-
 class _Step:
     """One decoder step: `[N, 1]` tokens at `cur_len - 1` -> `[N, V]` float32 logits; returns the new cache.
 
@@ -278,10 +340,9 @@ class _Step:
     The other decoders count every token, so their defaults agree already.
     """
 
-    def __init__(self, model, params, encoder_mask, prompt_positions) -> None:
+    def __init__(self, model, params, prompt_positions) -> None:
         self.model = model
         self.params = params
-        self.encoder_mask = encoder_mask
         self.prompt_positions = prompt_positions
 
     def _positions(self, tokens, cur_len):
@@ -295,30 +356,26 @@ class _Step:
         return jnp.where(cur_len - 1 < p, in_prompt, after)
 
     def __call__(self, tokens, cur_len, cache):
-        out = self.model._decode(
-            self.params, tokens, None, self.encoder_mask, None, self._positions(tokens, cur_len), cache, None
-        )
-        return out.logits[:, -1].astype(jnp.float32), out.past_key_values
+        logits, cache = self.model._decode_step(self.params, tokens, cache, self._positions(tokens, cur_len))
+        return logits[:, -1].astype(jnp.float32), cache
 
 
 def _start(model, params, static: _Static, input_ids, attention_mask, token_type_ids, prompt):
     """Encode once per batch item, make the cache (`max_length - 1` positions: the last token is
-    never fed), repeat its rows per beam/sample, and feed all but the last prompt token.
-    -> (step, cache)."""
+    never fed) with `static.expand` self-attention rows per item (beams/samples; the cross keys/values
+    stay per item), and feed all but the last prompt token. -> (step, cache)."""
     encoder = model._encode(params, input_ids, attention_mask, token_type_ids, None, None)
-    cache = model._init_cache(params, encoder.last_hidden_state, static.max_length - 1)
-    cache = _repeat_rows(cache, static.expand)
-    encoder_mask = _repeat_rows(attention_mask, static.expand)
+    cache = model._init_cache(params, prompt.shape[0], static.max_length - 1, encoder.last_hidden_state,
+                              attention_mask)
     prompt_positions = None
     if model.config.decoder.model_type == "roberta":
         from .roberta import create_position_ids_from_input_ids
 
         prompt_positions = create_position_ids_from_input_ids(prompt, model.config.decoder.pad_token_id)
-    step = _Step(model, params, encoder_mask, prompt_positions)
+    step = _Step(model, params, prompt_positions)
     if static.prompt_length > 1:
         positions = None if prompt_positions is None else prompt_positions[:, :-1]
-        out = model._decode(params, prompt[:, :-1], None, encoder_mask, None, positions, cache, None)
-        cache = out.past_key_values
+        _, cache = model._decode_step(params, prompt[:, :-1], cache, positions)
     return step, cache
 
 
@@ -329,7 +386,8 @@ def _start(model, params, static: _Static, input_ids, attention_mask, token_type
 def greedy_search(step, processors, sequences, cache, static: _Static, eos_token_ids, pad_token_id, key):
     """Greedy decoding or sampling over the `[N, max_length]` buffer, the prompt filled.
 
-    Returns (sequences `[N, max_length]`, generated length, per-step scores `[L - P, N, V]` or None).
+    Returns (sequences `[N, max_length]`, generated length, per-step scores `[L - P, N, V]` or None,
+    the first step whose logits held a NaN or -1).
     """
     rows, length = sequences.shape
 
@@ -340,6 +398,7 @@ def greedy_search(step, processors, sequences, cache, static: _Static, eos_token
         cur_len = s["cur_len"]
         tokens = lax.dynamic_slice_in_dim(s["sequences"], cur_len - 1, 1, axis=1)  # [N, 1]
         logits, cache = step(tokens, cur_len, s["cache"])
+        nan_step = _first_nan(s["nan_step"], logits, cur_len - static.prompt_length)
         scores = _apply(processors, s["sequences"], cur_len, logits)
         key = s["key"]
         if static.do_sample:
@@ -357,6 +416,7 @@ def greedy_search(step, processors, sequences, cache, static: _Static, eos_token
             unfinished=unfinished,
             cache=cache,
             key=key,
+            nan_step=nan_step,
         )
         if static.output_scores:
             new["scores"] = s["scores"].at[cur_len - static.prompt_length].set(scores)
@@ -368,12 +428,18 @@ def greedy_search(step, processors, sequences, cache, static: _Static, eos_token
         unfinished=jnp.ones((rows,), bool),
         cache=cache,
         key=key,
+        nan_step=jnp.array(-1, jnp.int32),
     )
     if static.output_scores:
         vocab = step.model.config.decoder.vocab_size
         state["scores"] = jnp.zeros((length - static.prompt_length, rows, vocab), jnp.float32)  # [steps, N, V]
     state = lax.while_loop(cond, body, state)
-    return state["sequences"], state["cur_len"], state.get("scores")
+    return state["sequences"], state["cur_len"], state.get("scores"), state["nan_step"]
+
+
+def _first_nan(nan_step, logits, step):
+    """The first step whose logits held a NaN: `step` now if none did before and these do."""
+    return jnp.where((nan_step < 0) & jnp.any(jnp.isnan(logits)), step, nan_step)
 
 
 def _gather_beams(x, indices):
@@ -398,7 +464,7 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
     keep = static.beams_to_keep
     vocab = step.model.config.decoder.vocab_size
     lp = opts["length_penalty_table"]  # [L + 1]
-    early = opts["early_stopping"]  # 0: False, 1: True, 2: "never"
+    early_stopping_true = opts["early_stopping_true"]
     top_num_beam_mask = jnp.arange(keep) < k  # [keep]
     running_sequences = jnp.full((b, k, length), opts["output_fill"], jnp.int32)
     running_sequences = running_sequences.at[:, :, :p].set(sequences[:, :p].reshape(b, k, p))
@@ -408,6 +474,7 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
         cur_len = s["cur_len"]
         flat_running = s["running_sequences"].reshape(b * k, length)
         logits, cache = step(lax.dynamic_slice_in_dim(flat_running, cur_len - 1, 1, axis=1), cur_len, s["cache"])
+        nan_step = _first_nan(s["nan_step"], logits, cur_len - p)
         log_probs = _apply(processors, flat_running, cur_len, jax.nn.log_softmax(logits, axis=-1))
         step_scores = log_probs
         log_probs = log_probs.reshape(b, k, vocab) + s["running_beam_scores"][:, :, None]
@@ -449,7 +516,7 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
         # d. finished ones among the top `num_beams` replace worse finished hypotheses
         just_finished = hits & top_num_beam_mask[None, :]
         finished_scores = topk_log_probs / lp[cur_len + 1 - p]
-        beams_in_batch_are_full = jnp.all(s["is_sent_finished"], axis=-1, keepdims=True) & (early == 1)
+        beams_in_batch_are_full = jnp.all(s["is_sent_finished"], axis=-1, keepdims=True) & early_stopping_true
         finished_scores = finished_scores + beams_in_batch_are_full.astype(jnp.float32) * _NEG
         finished_scores = finished_scores + (~s["heuristic_unsatisfied"]).astype(jnp.float32) * _NEG
         finished_scores = finished_scores + (~just_finished).astype(jnp.float32) * _NEG
@@ -465,15 +532,14 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
 
         # e. can anything still change? (each running beam continues from the cache of the beam it extends)
         reorder = lax.dynamic_index_in_dim(running_beam_indices, cur_len - p, axis=2, keepdims=False).reshape(b * k)
-        cache = _reorder_cache(cache, reorder)
+        cache = _reorder_cache(cache, reorder)  # what `model.reorder_cache` runs
         cur_len = cur_len + 1
-        never = (early == 2) & (opts["length_penalty"] > 0.0)
-        best_hypothetical_length = jnp.where(never, length - p, cur_len - p)
+        best_hypothetical_length = jnp.where(opts["heuristic_at_max_length"], length - p, cur_len - p)
         best_running = running_beam_scores[:, :1] / lp[best_hypothetical_length]
         worst_finished = jnp.where(is_sent_finished, jnp.min(beam_scores, axis=1, keepdims=True), _NEG)
         heuristic_unsatisfied = s["heuristic_unsatisfied"] & jnp.any(best_running > worst_finished, axis=-1, keepdims=True)
         improvement_possible = jnp.any(heuristic_unsatisfied)
-        exists_open_beam = ~(jnp.all(is_sent_finished) & (early == 1))
+        exists_open_beam = ~(jnp.all(is_sent_finished) & early_stopping_true)
         valid_continuations = ~jnp.all(hits)
         new = dict(
             running_sequences=running_sequences,
@@ -488,6 +554,7 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
             done=~(improvement_possible & exists_open_beam & valid_continuations),
             cache=cache,
             key=key,
+            nan_step=nan_step,
         )
         if static.output_scores:
             new["scores"] = s["scores"].at[cur_len - 1 - p].set(step_scores)
@@ -507,70 +574,22 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
         done=jnp.array(False),
         cache=cache,
         key=key,
+        nan_step=jnp.array(-1, jnp.int32),
     )
     if static.output_scores:
         state["scores"] = jnp.zeros((length - p, b * k, vocab), jnp.float32)
     state = lax.while_loop(lambda s: ~s["done"], body, state)
-    return state["sequences"], state["beam_scores"], state["beam_indices"], state["cur_len"], state.get("scores")
+    return (state["sequences"], state["beam_scores"], state["beam_indices"], state["cur_len"], state.get("scores"),
+            state["nan_step"])
 
 
 # ---------------------------------------------------------------------------
 # generate: options on the host, the loop under one jit
 
 
-def _length_penalty_table(max_length: int, length_penalty) -> np.ndarray:
-    """float32(n ** length_penalty) for n = 0 .. max_length: the power in float64 as Python computes
-    it, then rounded as PyTorch rounds a Python number it divides a float32 tensor by."""
-    table = np.ones(max_length + 1, np.float32)
-    for n in range(1, max_length + 1):
-        table[n] = np.float32(n**length_penalty)
-    return table
-
-
-def _bad_words_arrays(bad_words_ids, eos_ids, vocab_size):
-    """Host side of NoBadWords: (single-token mask `[V]` or None, ((prefixes `[G, p]`, last ids `[G]`), ...))."""
-    if bad_words_ids is None:
-        return None, ()
-    if not isinstance(bad_words_ids, (list, tuple)) or not bad_words_ids or not all(
-        isinstance(seq, (list, tuple)) and seq and all(isinstance(t, (int, np.integer)) and 0 <= t < vocab_size for t in seq)
-        for seq in bad_words_ids
-    ):
-        raise ConfigError(
-            f"bad_words_ids is {bad_words_ids!r}; expected a non-empty list of non-empty lists of token ids "
-            f"in [0, {vocab_size})"
-        )
-    # As transformers: a banned sequence that is just an eos token is ignored.
-    words = list(dict.fromkeys(tuple(int(t) for t in seq) for seq in bad_words_ids))
-    words = [w for w in words if not (len(w) == 1 and w[0] in eos_ids)]
-    singles = [w[0] for w in words if len(w) == 1]
-    single = None
-    if singles:
-        single = np.zeros(vocab_size, bool)
-        single[singles] = True
-    by_prefix: dict[int, list] = {}
-    for w in words:
-        if len(w) > 1:
-            by_prefix.setdefault(len(w) - 1, []).append(w)
-    groups = tuple(
-        (np.array([w[:-1] for w in ws], np.int32), np.array([w[-1] for w in ws], np.int32))
-        for _, ws in sorted(by_prefix.items())
-    )
-    return single, groups
-
-
-def _as_ids(value) -> list:
-    if value is None:
-        return []
-    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
-
-
 def _to_device(array):
     # A strided numpy view would be copied by a compiled program; a contiguous one is only transferred.
     return jax.device_put(np.ascontiguousarray(array))
-
-
-def _first_set(*values):
-    return next((v for v in values if v is not None), None)
 
 
 def _search(model, static: _Static, params, input_ids, attention_mask, token_type_ids, prompt, opts, key):
@@ -581,143 +600,52 @@ def _search(model, static: _Static, params, input_ids, attention_mask, token_typ
     rows = prompt.shape[0]
     sequences = jnp.zeros((rows, static.max_length), jnp.int32).at[:, : static.prompt_length].set(prompt)
     if static.num_beams == 1:
-        sequences, cur_len, scores = greedy_search(
+        sequences, cur_len, scores, nan_step = greedy_search(
             step, processors, sequences, cache, static, opts["eos_token_ids"], opts["pad_token_id"], key
         )
-        return dict(sequences=sequences, cur_len=cur_len, scores=scores)
-    sequences, beam_scores, beam_indices, cur_len, scores = beam_search(
+        return dict(sequences=sequences, cur_len=cur_len, scores=scores, nan_step=nan_step)
+    sequences, beam_scores, beam_indices, cur_len, scores, nan_step = beam_search(
         step, processors, sequences, cache, static, opts["eos_token_ids"], opts, key
     )
-    return dict(sequences=sequences, beam_scores=beam_scores, beam_indices=beam_indices, cur_len=cur_len, scores=scores)
+    return dict(sequences=sequences, beam_scores=beam_scores, beam_indices=beam_indices, cur_len=cur_len,
+                scores=scores, nan_step=nan_step)
+
+
+# Options of generate this port reads itself; the others are generation options (`encdec.generation`).
+_PORT_OPTIONS = ("prng_key", "seed", "params", "token_type_ids")
 
 
 def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
-             prng_key=None, params=None, token_type_ids=None, decoder_input_ids=None, seed=None, **kwargs):
+             decoder_input_ids=None, **options):
     """Generate token ids for `input_ids` `[B, S]`: greedy, sampling or beam search.
 
     Options are `model.generation_config` (or `generation_config`) overridden by
-    kwargs; sampling draws from `prng_key` (a `jax.random` key; `seed=` makes one).
-    `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in
-    front when no row begins with it). Returns `[B * num_return_sequences, length]`
-    ids, or an output object with `return_dict_in_generate=True`.
+    the generation options among `options`, planned by `encdec.generation.plan_generation`;
+    the others are `prng_key` (a `jax.random` key for sampling; `seed=` makes one),
+    `params` and `token_type_ids`. `decoder_input_ids` `[B, P]` is a decoder prompt
+    (the start token is put in front when no row begins with it). Returns
+    `[B * num_return_sequences, length]` ids, or an output object with
+    `return_dict_in_generate=True`. Raises NonFiniteError when the scores become NaN.
     """
-    base = generation_config if generation_config is not None else model.generation_config
-    if not isinstance(base, GenerationConfig):
-        raise ConfigError(f"generation_config is a {type(base).__name__}; expected an encdec GenerationConfig")
-    explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
-    gc = base.update(**kwargs)
-    cfg = model.config
-    vocab = cfg.decoder.vocab_size
-
-    start = _first_set(gc.decoder_start_token_id, cfg.decoder_start_token_id, gc.bos_token_id, cfg.bos_token_id)
-    if start is None:
-        raise ConfigError(
-            "no decoder_start_token_id (nor bos_token_id) in the generation config or the model config; "
-            "expected the id the decoder starts from"
-        )
-    eos_ids = _as_ids(gc.eos_token_id)
-    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
-    for name, ids in (("decoder_start_token_id", [start]), ("eos_token_id", eos_ids),
-                      ("pad_token_id", [] if pad is None else [pad]),
-                      ("forced_bos_token_id", _as_ids(gc.forced_bos_token_id)),
-                      ("forced_eos_token_id", _as_ids(gc.forced_eos_token_id))):
-        for token in ids:
-            if not 0 <= token < vocab:
-                raise ConfigError(f"{name} is {token}; expected an id in [0, {vocab}) (the decoder's vocabulary)")
-
-    model._check_encoder_inputs(input_ids, attention_mask, token_type_ids, None)
+    token_type_ids = options.get("token_type_ids")
     for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask),
                         ("token_type_ids", token_type_ids), ("decoder_input_ids", decoder_input_ids)):
         if value is not None and not _is_concrete(value):
             raise InputError(f"{name} is traced; expected concrete arrays (generate compiles and runs its own jit)")
+    batch = inputs.check_encoder_inputs(model.config, input_ids, attention_mask, token_type_ids)
+    setup = plan_generation(model.config, generation_config, model.generation_config, options, decoder_input_ids,
+                            batch, port_options=_PORT_OPTIONS)
+    plan, port = setup.plan, setup.port_options
+    prng_key = port.get("prng_key")
+    if plan.do_sample and prng_key is None:
+        if port.get("seed") is None:
+            raise InputError("do_sample=True needs prng_key (a jax.random key) or seed; expected generate(..., prng_key=key)")
+        prng_key = jax.random.key(int(port["seed"]))
     # Inputs are prepared on the host, in numpy: nothing but the search itself is compiled.
     input_ids = np.asarray(input_ids, np.int32)
-    batch, source_length = input_ids.shape
     # transformers 5 infers no encoder mask for an encoder-decoder: without one every token is attended.
     attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, np.int32)
-    if decoder_input_ids is None:
-        prompt = np.full((batch, 1), start, np.int32)
-    else:
-        model._check_decoder_inputs(decoder_input_ids, None, None, batch, None)
-        prompt = np.asarray(decoder_input_ids, np.int32)
-        if bool(np.all(prompt[:, 0] != start)):
-            prompt = np.concatenate([np.full((batch, 1), start, np.int32), prompt], axis=1)
-    prompt_length = prompt.shape[1]
-
-    max_length, min_length = gc.lengths(prompt_length, explicit_max_length)
-    from .encoder_decoder import _max_positions
-
-    limit = _max_positions(cfg.decoder)
-    if max_length - 1 > limit:
-        raise InputError(
-            f"max_length {max_length} needs {max_length - 1} decoder positions; the decoder's position table "
-            f"covers {limit}, expected max_length <= {limit + 1}"
-        )
-    num_beams = int(gc.num_beams)
-    r = int(gc.num_return_sequences)
-    do_sample = bool(gc.do_sample)
-    if num_beams > 1 and r > num_beams:
-        raise ConfigError(f"num_return_sequences ({r}) must be <= num_beams ({num_beams}) in beam search")
-    if do_sample and prng_key is None:
-        if seed is None:
-            raise InputError("do_sample=True needs prng_key (a jax.random key) or seed; expected generate(..., prng_key=key)")
-        prng_key = jax.random.key(int(seed))
-    penalty = gc.repetition_penalty
-    if penalty is not None and not penalty > 0:
-        raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
-    ngram = gc.no_repeat_ngram_size or 0
-    if not isinstance(ngram, int) or ngram < 0:
-        raise ConfigError(f"no_repeat_ngram_size must be a non-negative int, got {ngram!r}")
-    if do_sample and not gc.temperature > 0:
-        raise ConfigError(f"temperature must be > 0 when sampling, got {gc.temperature}")
-    top_p = 1.0 if gc.top_p is None else float(gc.top_p)
-    if not 0.0 <= top_p <= 1.0:
-        raise ConfigError(f"top_p must be in [0, 1], got {top_p}")
-    top_k = int(gc.top_k or 0)
-    if top_k < 0:
-        raise ConfigError(f"top_k must be a non-negative int, got {top_k}")
-    bad_single, bad_groups = _bad_words_arrays(gc.bad_words_ids, eos_ids, vocab)
-    forced_eos = _as_ids(gc.forced_eos_token_id)
-
-    min_keep = (len(eos_ids) + 1 if eos_ids else 2) if num_beams > 1 else 1
-    static = _Static(
-        batch=batch,
-        source_length=source_length,
-        prompt_length=prompt_length,
-        max_length=int(max_length),
-        num_beams=num_beams,
-        expand=num_beams if num_beams > 1 else r,
-        do_sample=do_sample,
-        output_scores=bool(gc.return_dict_in_generate and gc.output_scores),
-        eos_slots=max(1, len(eos_ids)),
-        beams_to_keep=max(2, 1 + len(eos_ids)) * num_beams,
-        repetition_penalty=penalty is not None and penalty != 1.0,
-        no_repeat_ngram_size=ngram,
-        bad_words=() if gc.bad_words_ids is None else (bad_single is not None, tuple(g[0].shape for g in bad_groups)),
-        forced_bos=gc.forced_bos_token_id is not None,
-        forced_eos_slots=len(forced_eos),
-        has_token_types=token_type_ids is not None,
-    )
-    opts = dict(
-        # No eos id: one slot holding the vocabulary size, an id no token has.
-        eos_token_ids=np.asarray(eos_ids if eos_ids else [vocab], np.int32),
-        pad_token_id=np.int32(0 if pad is None else pad),
-        # transformers fills beams with `pad_token_id or eos_token_id[0]`: a pad id of 0 counts as unset there.
-        output_fill=np.int32((pad or eos_ids[0]) if eos_ids else -1),
-        min_length=np.int32(min_length),
-        length_penalty=np.float32(gc.length_penalty),
-        length_penalty_table=_length_penalty_table(int(max_length), gc.length_penalty),
-        early_stopping=np.int32(_EARLY_STOPPING[gc.early_stopping]),
-        repetition_penalty=np.float32(penalty if penalty is not None else 1.0),
-        temperature=np.float32(gc.temperature),
-        top_k=np.int32(min(max(top_k, min_keep), vocab) if top_k else vocab),
-        top_p=np.float32(top_p),
-        min_tokens_to_keep=np.int32(min_keep),
-        forced_bos_token_id=np.int32(gc.forced_bos_token_id if gc.forced_bos_token_id is not None else 0),
-        forced_eos_token_ids=np.asarray(forced_eos if forced_eos else [vocab], np.int32),
-        bad_words_single=bad_single if bad_single is not None else np.zeros(1, bool),
-        bad_words_groups=bad_groups,
-    )
+    static = _static(plan, batch, input_ids.shape[1], token_type_ids is not None)
     key = prng_key if prng_key is not None else jax.random.key(0)
 
     fn = model._generate_fns.get(static)
@@ -727,21 +655,32 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
 
         fn = model._generate_fns[static] = model._jit(run)
     out = fn(
-        model.params if params is None else params,
+        model.params if port.get("params") is None else port["params"],
         input_ids,
         attention_mask,
         None if token_type_ids is None else np.asarray(token_type_ids, np.int32),
-        prompt,
-        opts,
+        setup.prompt.astype(np.int32),
+        _options(setup, model.config.decoder.vocab_size),
         key,
     )
     out = jax.device_get(out)
-    # The loop's buffers are max_length wide; the tokens end at the generated length (one host read).
-    # (Cropped on the host, in numpy: a device slice of a new shape would compile.)
-    if num_beams == 1:
+    if int(out["nan_step"]) >= 0:
+        raise NonFiniteError(
+            f"the scores became NaN at step {int(out['nan_step'])}; check the weights for non-finite values "
+            "(encdec inspect lists them)"
+        )
+    return _outputs(setup, batch, out)
+
+
+def _outputs(setup, batch: int, out: dict):
+    """The loop's `[N, max_length]` buffers cut to the generated length (on the host, in numpy: a
+    device slice of a new shape would compile), as ids or an output object."""
+    plan = setup.plan
+    prompt_length, r = plan.prompt_length, plan.num_return_sequences
+    if not plan.is_beam_search:
         cur_len = int(out["cur_len"])
         sequences = _to_device(out["sequences"][:, :cur_len])
-        if not gc.return_dict_in_generate:
+        if not plan.return_dict_in_generate:
             return sequences
         scores = None if out["scores"] is None else tuple(_to_device(s) for s in out["scores"][: cur_len - prompt_length])
         return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
@@ -749,12 +688,12 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     beam_indices = out["beam_indices"][:, :r].reshape(batch * r, -1)
     generated = int(np.max(np.sum(beam_indices != -1, axis=1)))
     sequences = _to_device(out["sequences"][:, :r].reshape(batch * r, -1)[:, : prompt_length + generated])
-    if not gc.return_dict_in_generate:
+    if not plan.return_dict_in_generate:
         return sequences
     steps = int(out["cur_len"]) - prompt_length
     return FlaxGenerateBeamEncoderDecoderOutput(
         sequences=sequences,
-        sequences_scores=_to_device(out["beam_scores"][:, :r].reshape(-1)) if gc.output_scores else None,
+        sequences_scores=_to_device(out["beam_scores"][:, :r].reshape(-1)) if setup.config.output_scores else None,
         scores=None if out["scores"] is None else tuple(_to_device(s) for s in out["scores"][:steps]),
         beam_indices=_to_device(beam_indices[:, :generated]),
     )

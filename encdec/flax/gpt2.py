@@ -2,7 +2,7 @@
 
 GPT-2's Conv1D kernels are `[out, in]` in Flax params (transformers' Flax layout;
 `[in, out]` in the canonical PyTorch one). The cache has BERT's layout:
-`{"index", "layers": ({"key", "value", "cross_key", "cross_value"}, ...)}`.
+`{"index", "encoder_attention_mask", "layers": ({"key", "value", "cross_key", "cross_value"}, ...)}`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from jax import lax
 
 from ..config import ArchConfig
 from ..errors import InputError
-from .bert import _causal_lm_output, _check_same_shape, _layer_norm
+from .bert import _causal_lm_output, _layer_norm
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    _concrete_int,
+    _attend,
+    _check_stack_inputs,
+    _fold_beams_attend,
     _heads_first,
     attention_bias,
     causal_bias,
-    check_input_ids,
-    softmax_float32,
 )
 
 
@@ -98,11 +98,10 @@ class FlaxGPT2Attention(nn.Module):
         scale = cfg.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
         if cfg.scale_attn_by_inverse_layer_idx:
             scale /= float(self.layer_idx + 1)
-        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key.astype(query.dtype)) * scale
-        weights = softmax_float32(scores, attention_bias, dtype=self.dtype)
-        weights = self.attn_dropout(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bhkd->bqhd", weights, value.astype(weights.dtype))
-        out = out.reshape(out.shape[:2] + (-1,))  # [B, T, hidden]
+        if self.is_cross_attention and key.shape[0] != query.shape[0]:
+            out, weights = _fold_beams_attend(query, key, value, attention_bias, scale, self.attn_dropout, deterministic)
+        else:
+            out, weights = _attend(query, key, value, attention_bias, scale, self.attn_dropout, deterministic)
         out = self.resid_dropout(self.c_proj(out), deterministic=deterministic)
         return out, (weights if output_attentions else None), new_cache
 
@@ -217,34 +216,9 @@ class FlaxGPT2Model(nn.Module):
         return [block._cross_key_value(encoder_hidden_states) for block in self.h.blocks]
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
-        """Shapes always; id ranges when the arrays are concrete (not traced)."""
-        cfg = self.config
-        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
-        batch, length = input_ids.shape
-        if position_ids is None:
-            if cache_length is not None and cache_length > cfg.n_positions:
-                raise InputError(
-                    f"the cache holds {cache_length} positions; the position table of gpt2 covers "
-                    f"{cfg.n_positions} tokens, expected a cache of at most {cfg.n_positions}"
-                )
-            past = _concrete_int(past_length)
-            if past is not None and past + length > cfg.n_positions:
-                raise InputError(
-                    f"input_ids has length {length} after {past} cached tokens; the position table of gpt2 "
-                    f"covers {cfg.n_positions} tokens, expected at most {cfg.n_positions} in all"
-                )
-        else:
-            _check_same_shape("position_ids", position_ids, ((batch, length), (1, length)))
-            check_input_ids(position_ids, cfg.n_positions, name="position_ids")
-        if token_type_ids is not None:
-            _check_same_shape("token_type_ids", token_type_ids, ((batch, length),))
-            # GPT-2 embeds token types with its word table.
-            check_input_ids(token_type_ids, cfg.vocab_size, name="token_type_ids")
-        if attention_mask is not None:
-            expected = (batch, length if cache_length is None else cache_length)
-            if tuple(attention_mask.shape) != expected:
-                what = "(batch, sequence)" if cache_length is None else "(batch, cache length)"
-                raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected} {what}")
+        """Shapes and dtypes always; id ranges when the arrays are concrete (not traced)."""
+        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
+                            cache_length)
 
     def __call__(
         self,
@@ -301,7 +275,7 @@ class FlaxGPT2Model(nn.Module):
         hidden = self.ln_f(hidden)
         if output_hidden_states:
             all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
-        new_cache = None if cache is None else {"index": past_length + length, "layers": tuple(new_layers)}
+        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=tuple(new_layers))
         return BaseModelOutput(
             last_hidden_state=hidden,
             past_key_values=new_cache,

@@ -23,10 +23,6 @@ def create_position_ids_from_input_ids(input_ids, padding_idx, past_length=0):
 
 
 class FlaxRobertaEmbeddings(FlaxBertEmbeddings):
-    def _position_limit(self) -> int:
-        # Positions 0 .. padding_idx are never used by a token.
-        return self.config.max_position_embeddings - self.config.pad_token_id - 1
-
     def _position_embeddings(self, input_ids, position_ids, past_length):
         if position_ids is None:
             position_ids = create_position_ids_from_input_ids(input_ids, self.config.pad_token_id, past_length)

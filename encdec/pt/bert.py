@@ -13,19 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
+from ..inputs import check_stack_inputs
 from .common import (
     ACT2FN,
     BaseModelOutput,
     CausalLMOutput,
-    _Linear,
     _attend,
+    _close_cache,
+    _cross_keys_values,
     _fold_beams_attend,
-    _KVCache,
+    _host,
+    _index,
+    _open_cache,
     _padding_bias,
+    _write_self_cache,
     causal_bias,
-    check_input_ids,
 )
+from .fast_linear import Linear
 
 
 def _padding_idx(config) -> Optional[int]:
@@ -84,9 +89,9 @@ class BertSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = h // self.num_heads
         self.scale = self.head_dim**-0.5
-        self.query = _Linear(h, h)
-        self.key = _Linear(h, h)
-        self.value = _Linear(h, h)
+        self.query = Linear(h, h)
+        self.key = Linear(h, h)
+        self.value = Linear(h, h)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.is_cross_attention = is_cross_attention
         self.layer_idx = layer_idx
@@ -96,29 +101,28 @@ class BertSelfAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _cross_key_value(self, encoder_hidden_states):
+        """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
+        return self._heads(self.key(encoder_hidden_states)), self._heads(self.value(encoder_hidden_states))
+
     def forward(
         self,
         hidden_states,
         attention_bias=None,
         is_causal: bool = False,
         key_value_states=None,
-        cache: Optional[_KVCache] = None,
+        cache: Optional[dict] = None,
         output_attentions: bool = False,
+        past_length: int = 0,
     ):
         b, t, _ = hidden_states.shape
         query = self._heads(self.query(hidden_states))
         if self.is_cross_attention:
-            if cache is not None and cache.cross_keys[self.layer_idx] is not None:
-                # The encoder output does not change while decoding: its keys/values are computed once.
-                key, value = cache.cross_keys[self.layer_idx], cache.cross_values[self.layer_idx]
-            else:
-                key, value = self._heads(self.key(key_value_states)), self._heads(self.value(key_value_states))
-                if cache is not None:
-                    cache.set_cross(self.layer_idx, key, value)
+            key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
         else:
             key, value = self._heads(self.key(hidden_states)), self._heads(self.value(hidden_states))
             if cache is not None:
-                key, value = cache.update(self.layer_idx, key, value)
+                key, value = _write_self_cache(cache, past_length, key, value)
         dropout_p = self.dropout_prob if self.training else 0.0
         if key.shape[0] != b:
             out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
@@ -132,7 +136,7 @@ class BertSelfOutput(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = _Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -154,15 +158,17 @@ class BertAttention(nn.Module):
         key_value_states=None,
         cache=None,
         output_attentions: bool = False,
+        past_length: int = 0,
     ):
-        context, probs = self.self(hidden_states, attention_bias, is_causal, key_value_states, cache, output_attentions)
+        context, probs = self.self(hidden_states, attention_bias, is_causal, key_value_states, cache,
+                                   output_attentions, past_length)
         return self.output(context, hidden_states), probs
 
 
 class BertIntermediate(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = _Linear(config.hidden_size, config.intermediate_size)
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -172,7 +178,7 @@ class BertIntermediate(nn.Module):
 class BertOutput(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = _Linear(config.intermediate_size, config.hidden_size)
+        self.dense = Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -200,12 +206,14 @@ class BertLayer(nn.Module):
         encoder_bias=None,
         cache=None,
         output_attentions: bool = False,
+        past_length: int = 0,
     ):
         hidden_states, self_probs = self.attention(
-            hidden_states, attention_bias, is_causal, cache=cache, output_attentions=output_attentions
+            hidden_states, attention_bias, is_causal, cache=cache, output_attentions=output_attentions,
+            past_length=past_length,
         )
         cross_probs = None
-        if encoder_hidden_states is not None:
+        if encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None):
             if not hasattr(self, "crossattention"):
                 raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
                                   "decoder config with add_cross_attention=True")
@@ -233,13 +241,17 @@ class BertEncoder(nn.Module):
         cache=None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        past_length: int = 0,
     ):
+        """`cache`: a list of per-layer cache entries (see `_open_cache`), written in place, or None."""
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_self = () if output_attentions else None
-        all_cross = () if output_attentions and encoder_hidden_states is not None else None
-        for layer in self.layer:
+        cross = encoder_hidden_states is not None or (cache is not None and cache[0]["cross_key"] is not None)
+        all_cross = () if output_attentions and cross else None
+        for i, layer in enumerate(self.layer):
             hidden_states, self_probs, cross_probs = layer(
-                hidden_states, attention_bias, is_causal, encoder_hidden_states, encoder_bias, cache, output_attentions
+                hidden_states, attention_bias, is_causal, encoder_hidden_states, encoder_bias,
+                cache[i] if cache is not None else None, output_attentions, past_length,
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
@@ -253,7 +265,7 @@ class BertEncoder(nn.Module):
 class BertPooler(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = _Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states):
         # The first token's state: [B, T, H] -> [B, H].
@@ -263,7 +275,7 @@ class BertPooler(nn.Module):
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = _Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.act = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -277,7 +289,7 @@ class BertLMPredictionHead(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)
-        self.decoder = _Linear(config.hidden_size, config.vocab_size)
+        self.decoder = Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias
 
@@ -314,39 +326,6 @@ class BertModel(nn.Module):
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):
-        cfg = self.config
-        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
-        batch, length = input_ids.shape
-        if position_ids is None:
-            limit = self.embeddings._position_limit()
-            if past_length + length > limit:
-                raise InputError(
-                    f"input_ids has length {length} after {past_length} cached tokens; the position table of "
-                    f"{cfg.model_type} covers {limit} tokens, expected at most {limit} in all"
-                )
-        else:
-            if tuple(position_ids.shape) not in ((batch, length), (1, length)):
-                raise InputError(
-                    f"position_ids has shape {tuple(position_ids.shape)}; expected {(batch, length)} like input_ids"
-                )
-            check_input_ids(position_ids, cfg.max_position_embeddings, name="position_ids")
-        if token_type_ids is not None:
-            if not self.has_token_types:
-                raise InputError(f"{cfg.model_type} has no token types; expected token_type_ids=None")
-            if tuple(token_type_ids.shape) != (batch, length):
-                raise InputError(
-                    f"token_type_ids has shape {tuple(token_type_ids.shape)}; expected {(batch, length)} like input_ids"
-                )
-            check_input_ids(token_type_ids, cfg.type_vocab_size, name="token_type_ids")
-        if attention_mask is not None:
-            expected = (batch, past_length + length)
-            if tuple(attention_mask.shape) != expected:
-                raise InputError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected {expected} "
-                    f"(batch, cached + new tokens)"
-                )
-
     def _self_attention_bias(self, attention_mask, length, past_length, dtype, device):
         """(bias, is_causal) of the self-attention."""
         if not self.config.is_decoder:
@@ -368,24 +347,20 @@ class BertModel(nn.Module):
         position_ids=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
-        past_key_values: Optional[_KVCache] = None,
+        past_key_values: Optional[dict] = None,
         use_cache: Optional[bool] = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ):
         cfg = self.config
-        cache = past_key_values
-        if cfg.is_decoder:
-            use_cache = cfg.use_cache if use_cache is None else use_cache
-            if use_cache and cache is None:
-                cache = _KVCache(cfg.num_hidden_layers)
-        else:
-            use_cache, cache = False, None
-        past_length = cache.length if cache is not None else 0
-        if cache is None or not cache.static:
-            # A static cache is `generate`'s: it checked the lengths, and feeds back the model's own tokens.
-            self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        use_cache = bool(cfg.is_decoder and (cfg.use_cache if use_cache is None else use_cache))
+        past = past_key_values if cfg.is_decoder else None
+        past_length, cache = _open_cache(past, cfg.num_hidden_layers, use_cache)
+        check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask,
+                           _host(token_type_ids, "token_type_ids"), _host(position_ids, "position_ids"),
+                           past_length=past_length)
+        input_ids, token_type_ids, position_ids = _index(input_ids), _index(token_type_ids), _index(position_ids)
         length = input_ids.shape[1]
 
         if self.has_token_types:
@@ -401,15 +376,14 @@ class BertModel(nn.Module):
                 encoder_attention_mask if encoder_attention_mask.dim() == 4 else _padding_bias(encoder_attention_mask, dtype)
             )
         hidden, all_hidden, all_self, all_cross = self.encoder(
-            hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache, output_attentions, output_hidden_states
+            hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache, output_attentions, output_hidden_states,
+            past_length,
         )
-        if cache is not None:
-            cache.advance(length)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         out = BaseModelOutput(
             last_hidden_state=hidden,
             pooler_output=pooled,
-            past_key_values=cache if use_cache else None,
+            past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
             hidden_states=all_hidden,
             attentions=all_self,
             cross_attentions=all_cross,
@@ -420,7 +394,7 @@ class BertModel(nn.Module):
 def _causal_lm_loss(logits, labels):
     """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
     # [B, T] -> [B, T] shifted left, the last position gets -100
-    shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
+    shifted = F.pad(labels.long(), (0, 1), value=-100)[:, 1:]
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .bert import BertLMHeadModel, BertModel, _padding_idx
-from .common import _Linear
+from .fast_linear import Linear
 
 
 class BertGenerationEmbeddings(nn.Module):
@@ -37,7 +37,7 @@ class BertGenerationEmbeddings(nn.Module):
 class BertGenerationOnlyLMHead(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        self.decoder = _Linear(config.hidden_size, config.vocab_size)
+        self.decoder = Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias
 

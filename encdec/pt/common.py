@@ -1,4 +1,4 @@
-"""Pieces every PyTorch module shares: activations, masks, softmax, outputs, input checks.
+"""Pieces every PyTorch module shares: activations, masks, softmax, the decoder cache, outputs, input checks.
 
 The mask convention of all three ports: an additive bias, 0 where a key is
 attended and the computation dtype's minimum where it is masked, added to the
@@ -9,18 +9,15 @@ is the softmax computed here.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import weakref
 from collections import OrderedDict
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import InputError
+from ..inputs import check_ids
 
 
 def _gelu(x):
@@ -51,149 +48,6 @@ ACT2FN = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
-
-
-# ---------------------------------------------------------------------------
-# Linear layers
-
-
-@functools.lru_cache(maxsize=None)
-def _onednn_linear_available() -> bool:
-    """Whether this torch build runs oneDNN's float32 linear (`mkldnn._linear_pointwise`, the op torch's compiler
-    emits for CPU linear layers), on a plain and on a packed weight, in agreement with `F.linear`; checked once."""
-    try:
-        # Fixed values, not random ones: the check must not move torch's global random stream.
-        x = torch.linspace(-1.0, 1.0, 30).reshape(5, 6)
-        w = torch.linspace(-0.5, 0.7, 24).reshape(4, 6)
-        b = torch.linspace(-0.2, 0.3, 4)
-        with torch.no_grad():
-            plain = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-            packed = torch.ops.mkldnn._linear_pointwise(x, _pack(w), b, "none", [], "")
-        expected = F.linear(x, w, b)
-        return all(bool(torch.allclose(out, expected, rtol=1e-5, atol=1e-5)) for out in (plain, packed))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-
-
-def _pack(weight: torch.Tensor) -> torch.Tensor:
-    # oneDNN's blocked layout of `weight` [out, in]; the row-count hint matters little (decode steps: a few rows).
-    return torch.ops.mkldnn._reorder_linear_weight(weight, batch_size=16)
-
-
-# Without a packed weight, `_linear` hands at least this many rows to oneDNN, fewer to `F.linear`.
-ONEDNN_MIN_ROWS = 8
-
-
-def _wants_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-           packed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`: `x` `[..., in]`, `weight` `[out, in]` -> `[..., out]`.
-
-    On the CPU in float32, when no gradient is wanted, it takes the faster of these
-    routes (benchmarks/linear_bench.py times them against `F.linear`):
-
-    * with `packed` (the weight in oneDNN's layout, see `_packed_linear_weights`):
-      oneDNN's linear on it; a single row times a contiguous `weight` goes as
-      `weight @ [x, x]^T` instead (MKL's row-times-matrix and matrix-vector paths
-      read the weight at a fraction of memory speed; its two-column product does
-      not, and beats oneDNN on one row);
-    * without, from `ONEDNN_MIN_ROWS` rows: oneDNN's linear on the plain weight,
-      which keeps a higher FLOP rate than MKL's on vocabulary-sized weights.
-
-    Results equal `F.linear`'s up to float32 rounding (the same products, summed in
-    another order). Everything else (GPU, other dtypes, autograd, a few rows without
-    a packed weight) is `F.linear`.
-    """
-    if (
-        x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or weight.dtype != torch.float32
-        or _wants_grad(x, weight, bias)
-        or x.numel() == 0
-    ):
-        return F.linear(x, weight, bias)
-    x2 = x.reshape(-1, x.shape[-1]).contiguous()  # [N, in]
-    rows = x2.shape[0]
-    if packed is not None and rows == 1 and weight.is_contiguous():
-        columns = torch.cat((x2, x2)).t()  # [in, 2], a transposed view: MKL reads x2's rows
-        out = torch.mm(weight, columns) if bias is None else torch.addmm(bias[:, None], weight, columns)
-        out = out[:, :1].t().contiguous()  # [out, 2] -> [1, out]
-    elif packed is not None:
-        out = torch.ops.mkldnn._linear_pointwise(x2, packed, bias, "none", [], "")  # [N, out]
-    elif rows >= ONEDNN_MIN_ROWS and weight.is_contiguous() and _onednn_linear_available():
-        out = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")  # [N, out]
-    else:
-        return F.linear(x, weight, bias)
-    return out.view(*x.shape[:-1], out.shape[-1])
-
-
-class _PackableLinear:
-    """A layer computed by `_linear` whose weight `_packed_linear_weights` may pack: `_linear_weight()` is
-    its weight as `[out, in]` (a view), `_packed` the packed copy while packed."""
-
-    _packed: Optional[torch.Tensor] = None
-
-    def _linear_weight(self) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class _Linear(nn.Linear, _PackableLinear):
-    """`nn.Linear` (same parameters, same state-dict keys) computed by `_linear`."""
-
-    def _linear_weight(self) -> torch.Tensor:
-        return self.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(x, self.weight, self.bias, self._packed)
-
-
-# _PackableLinear layer -> (weight key, packed weight); entries go with their module, and are never pickled with it.
-_PACKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _weight_key(weight: torch.Tensor) -> tuple:
-    # Changes when the parameter is replaced, moved, cast or updated in place (an optimizer step).
-    return (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape))
-
-
-@contextlib.contextmanager
-def _packed_linear_weights(module: nn.Module):
-    """Within the block, the `_PackableLinear` layers of `module` run on oneDNN-packed copies of their weights.
-
-    For generation: a decode step multiplies a few rows by every weight, and oneDNN is
-    fastest on its own layout, but packing a vocabulary-sized weight takes as long as
-    several steps. The copies (about the size of the layers' weights) are kept for the
-    next block while the module lives, and remade when a weight changes (a training
-    step, a load, `.to()`); `_release_packed_weights(module)` frees them. Only CPU
-    float32 weights are packed, and only when no gradient is being recorded.
-    """
-    layers = []
-    if not torch.is_grad_enabled() and _onednn_linear_available():
-        for layer in module.modules():
-            weight = layer._linear_weight() if isinstance(layer, _PackableLinear) else None
-            if weight is None or weight.device.type != "cpu" or weight.dtype != torch.float32:
-                continue
-            key = _weight_key(weight)
-            entry = _PACKED.get(layer)
-            if entry is None or entry[0] != key:
-                entry = _PACKED[layer] = (key, _pack(weight.detach().contiguous()))
-            layers.append((layer, entry[1]))
-    for layer, packed in layers:
-        layer._packed = packed
-    try:
-        yield
-    finally:
-        for layer, _ in layers:
-            layer.__dict__.pop("_packed", None)
-
-
-def _release_packed_weights(module: nn.Module) -> None:
-    """Free the packed weight copies that `_packed_linear_weights` keeps for `module`'s layers."""
-    for layer in module.modules():
-        _PACKED.pop(layer, None)
 
 
 def attention_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -294,98 +148,69 @@ def _fold_beams_attend(query, key, value, bias, scale, need_weights=False):
     return out, probs
 
 
-class _KVCache:
-    """The decoder's key/value cache: self-attention keys/values per layer, and the
-    cross-attention keys/values computed once from the encoder output.
+def _empty_layer_cache() -> dict:
+    """One decoder layer's entry of the cache before any token: self and cross keys/values to come."""
+    return {"key": None, "value": None, "cross_key": None, "cross_value": None}
 
-    Self-attention tensors are `[N, H, capacity, D]`; `length` positions are filled.
-    A static cache (made by `generate`) is preallocated for the whole generation
-    and written in place, under `torch.inference_mode`. A dynamic one (made by a
-    plain forward with `use_cache=True`) grows by concatenation, so it is safe under
-    autograd. Cross-attention tensors are `[B, H, S, D]`; while beam searching B is
-    the number of batch items, not of beams (see `_fold_beams_attend`).
+
+def _write_self_cache(layer: dict, past_length: int, key: torch.Tensor, value: torch.Tensor):
+    """Put the keys/values `[N, H, T, D]` of T new tokens after `past_length` cached ones into `layer`
+    (a layer's cache entry); return the keys/values of all `past_length + T` tokens, `[N, H, past + T, D]`.
+
+    A preallocated entry (`init_cache`) with room for them is written in place. Otherwise the
+    entry grows by concatenation: a plain forward with `use_cache=True` builds its cache this
+    way, which stays correct under autograd.
     """
+    cached_key, cached_value = layer["key"], layer["value"]
+    end = past_length + key.shape[2]
+    if cached_key is not None and end <= cached_key.shape[2]:
+        cached_key[:, :, past_length:end] = key
+        cached_value[:, :, past_length:end] = value
+        return cached_key[:, :, :end], cached_value[:, :, :end]
+    if past_length:
+        key = torch.cat([cached_key[:, :, :past_length], key], dim=2)
+        value = torch.cat([cached_value[:, :, :past_length], value], dim=2)
+    layer["key"], layer["value"] = key, value
+    return key, value
 
-    def __init__(self, num_layers: int) -> None:
-        self.keys: list[Optional[torch.Tensor]] = [None] * num_layers
-        self.values: list[Optional[torch.Tensor]] = [None] * num_layers
-        self.cross_keys: list[Optional[torch.Tensor]] = [None] * num_layers
-        self.cross_values: list[Optional[torch.Tensor]] = [None] * num_layers
-        self.length = 0
-        self.static = False
-        self._spare = None  # a static cache's second buffer, for reordering beams
 
-    @classmethod
-    def preallocate(cls, num_layers, batch, heads, capacity, head_dim, dtype, device) -> "_KVCache":
-        cache = cls(num_layers)
-        shape = (batch, heads, capacity, head_dim)
-        cache.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        cache.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        cache.static = True
-        return cache
+def _cross_keys_values(layer: Optional[dict], project, encoder_hidden_states):
+    """A layer's cross-attention keys/values `[B, H, S, D]`: from the cache entry when it holds
+    them (the encoder output does not change while decoding), else `project(encoder_hidden_states)`,
+    kept in the entry, contiguous: every decode step multiplies by them, and the strided view of a
+    projection would be copied on each step."""
+    if layer is not None and layer["cross_key"] is not None:
+        return layer["cross_key"], layer["cross_value"]
+    key, value = project(encoder_hidden_states)
+    if layer is not None:
+        key, value = key.contiguous(), value.contiguous()
+        layer["cross_key"], layer["cross_value"] = key, value
+    return key, value
 
-    @property
-    def capacity(self) -> Optional[int]:
-        return self.keys[0].shape[2] if self.static else None
 
-    def get_seq_length(self) -> int:
-        return self.length
+def _open_cache(cache: Optional[dict], num_layers: int, use_cache: bool):
+    """(past length, per-layer entries to write) for one forward over `cache` (None: a new one
+    when `use_cache`, else no cache at all).
 
-    def __len__(self) -> int:
-        return len(self.keys)
+    The entries are shallow copies, so the cache given keeps its own index and entries;
+    preallocated tensors are shared and written in place.
+    """
+    if cache is None:
+        return 0, ([_empty_layer_cache() for _ in range(num_layers)] if use_cache else None)
+    if not isinstance(cache, dict) or len(cache.get("layers", ())) != num_layers:
+        raise InputError(
+            f"past_key_values is a {type(cache).__name__}; expected the cache dict of init_cache or of an "
+            f"earlier call, with {num_layers} layer(s)"
+        )
+    return int(cache["index"]), [dict(layer) for layer in cache["layers"]]
 
-    def __getitem__(self, layer: int):
-        """transformers' legacy per-layer tuple: (self keys, self values, cross keys, cross values)."""
-        k, v = self.keys[layer], self.values[layer]
-        if k is not None:
-            k, v = k[:, :, : self.length], v[:, :, : self.length]
-        return k, v, self.cross_keys[layer], self.cross_values[layer]
 
-    def update(self, layer: int, key: torch.Tensor, value: torch.Tensor):
-        """Append `[N, H, T, D]` keys/values at position `length`; return everything so far."""
-        end = self.length + key.shape[2]
-        if self.static:
-            if end > self.keys[layer].shape[2]:
-                raise InputError(
-                    f"the cache holds {self.keys[layer].shape[2]} positions; expected at most that many, got {end}"
-                )
-            self.keys[layer][:, :, self.length : end] = key
-            self.values[layer][:, :, self.length : end] = value
-            return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-        if self.keys[layer] is None or self.length == 0:
-            self.keys[layer], self.values[layer] = key, value
-        else:
-            self.keys[layer] = torch.cat([self.keys[layer][:, :, : self.length], key], dim=2)
-            self.values[layer] = torch.cat([self.values[layer][:, :, : self.length], value], dim=2)
-        return self.keys[layer], self.values[layer]
+def _close_cache(layers: list, past_length: int, length: int, encoder_attention_mask) -> dict:
+    """The cache after a forward over `length` new tokens: index advanced, the entries written.
 
-    def set_cross(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
-        """Keep a layer's cross-attention keys/values `[B, H, S, D]`, contiguous: every decode step
-        multiplies by them, and the strided view of a projection would be copied on each step."""
-        self.cross_keys[layer], self.cross_values[layer] = key.contiguous(), value.contiguous()
-
-    def advance(self, steps: int) -> None:
-        """Called once per forward, after every layer has written its `steps` new positions."""
-        self.length += steps
-
-    def reorder_cache(self, index: torch.Tensor) -> None:
-        """Keep rows `index` of the self-attention cache (beam search picked their continuations)."""
-        if not self.static:
-            for layer in range(len(self.keys)):
-                self.keys[layer] = self.keys[layer].index_select(0, index)
-                self.values[layer] = self.values[layer].index_select(0, index)
-            return
-        # Only the filled positions move, into a second preallocated buffer that then takes the
-        # first one's place: no allocation, and a copy as long as the sequence so far.
-        if self._spare is None:
-            self._spare = ([torch.empty_like(k) for k in self.keys], [torch.empty_like(v) for v in self.values])
-        spare_keys, spare_values = self._spare
-        filled = self.length
-        for layer in range(len(self.keys)):
-            torch.index_select(self.keys[layer][:, :, :filled], 0, index, out=spare_keys[layer][:, :, :filled])
-            torch.index_select(self.values[layer][:, :, :filled], 0, index, out=spare_values[layer][:, :, :filled])
-        self._spare = (self.keys, self.values)
-        self.keys, self.values = spare_keys, spare_values
+    The encoder mask is kept as the `[B, S]` mask (a 4D additive bias is not a mask)."""
+    mask = encoder_attention_mask if encoder_attention_mask is None or encoder_attention_mask.dim() == 2 else None
+    return {"index": past_length + length, "encoder_attention_mask": mask, "layers": tuple(layers)}
 
 
 class _ModelOutput(OrderedDict):
@@ -459,28 +284,31 @@ class Seq2SeqLMOutput(_ModelOutput):
         return self.past_key_values
 
 
-def check_input_ids(ids, vocab_size: int, max_positions: Optional[int] = None, name: str = "input_ids") -> None:
-    """Raise InputError for ids outside `[0, vocab_size)` or a sequence longer than `max_positions`.
+def _host(value, name: str):
+    """An input as the core's checks read it (`encdec.inputs`): a numpy copy of a tensor (from any
+    device; bfloat16 as float32, which the checks refuse as ids all the same), None as None.
 
-    An out-of-range lookup is an index error deep inside the model in PyTorch, and
-    silent on some accelerators; the check runs before any work.
+    InputError for what is not a tensor: the port computes on tensors only.
     """
-    if ids is None:
-        return
-    if not isinstance(ids, torch.Tensor):
-        raise InputError(f"{name} is a {type(ids).__name__}; expected a torch.Tensor of token ids")
-    if ids.dim() != 2:
-        raise InputError(f"{name} has shape {tuple(ids.shape)}; expected [batch, sequence] (2 dimensions)")
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise InputError(f"{name} has dtype {ids.dtype}; expected integer token ids")
-    if max_positions is not None and ids.shape[1] > max_positions:
-        raise InputError(
-            f"{name} has length {ids.shape[1]}; the model has {max_positions} positions, "
-            f"expected a length <= {max_positions}"
-        )
-    if ids.numel() == 0:
-        return
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise InputError(f"{name} holds id {bad}; expected ids in [0, {vocab_size}) (the vocabulary size is {vocab_size})")
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"{name} is a {type(value).__name__}; expected a torch.Tensor")
+    value = value.detach()
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    return value.cpu().numpy()
+
+
+def _index(ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Ids as an embedding lookup takes them: int32 and int64 as they are, other integer dtypes
+    (uint8, int16, ...) widened to int64."""
+    if ids is None or ids.dtype in (torch.int64, torch.int32):
+        return ids
+    return ids.long()
+
+
+def check_input_ids(ids, vocab_size: int, max_positions: Optional[int] = None, name: str = "input_ids") -> None:
+    """Raise InputError unless `ids` are `[batch >= 1, length >= 1]` integer ids in `[0, vocab_size)`
+    no longer than `max_positions` (the core's rule, `encdec.inputs.check_ids`), before any work."""
+    check_ids(_host(ids, name), vocab_size, name, max_positions=max_positions)

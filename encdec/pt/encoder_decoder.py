@@ -1,15 +1,16 @@
 """`EncoderDecoderModel`: a pretrained encoder joined to a cross-attending decoder, as in transformers.
 
 Weights move in and out only through the core (`encdec.weights`): a numpy dict
-keyed by canonical name, which `_assign_state` / `_numpy_state` bridge to the
-module's parameters. Tied parameters (the LM head and the word embeddings, the
-LM head's two bias names, `tie_encoder_decoder`) are one `nn.Parameter` under
-several names, exactly as the core's spec lists them.
+keyed by canonical name, which `from_state` / `canonical_state` /
+`load_canonical_state` bridge to the module's parameters. Tied parameters (the LM
+head and the word embeddings, the LM head's two bias names, `tie_encoder_decoder`)
+are one `nn.Parameter` under several names, exactly as the core's spec lists them.
+Input checks, the generation plan and the folder layouts are the core's
+(`encdec.inputs`, `encdec.generation`, `encdec.weights.pretrained`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Optional
 
@@ -18,23 +19,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import (
-    ArchConfig,
-    EncoderDecoderConfig,
-    GENERATION_CONFIG_NAME,
-    GenerationConfig,
-    load_arch_config,
-    split_role_kwargs,
-)
+from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
 from ..errors import CheckpointError, ConfigError, InputError
-from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab
+from ..inputs import (
+    IGNORE_INDEX,
+    check_batch,
+    check_decoder_inputs,
+    check_encoder_inputs,
+    check_encoder_outputs,
+    check_model_inputs,
+    check_shift_config,
+)
+from ..weights.names import BASE_MODEL_PREFIX, ModelSpec, init_weights, model_spec, resize_decoder_vocab
+from ..weights.pretrained import ROLES, GivenHalf, join_pretrained, write_model_folder
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
-from .common import BaseModelOutput, Seq2SeqLMOutput, _Linear, check_input_ids
+from .common import BaseModelOutput, Seq2SeqLMOutput, _host
+from .fast_linear import Linear
 from .gpt2 import GPT2LMHeadModel
 from .roberta import RobertaForCausalLM, RobertaModel
-
-logger = logging.getLogger("encdec")
 
 ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "bert-generation": BertGenerationEncoder}
 DECODER_CLASSES = {
@@ -46,20 +49,15 @@ DECODER_CLASSES = {
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):
-    """Labels `[B, T]` -> decoder inputs `[B, T]`: start token, then the labels shifted right, -100 -> pad."""
-    if decoder_start_token_id is None:
-        raise ConfigError(
-            "decoder_start_token_id is not set; expected model.config.decoder_start_token_id to be the id the "
-            "decoder starts from (e.g. the [CLS] id for BERT)"
-        )
-    if pad_token_id is None:
-        raise ConfigError(
-            "pad_token_id is not set; expected model.config.pad_token_id, which replaces -100 in the shifted labels"
-        )
-    shifted = input_ids.new_zeros(input_ids.shape)
-    shifted[:, 1:] = input_ids[:, :-1].clone()
-    shifted[:, 0] = decoder_start_token_id
-    return shifted.masked_fill_(shifted == -100, pad_token_id)
+    """Labels `[B, T]` -> decoder inputs `[B, T]`: start token, then the labels shifted right, -100 -> pad.
+
+    The tensor op of `encdec.inputs.shift_tokens_right` (same rule, on the labels' device).
+    """
+    pad, start = check_shift_config(pad_token_id, decoder_start_token_id)
+    shifted = input_ids.new_empty(input_ids.shape)
+    shifted[:, 1:] = input_ids[:, :-1]
+    shifted[:, 0] = start
+    return shifted.masked_fill_(shifted == IGNORE_INDEX, pad)
 
 
 def _build_encoder(config: ArchConfig) -> nn.Module:
@@ -78,10 +76,11 @@ def _set_parameter(root: nn.Module, name: str, param: nn.Parameter) -> None:
     setattr(module, leaf, param)
 
 
-def _to_torch(array: np.ndarray, dtype: Optional[torch.dtype]) -> torch.Tensor:
-    """A numpy array (float32/16, bfloat16 from ml_dtypes) as a tensor of `dtype`, sharing memory when it can."""
+def _to_torch(array: np.ndarray, dtype: Optional[torch.dtype], copy: bool = False) -> torch.Tensor:
+    """A numpy array (float32/16, bfloat16 from ml_dtypes) as a tensor of `dtype`; it shares the array's
+    memory unless `copy` (or the dtype changes): only arrays nobody else holds may be shared."""
     array = np.ascontiguousarray(array)
-    if not array.flags.writeable:
+    if copy or not array.flags.writeable:
         array = array.copy()  # torch may not alias read-only (memory-mapped) buffers
     if array.dtype.name == "bfloat16":
         tensor = torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
@@ -135,7 +134,7 @@ class EncoderDecoderModel(nn.Module):
             if decoder is None:
                 decoder = built["decoder"] = _build_decoder(config.decoder)
             self.enc_to_dec_proj = (
-                _Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
+                Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
             )
         if hasattr(encoder, "get_output_embeddings"):
             raise ConfigError(f"the encoder {type(encoder).__name__} has an LM head; expected a bare encoder model")
@@ -150,6 +149,12 @@ class EncoderDecoderModel(nn.Module):
         self._share_configs()
         if init is not None:
             fresh = {k: v for k, v in init.items() if k.split(".", 1)[0] in built or k.startswith("enc_to_dec_proj.")}
+            # Tied halves share what the decoder holds: drawn when it is built here, its own when given.
+            for source in self._shared_with_decoder():
+                if "decoder" in built:
+                    fresh[source] = init[source]
+                else:
+                    fresh.pop(source, None)
             self._assign_state(fresh, partial=True)
         self._tie_parameters()
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -164,43 +169,108 @@ class EncoderDecoderModel(nn.Module):
             if getattr(module, "config", None) is not None:
                 module.config = self.config.decoder
 
-    def _tie_parameters(self) -> None:
-        """Make every tied name of the spec the same `nn.Parameter` as its source."""
-        params = dict(self.named_parameters(remove_duplicate=False))
-        for tied in self.spec.tied:
-            _set_parameter(self, tied.name, params[tied.source])
+    def _shared_with_decoder(self) -> dict:
+        """With `tie_encoder_decoder`: each stored encoder name the decoder shares -> the decoder's name of it."""
+        if not self.config.tie_encoder_decoder:
+            return {}
+        base = f"decoder.{BASE_MODEL_PREFIX[self.config.decoder.model_type]}."
+        tied = {t.name for t in self.spec.tied}
+        return {
+            t.source: base + t.source[len("encoder."):]
+            for t in self.spec.tied
+            if t.source.startswith("encoder.") and base + t.source[len("encoder."):] in tied
+        }
 
-    def _assign_state(self, state: dict, partial: bool = False, dtype: Optional[torch.dtype] = None) -> None:
-        """Put numpy tensors (canonical names, stored parameters only) into the model as new parameters."""
+    def _tie_parameters(self) -> None:
+        """Make every tied name of the spec one `nn.Parameter`, as transformers 4.57 ties them.
+
+        The LM head takes the word embeddings' parameter; with `tie_encoder_decoder` the
+        encoder's shared parameters are replaced by the decoder's, so a decoder given to
+        the constructor keeps its weights and the encoder's go.
+        """
+        params = dict(self.named_parameters(remove_duplicate=False))
+        shared = self._shared_with_decoder()
+        for tied in self.spec.tied:
+            keeper = params[shared.get(tied.source, tied.source)]
+            _set_parameter(self, tied.source, keeper)
+            _set_parameter(self, tied.name, keeper)
+
+    def _assign_state(self, state: dict, partial: bool = False, dtype: Optional[torch.dtype] = None,
+                      copy: bool = True) -> None:
+        """Put numpy tensors (canonical names, stored parameters only) into the model as new parameters
+        (sharing the arrays' memory only when `copy` is False: the caller gives them up)."""
         missing = [p.name for p in self.spec if p.name not in state]
         if missing and not partial:
             raise CheckpointError(f"no value for {len(missing)} parameter(s), e.g. {missing[:5]}; expected all of them")
         dtype = dtype or torch.get_default_dtype()
+        tied_to: dict[str, list[str]] = {}
+        for tied in self.spec.tied:
+            tied_to.setdefault(tied.source, []).append(tied.name)
         for name, array in state.items():
-            spec = self.spec.by_name.get(name)
-            if spec is None:
-                raise CheckpointError(f"{name}: not a parameter of this model; expected one of the spec's names")
-            if tuple(array.shape) != spec.shape:
-                raise CheckpointError(f"{name}: shape {tuple(array.shape)}; expected {spec.shape}")
-            _set_parameter(self, name, nn.Parameter(_to_torch(array, dtype)))
-        self._tie_parameters()
+            self._check_tensor(name, tuple(array.shape))
+            param = nn.Parameter(_to_torch(array, dtype, copy))
+            for target in [name, *tied_to.get(name, ())]:
+                _set_parameter(self, target, param)
 
-    def _numpy_state(self) -> dict:
-        """The stored parameters as numpy arrays, by canonical name (tied names left out)."""
+    def _check_tensor(self, name: str, shape: tuple) -> None:
+        spec = self.spec.by_name.get(name)
+        if spec is None:
+            raise CheckpointError(
+                f"{name}: not a stored parameter of this model; expected one of the {len(self.spec)} names of "
+                "encdec.weights.names.model_spec(config)"
+            )
+        if shape != tuple(spec.shape):
+            raise CheckpointError(f"{name}: the state's tensor has shape {shape}; the model's has {tuple(spec.shape)}")
+
+    @classmethod
+    def from_state(cls, config: EncoderDecoderConfig, state: dict, dtype=None) -> "EncoderDecoderModel":
+        """A model holding `state`: canonical numpy tensors, exactly the stored names of
+        `model_spec(config)` (HF PyTorch names and layouts). Parameters are `dtype`
+        (default: torch's default dtype). The model holds copies: training it leaves `state` as it was.
+        CheckpointError for a missing, unknown or misshapen tensor."""
+        return cls._from_state(config, state, dtype, copy=True)
+
+    @classmethod
+    def _from_state(cls, config: EncoderDecoderConfig, state: dict, dtype=None, copy: bool = True):
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config = config
+        model.spec = model_spec(config)
+        with torch.device("meta"):
+            model.encoder = _build_encoder(config.encoder)
+            model.decoder = _build_decoder(config.decoder)
+            model.enc_to_dec_proj = (
+                Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
+            )
+        model._share_configs()
+        model._assign_state(state, dtype=dtype, copy=copy)
+        model.generation_config = GenerationConfig.from_model_config(config)
+        return model
+
+    def canonical_state(self) -> dict:
+        """The stored parameters as numpy arrays (copies), by canonical name (tied names left out)."""
         params = dict(self.named_parameters(remove_duplicate=False))
-        return {p.name: _to_numpy(params[p.name]) for p in self.spec}
+        return {p.name: _to_numpy(params[p.name]).copy() for p in self.spec}
 
-    def _load_numpy_state(self, state: dict) -> None:
-        """Copy numpy tensors into the existing parameters (keeps them, e.g. for an optimizer)."""
+    def load_canonical_state(self, state: dict, partial: bool = False) -> None:
+        """Copy canonical numpy tensors into the existing parameters (they stay the same
+        tensors, e.g. for an optimizer), cast to each parameter's dtype and device.
+
+        Every stored name is needed unless `partial`. CheckpointError for an unknown
+        name or a wrong shape, naming the tensor and both shapes, before anything is copied.
+        """
+        for name, array in state.items():
+            self._check_tensor(name, tuple(np.shape(array)))
+        missing = [p.name for p in self.spec if p.name not in state]
+        if missing and not partial:
+            raise CheckpointError(
+                f"the state lacks {len(missing)} stored tensor(s), e.g. {missing[:5]}; expected every one "
+                "(or partial=True)"
+            )
         params = dict(self.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for name, array in state.items():
-                if name not in self.spec.by_name:
-                    raise CheckpointError(f"{name}: not a parameter of this model")
-                target = params[name]
-                if tuple(array.shape) != tuple(target.shape):
-                    raise CheckpointError(f"{name}: shape {tuple(array.shape)}; expected {tuple(target.shape)}")
-                target.copy_(_to_torch(array, None))
+                params[name].copy_(_to_torch(np.asarray(array), None))
 
     @classmethod
     def from_pretrained(
@@ -219,34 +289,14 @@ class EncoderDecoderModel(nn.Module):
         parameters are made `dtype` (default: torch's default dtype, float32). Returns
         the model in eval mode, as transformers does.
         """
-        from ..weights.convert import load_state
+        from ..weights.pretrained import read_model_folder
 
-        directory = os.fspath(directory)
-        config = config.copy() if config is not None else EncoderDecoderConfig.from_pretrained(directory)
-        for key, value in kwargs.items():
-            setattr(config, key, value)
-        state, _report = load_state(directory, model_spec(config), fmt=fmt)
-        model = cls._from_state(config, state, dtype)
-        if os.path.isfile(os.path.join(directory, GENERATION_CONFIG_NAME)):
-            model.generation_config = GenerationConfig.from_pretrained(directory)
+        folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        # The state was read for this model alone: its arrays become the parameters without a copy.
+        model = cls._from_state(folder.config, folder.state, dtype, copy=False)
+        if folder.generation_config is not None:
+            model.generation_config = folder.generation_config
         return model.eval()
-
-    @classmethod
-    def _from_state(cls, config: EncoderDecoderConfig, state: dict, dtype=None) -> "EncoderDecoderModel":
-        model = cls.__new__(cls)
-        nn.Module.__init__(model)
-        model.config = config
-        model.spec = model_spec(config)
-        with torch.device("meta"):
-            model.encoder = _build_encoder(config.encoder)
-            model.decoder = _build_decoder(config.decoder)
-            model.enc_to_dec_proj = (
-                _Linear(config.encoder.hidden_size, config.decoder.hidden_size) if config.needs_projection else None
-            )
-        model._share_configs()
-        model._assign_state(state, dtype=dtype)
-        model.generation_config = GenerationConfig.from_model_config(config)
-        return model
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -260,69 +310,21 @@ class EncoderDecoderModel(nn.Module):
         """Join a pretrained encoder folder and a pretrained decoder folder (any of the four formats).
 
         `encoder_*` / `decoder_*` kwargs update the encoder / decoder config (`encoder_model=` /
-        `decoder_model=` give a module instead, `encoder_config=` / `decoder_config=` a config);
-        the others update the joined config. What the decoder checkpoint lacks (cross-attention,
-        often the LM head) is drawn with `init_weights(config, init_seed)` and logged by name.
+        `decoder_model=` give a module instead, which keeps its weights; `encoder_config=` /
+        `decoder_config=` a config); the others update the joined config. What the decoder
+        checkpoint lacks (cross-attention, often the LM head) is drawn with
+        `init_weights(config, init_seed)` and logged by name (`encdec.weights.pretrained.join_pretrained`).
         """
-        from ..weights.convert import load_component
-
-        parts = split_role_kwargs(kwargs)
-        configs, modules, paths = {}, {}, {}
-        for role, path in (("encoder", encoder_pretrained_model_name_or_path),
-                           ("decoder", decoder_pretrained_model_name_or_path)):
-            options = parts[role]
-            module = options.pop("model", None)
-            if module is not None:
-                modules[role] = module
-                configs[role] = module.config
-                continue
-            if path is None:
-                raise ConfigError(f"no {role} given; expected {role}_pretrained_model_name_or_path or {role}_model=")
-            paths[role] = os.fspath(path)
-            config = options.pop("config", None)
-            config = config.copy() if config is not None else load_arch_config(paths[role])
-            for key, value in options.items():
-                setattr(config, key, value)
-            if role == "encoder" and (config.is_decoder or config.add_cross_attention):
-                logger.info("%s: loading a decoder config as the encoder; cross-attention and the causal mask are off",
-                            paths[role])
-                config.is_decoder = False
-                config.add_cross_attention = False
-            if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
-                logger.info("%s: loading as a decoder; cross-attention layers are added and drawn at random",
-                            paths[role])
-                config.is_decoder = True
-                config.add_cross_attention = True
-            configs[role] = config
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(configs["encoder"], configs["decoder"], **kwargs)
-
+        kwargs = dict(kwargs)
+        modules = {role: kwargs.pop(f"{role}_model") for role in ROLES if kwargs.get(f"{role}_model") is not None}
+        given = {role: GivenHalf(module.config) for role, module in modules.items()}
+        config, state, _drawn = join_pretrained(encoder_pretrained_model_name_or_path,
+                                                decoder_pretrained_model_name_or_path, kwargs, init_seed, given=given)
         if modules:
-            # A given module keeps its weights; the other half is loaded into a fresh model.
             model = cls(config=config, encoder=modules.get("encoder"), decoder=modules.get("decoder"))
+            model.load_canonical_state(state, partial=True)
         else:
-            model = None
-        full = init_weights(config, seed=init_seed)
-        # With tie_encoder_decoder the decoder's shared tensors are the encoder's: only stored names are set.
-        stored = {p.name for p in model_spec(config)}
-        drawn = []
-        for role in ("encoder", "decoder"):
-            if role in modules:
-                continue
-            state, report = load_component(paths[role], getattr(config, role), role)
-            full.update({f"{role}.{name}": array for name, array in state.items() if f"{role}.{name}" in stored})
-            drawn += [f"{role}.{name}" for name in report.missing if f"{role}.{name}" in stored]
-        if config.needs_projection:
-            drawn += [name for name in full if name.startswith("enc_to_dec_proj.")]
-        if model is None:
-            model = cls._from_state(config, full)
-        else:
-            model._load_numpy_state({k: v for k, v in full.items() if k.split(".", 1)[0] not in modules})
-        if drawn:
-            logger.warning(
-                "%d parameter(s) are not in the pretrained checkpoints and were newly initialised "
-                "(init_weights, seed %d): %s",
-                len(drawn), init_seed, ", ".join(drawn),
-            )
+            model = cls.from_state(config, state)
         return model.eval()
 
     def save_pretrained(
@@ -334,22 +336,10 @@ class EncoderDecoderModel(nn.Module):
         """Write weights (`model.safetensors`, or `pytorch_model.bin`), config.json and generation_config.json.
 
         The folder is written to a temporary sibling and renamed into place, so a
-        failure leaves any previous checkpoint there whole.
+        failure leaves any previous checkpoint there whole (`write_model_folder`).
         """
-        from ..weights.convert import save_state
-        from ..weights.formats import is_weight_file
-        from ..weights.io import atomic_directory, parse_size
-
-        fmt = "safetensors" if safe_serialization else "pt"
-        shard_size = parse_size(max_shard_size) if max_shard_size is not None else None
-        state = self._numpy_state()
-        config = self.config.copy()
-        config.architectures = ["EncoderDecoderModel"]
-        # Old weight files go: a stale file of another format would shadow the new one.
-        with atomic_directory(save_directory, keep=lambda name: not is_weight_file(name)) as tmp:
-            save_state(state, self.spec, tmp, fmt, shard_size=shard_size)
-            config.save_pretrained(tmp)
-            self.generation_config.save_pretrained(tmp)
+        write_model_folder(save_directory, self.canonical_state(), self.spec, self.config, self.generation_config,
+                           "safetensors" if safe_serialization else "pt", max_shard_size)
 
     # ------------------------------------------------------------------ accessors
 
@@ -379,7 +369,7 @@ class EncoderDecoderModel(nn.Module):
         if new_num_tokens == old_size:
             return self.decoder.get_input_embeddings()
         reference = self.decoder.get_input_embeddings().weight
-        config, new_state = resize_decoder_vocab(self.config, self._numpy_state(), new_num_tokens)
+        config, new_state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
         self.config = config
         self.spec = model_spec(config)
         with torch.device("meta"):
@@ -390,107 +380,125 @@ class EncoderDecoderModel(nn.Module):
         rebuilt = ("decoder.", "encoder.") if config.tie_encoder_decoder else ("decoder.",)
         self._assign_state({k: v for k, v in new_state.items() if k.startswith(rebuilt)}, partial=True,
                            dtype=reference.dtype)
+        self._tie_parameters()
         self.to(reference.device)
         self.train(self.training)  # the new modules take the model's train/eval mode
         return self.decoder.get_input_embeddings()
 
     # ------------------------------------------------------------------ forward
 
-    def _decoder_position_limit(self) -> int:
-        base = self.decoder.base_model
-        if hasattr(base, "embeddings"):
-            return base.embeddings._position_limit()
-        return base.config.n_positions
+    def _project(self, encoder_hidden_states):
+        """Encoder states in the decoder's width: `[B, S, H_enc]` -> `[B, S, H_dec]`."""
+        if self.enc_to_dec_proj is not None:
+            return self.enc_to_dec_proj(encoder_hidden_states)
+        return encoder_hidden_states
 
-    def _check_encoder_inputs(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
-        """The encoder's inputs: ids, lengths and shapes, before the encoder runs."""
-        encoder = self.encoder
-        check_input_ids(input_ids, self.config.encoder.vocab_size, name="input_ids")
-        if position_ids is None:
-            limit = encoder.embeddings._position_limit()
-            if input_ids.shape[1] > limit:
-                raise InputError(
-                    f"input_ids has length {input_ids.shape[1]}; the encoder's position table covers {limit} "
-                    f"tokens, expected at most {limit}"
-                )
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
-            raise InputError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected {tuple(input_ids.shape)} "
-                "like input_ids"
-            )
-        encoder._check_inputs(input_ids, None, token_type_ids, position_ids, 0)
+    def _cross_attentions(self) -> list:
+        """The decoder's cross-attention modules, one per layer, in layer order."""
+        return [m for m in self.decoder.modules() if getattr(m, "is_cross_attention", False)]
 
-    def _check_inputs(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
-                      encoder_outputs, past_key_values, labels, token_type_ids=None, position_ids=None):
-        """Every shape and id range checked before any work."""
-        if input_ids is None and encoder_outputs is None:
-            raise InputError("no encoder input; expected input_ids or encoder_outputs")
-        if input_ids is not None:
-            self._check_encoder_inputs(input_ids, attention_mask, token_type_ids, position_ids)
-            batch = input_ids.shape[0]
-        else:
-            states = encoder_outputs[0]
-            batch = states.shape[0]
-            if states.dim() != 3 or states.shape[-1] != self.config.encoder.hidden_size:
-                raise InputError(
-                    f"encoder_outputs[0] has shape {tuple(states.shape)}; expected [batch, length, "
-                    f"{self.config.encoder.hidden_size}]"
-                )
-            if attention_mask is not None and tuple(attention_mask.shape) != tuple(states.shape[:2]):
-                raise InputError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected {tuple(states.shape[:2])} "
-                    "like encoder_outputs"
-                )
-        if decoder_input_ids is None and labels is None:
-            raise InputError("no decoder input; expected decoder_input_ids or labels")
-        if labels is not None:
-            if labels.dim() != 2 or labels.shape[0] != batch:
-                raise InputError(f"labels has shape {tuple(labels.shape)}; expected [{batch}, target length]")
-            valid = (labels == -100) | ((labels >= 0) & (labels < self.config.decoder.vocab_size))
-            if not bool(valid.all()):
-                bad = labels[~valid][0].item()
-                raise InputError(
-                    f"labels holds {bad}; expected ids in [0, {self.config.decoder.vocab_size}) or -100 (ignored)"
-                )
-        if decoder_input_ids is not None:
-            check_input_ids(decoder_input_ids, self.config.decoder.vocab_size, name="decoder_input_ids")
-            if decoder_input_ids.shape[0] != batch:
-                raise InputError(
-                    f"decoder_input_ids has batch size {decoder_input_ids.shape[0]}; expected {batch} like the "
-                    "encoder input"
-                )
-            if labels is not None and labels.shape != decoder_input_ids.shape:
-                raise InputError(
-                    f"labels has shape {tuple(labels.shape)}; expected {tuple(decoder_input_ids.shape)} like "
-                    "decoder_input_ids"
-                )
-        length = (decoder_input_ids if decoder_input_ids is not None else labels).shape[1]
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
-        limit = self._decoder_position_limit()
-        if past + length > limit:
-            raise InputError(
-                f"the decoder input has length {length} after {past} cached tokens; the decoder's position table "
-                f"covers {limit} tokens, expected at most {limit} in all"
-            )
-        if decoder_attention_mask is not None and tuple(decoder_attention_mask.shape) != (batch, past + length):
-            raise InputError(
-                f"decoder_attention_mask has shape {tuple(decoder_attention_mask.shape)}; expected "
-                f"{(batch, past + length)} (batch, cached + new decoder tokens)"
-            )
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+               output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutput:
+        """The encoder's own output for `input_ids` `[B, S]` (not projected to the decoder's width),
+        inputs checked first (InputError)."""
+        check_encoder_inputs(self.config, _host(input_ids, "input_ids"), attention_mask,
+                             _host(token_type_ids, "token_type_ids"), _host(position_ids, "position_ids"))
+        return self._run_encoder(input_ids, attention_mask, token_type_ids, position_ids,
+                                 output_attentions, output_hidden_states)
 
-    def _encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                output_attentions=False, output_hidden_states=False):
+    def _run_encoder(self, input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                     output_hidden_states) -> BaseModelOutput:
         kwargs = dict(attention_mask=attention_mask, position_ids=position_ids,
                       output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         return self.encoder(input_ids, **kwargs)
 
-    def _project(self, encoder_hidden_states):
-        """Encoder states in the decoder's width: `[B, S, H_enc]` -> `[B, S, H_dec]`."""
-        if self.enc_to_dec_proj is not None:
-            return self.enc_to_dec_proj(encoder_hidden_states)
-        return encoder_hidden_states
+    def init_cache(self, batch_size: int, max_length: int, encoder_outputs, encoder_attention_mask=None) -> dict:
+        """A decoder cache for `max_length` tokens over `encoder_outputs` (a `BaseModelOutput`, a
+        tuple, or the encoder's last hidden state `[B, S, H_enc]`), with its mask `[B, S]`.
+
+        The states are projected to the decoder's width and every layer's cross-attention
+        keys/values computed once, `[B, H, S, D]`, contiguous. `batch_size` rows of
+        self-attention keys/values `[batch_size, H, max_length, D]` are preallocated (zeros)
+        and written in place by `decode_step`. `batch_size` may be n times B (n rows per
+        batch item, item by item: the beams of a beam search); the cross keys/values and
+        the mask then stay per batch item, not repeated n times: an item's rows attend
+        them together (`_fold_beams_attend`).
+        Returns `{"index": 0, "encoder_attention_mask": mask or None, "layers": (...)}`.
+        """
+        states = encoder_outputs if isinstance(encoder_outputs, torch.Tensor) else encoder_outputs[0]
+        batch = check_encoder_outputs(self.config, states, encoder_attention_mask)
+        if not isinstance(batch_size, int) or batch_size < 1 or batch_size % batch:
+            raise InputError(
+                f"batch_size is {batch_size!r}; expected a positive multiple of the encoder output's batch {batch}"
+            )
+        limit = self.config.decoder.max_positions
+        if not isinstance(max_length, int) or not 0 < max_length <= limit:
+            raise InputError(f"max_length is {max_length!r}; expected 1 to {limit} (the decoder's position table)")
+        states = self._project(states)  # [B, S, H_dec]
+        decoder = self.config.decoder
+        shape = (batch_size, decoder.num_attention_heads, max_length, decoder.head_dim)
+        layers = []
+        for attention in self._cross_attentions():
+            key, value = attention._cross_key_value(states)
+            layers.append({
+                "key": states.new_zeros(shape),
+                "value": states.new_zeros(shape),
+                "cross_key": key.contiguous(),
+                "cross_value": value.contiguous(),
+            })
+        return {"index": 0, "encoder_attention_mask": encoder_attention_mask, "layers": tuple(layers)}
+
+    def decode_step(self, decoder_input_ids, cache: dict, decoder_position_ids=None):
+        """`[B, T]` new decoder tokens after the `cache["index"]` cached ones -> (logits `[B, T, V]`, cache).
+
+        The returned cache has its index advanced by T; its preallocated tensors are
+        the given cache's, written in place. InputError for ids outside the vocabulary,
+        more tokens than the cache or the position table holds, or a batch that is not the cache's.
+        """
+        index = int(cache["index"])
+        first = cache["layers"][0]["key"] if cache["layers"] else None
+        check_decoder_inputs(self.config, _host(decoder_input_ids, "decoder_input_ids"),
+                             decoder_position_ids=_host(decoder_position_ids, "decoder_position_ids"),
+                             past_length=index, cache_length=first.shape[2] if first is not None else None)
+        if first is not None:
+            check_batch(decoder_input_ids, first.shape[0], "decoder_input_ids", "the cache")
+        out = self.decoder(
+            decoder_input_ids,
+            position_ids=decoder_position_ids,
+            encoder_attention_mask=cache["encoder_attention_mask"],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.logits, out.past_key_values
+
+    def reorder_cache(self, cache: dict, rows) -> dict:
+        """The cache of the self-attention rows `rows` `[N]` (beam search: each beam continues
+        from the row it extends). Only the filled positions are copied, into new buffers
+        of the same length. Cross keys/values and the encoder mask follow the rows when
+        they have as many rows as the self-attention keys; kept per batch item otherwise
+        (then `rows` must stay within each row's batch item, as beam search's do).
+        """
+        index = int(cache["index"])
+        first = cache["layers"][0]
+        rows = torch.as_tensor(rows, dtype=torch.long, device=first["key"].device)
+        follow = first["cross_key"] is not None and first["cross_key"].shape[0] == first["key"].shape[0]
+        layers = []
+        for layer in cache["layers"]:
+            layer = dict(layer)
+            for name in ("key", "value"):
+                old = layer[name]
+                layer[name] = old.new_empty((rows.shape[0],) + tuple(old.shape[1:]))
+                torch.index_select(old[:, :, :index], 0, rows, out=layer[name][:, :, :index])
+            if follow:
+                for name in ("cross_key", "cross_value"):
+                    layer[name] = layer[name].index_select(0, rows)
+            layers.append(layer)
+        mask = cache["encoder_attention_mask"]
+        if follow and mask is not None:
+            mask = mask.index_select(0, rows)
+        return {"index": index, "encoder_attention_mask": mask, "layers": tuple(layers)}
 
     def forward(
         self,
@@ -508,15 +516,22 @@ class EncoderDecoderModel(nn.Module):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ):
-        self._check_inputs(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
-                           encoder_outputs, past_key_values, labels, token_type_ids, position_ids)
+        states = None if encoder_outputs is None or input_ids is not None else encoder_outputs[0]
+        past = int(past_key_values["index"]) if isinstance(past_key_values, dict) else 0
+        check_model_inputs(
+            self.config, _host(input_ids, "input_ids"), attention_mask, _host(decoder_input_ids, "decoder_input_ids"),
+            decoder_attention_mask, states, _host(labels, "labels"), _host(token_type_ids, "token_type_ids"),
+            _host(position_ids, "position_ids"), past_length=past,
+        )
         if encoder_outputs is None:
-            encoder_outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                           output_attentions, output_hidden_states)
+            encoder_outputs = self._run_encoder(input_ids, attention_mask, token_type_ids, position_ids,
+                                                output_attentions, output_hidden_states)
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs[:1])
         encoder_hidden_states = self._project(encoder_outputs[0])
 
+        if labels is not None:
+            labels = labels.long()  # the loss takes int64 targets
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
             if decoder_attention_mask is None:
@@ -550,8 +565,9 @@ class EncoderDecoderModel(nn.Module):
         )
         return out if return_dict else out.to_tuple()
 
-    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None, **kwargs):
+    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
+                 decoder_input_ids=None, **options):
         """Greedy, sampling or beam search, with transformers 5's semantics (see `encdec.pt.generation`)."""
         from .generation import generate
 
-        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)

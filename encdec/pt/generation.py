@@ -2,9 +2,12 @@
 
 The semantics are transformers 5's (`GenerationMixin._sample`, `_beam_search` and
 the processors of `generation/logits_process.py`): for the same checkpoint and
-settings the same token ids. The loops keep every state in fixed-shape tensors
-sized by `max_length` (token buffers, beam scores, finished flags), so the TF and
-Flax ports run the same steps under XLA with static shapes:
+settings the same token ids. What to run (special tokens, lengths, the decoder
+prompt, which processors, the length-penalty table) is the core's plan
+(`encdec.generation.plan_generation`); this module runs it on the port contract
+(`encode`, `init_cache`, `decode_step`, `reorder_cache`). The loops keep every
+state in fixed-shape tensors sized by `max_length` (token buffers, beam scores,
+finished flags), as the TF and Flax ports do under XLA with static shapes:
 
 * a processor is called as `processor(sequences, cur_len, scores)` where
   `sequences` is the whole `[N, max_length]` buffer and `cur_len` how much of it
@@ -12,7 +15,7 @@ Flax ports run the same steps under XLA with static shapes:
 * the encoder runs once; the cross-attention keys/values are computed once, for
   the batch items (not per beam);
 * the self-attention cache is preallocated for `max_length - 1` positions and
-  written in place; only the last position goes through the LM head.
+  written in place.
 """
 
 from __future__ import annotations
@@ -23,19 +26,20 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GenerationConfig
-from ..errors import ConfigError, InputError
-from .common import _KVCache, _ModelOutput, _packed_linear_weights, _padding_bias, check_input_ids
+from ..errors import NonFiniteError
+from ..generation import plan_generation
+from .common import _host, _ModelOutput
+from .fast_linear import packed_weights
 
 # ---------------------------------------------------------------------------
-# Logits processors, in the order transformers applies them.
+# Logits processors, in the order transformers applies them. Their options come from the
+# core's plan, which has checked them (`encdec.generation.logits_processors`).
 
 
 class RepetitionPenaltyLogitsProcessor:
     """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
 
     def __init__(self, penalty: float) -> None:
-        if not penalty > 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
         self.penalty = float(penalty)
 
     def __call__(self, sequences, cur_len: int, scores):
@@ -53,8 +57,6 @@ class NoRepeatNGramLogitsProcessor:
     """Bans every token that would repeat an n-gram already in the sequence."""
 
     def __init__(self, ngram_size: int) -> None:
-        if not isinstance(ngram_size, int) or ngram_size <= 0:
-            raise ConfigError(f"no_repeat_ngram_size must be a positive int, got {ngram_size!r}")
         self.ngram_size = ngram_size
 
     def __call__(self, sequences, cur_len: int, scores):
@@ -76,28 +78,15 @@ class NoRepeatNGramLogitsProcessor:
 class NoBadWordsLogitsProcessor:
     """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
 
-    def __init__(self, bad_words_ids, eos_token_ids, vocab_size: int, device=None) -> None:
-        if not isinstance(bad_words_ids, (list, tuple)) or not bad_words_ids or not all(
-            isinstance(seq, (list, tuple)) and seq and all(isinstance(t, int) and 0 <= t < vocab_size for t in seq)
-            for seq in bad_words_ids
-        ):
-            raise ConfigError(
-                f"bad_words_ids is {bad_words_ids!r}; expected a non-empty list of non-empty lists of token ids "
-                f"in [0, {vocab_size})"
-            )
-        # As transformers: a banned sequence that is just an eos token is ignored.
-        sequences = [tuple(seq) for seq in bad_words_ids if not (len(seq) == 1 and seq[0] in eos_token_ids)]
+    def __init__(self, single, groups, vocab_size: int, device=None) -> None:
+        # The plan's arrays: single-token bans (bool [V], or None) as a [V] bias, -inf where banned,
+        # and per prefix length p the banned sequences' prefixes [G, p] and last tokens [G].
         self.single = torch.zeros(vocab_size, device=device)
-        groups: dict[int, list[tuple[int, ...]]] = {}
-        for seq in dict.fromkeys(sequences):
-            if len(seq) == 1:
-                self.single[seq[0]] = -float("inf")
-            else:
-                groups.setdefault(len(seq) - 1, []).append(seq)
-        # (prefixes [G, p], last tokens [G]) per prefix length p
+        if single is not None:
+            self.single.masked_fill_(torch.from_numpy(single).to(device), -float("inf"))
         self.groups = [
-            (torch.tensor([s[:-1] for s in group], device=device), torch.tensor([s[-1] for s in group], device=device))
-            for group in groups.values()
+            (torch.from_numpy(prefixes).long().to(device), torch.from_numpy(last).long().to(device))
+            for prefixes, last in groups
         ]
 
     def __call__(self, sequences, cur_len: int, scores):
@@ -168,9 +157,7 @@ class TopKLogitsWarper:
     """Keeps the `top_k` best scores (at least `min_tokens_to_keep`)."""
 
     def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
-        if not isinstance(top_k, int) or top_k <= 0:
-            raise ConfigError(f"top_k must be a positive int, got {top_k!r}")
-        self.top_k = max(top_k, min_tokens_to_keep)
+        self.top_k = max(int(top_k), min_tokens_to_keep)
 
     def __call__(self, sequences, cur_len: int, scores):
         k = min(self.top_k, scores.shape[-1])
@@ -182,10 +169,7 @@ class TopPLogitsWarper:
     """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
 
     def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
-        top_p = float(top_p)
-        if not 0.0 <= top_p <= 1.0:
-            raise ConfigError(f"top_p must be in [0, 1], got {top_p}")
-        self.top_p = top_p
+        self.top_p = float(top_p)
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, sequences, cur_len: int, scores):
@@ -197,32 +181,29 @@ class TopPLogitsWarper:
         return scores.masked_fill(remove, -float("inf"))
 
 
-def build_logits_processors(config: GenerationConfig, eos_token_ids, max_length: int, min_length: int,
-                            vocab_size: int, device=None) -> list:
-    """The processors `config` asks for, in transformers' order (sampling warpers last)."""
+def build_logits_processors(specs: tuple, device=None) -> list:
+    """The PyTorch processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order."""
     processors = []
-    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
-    if config.no_repeat_ngram_size:
-        processors.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
-    if config.bad_words_ids is not None:
-        processors.append(NoBadWordsLogitsProcessor(config.bad_words_ids, eos_token_ids, vocab_size, device))
-    if min_length > 0 and eos_token_ids:
-        processors.append(MinLengthLogitsProcessor(min_length, eos_token_ids))
-    if config.forced_bos_token_id is not None:
-        processors.append(ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
-    if config.forced_eos_token_id is not None:
-        processors.append(ForcedEOSTokenLogitsProcessor(max_length, config.forced_eos_token_id))
-    if config.do_sample:
-        # Beam sampling keeps one more token than there are eos tokens, so some beam can go on.
-        keep = (len(eos_token_ids) + 1 if eos_token_ids else 2) if config.num_beams > 1 else 1
-        if config.temperature is not None and config.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(config.temperature))
-        if config.top_k is not None and config.top_k != 0:
-            processors.append(TopKLogitsWarper(config.top_k, keep))
-        if config.top_p is not None and config.top_p < 1.0:
-            processors.append(TopPLogitsWarper(config.top_p, keep))
+    for spec in specs:
+        o = spec.as_dict()
+        if spec.name == "bad_words":
+            arrays = spec.arrays()
+            processors.append(NoBadWordsLogitsProcessor(arrays["single"], arrays["groups"], o["vocab_size"], device))
+        else:
+            processors.append(_PROCESSORS[spec.name](o))
     return processors
+
+
+_PROCESSORS = {
+    "repetition_penalty": lambda o: RepetitionPenaltyLogitsProcessor(o["penalty"]),
+    "no_repeat_ngram": lambda o: NoRepeatNGramLogitsProcessor(o["ngram_size"]),
+    "min_length": lambda o: MinLengthLogitsProcessor(o["min_length"], o["eos_token_ids"]),
+    "forced_bos": lambda o: ForcedBOSTokenLogitsProcessor(o["token_id"]),
+    "forced_eos": lambda o: ForcedEOSTokenLogitsProcessor(o["max_length"], o["eos_token_ids"]),
+    "temperature": lambda o: TemperatureLogitsWarper(o["temperature"]),
+    "top_k": lambda o: TopKLogitsWarper(o["top_k"], o["min_tokens_to_keep"]),
+    "top_p": lambda o: TopPLogitsWarper(o["top_p"], o["min_tokens_to_keep"]),
+}
 
 
 def _apply(processors, sequences, cur_len, scores):
@@ -252,29 +233,33 @@ class GenerateBeamEncoderDecoderOutput(_ModelOutput):
 
 
 class _Step:
-    """One decoder step: the tokens of `[N, max_length]` sequences up to `cur_len` that the cache
-    does not hold yet -> `[N, V]` float32 logits of the next token, cache updated.
+    """One decoder step on the port contract: the tokens of `[N, max_length]` sequences up to
+    `cur_len` that the cache does not hold yet -> `[N, V]` float32 logits of the next token.
 
     The first step feeds the whole decoder prompt in one call, as transformers does
-    (RoBERTa counts the prompt's positions over the whole prompt); later steps one token.
+    (RoBERTa counts the prompt's positions over the whole prompt); later steps one
+    token. Logits holding a NaN (a weight that is not finite) end generation with
+    NonFiniteError rather than tokens chosen from them.
     """
 
-    def __init__(self, decoder, cache, encoder_hidden_states, encoder_bias) -> None:
-        self.decoder = decoder
+    def __init__(self, model, cache: dict, prompt_length: int) -> None:
+        self.model = model
         self.cache = cache
-        self.encoder_hidden_states = encoder_hidden_states
-        self.encoder_bias = encoder_bias
+        self.prompt_length = prompt_length
 
     def __call__(self, sequences, cur_len: int):
-        out = self.decoder(
-            sequences[:, self.cache.length : cur_len],
-            encoder_hidden_states=self.encoder_hidden_states,
-            encoder_attention_mask=self.encoder_bias,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1].float()
+        logits, self.cache = self.model.decode_step(sequences[:, self.cache["index"] : cur_len], self.cache)
+        logits = logits[:, -1].float()
+        if bool(torch.isnan(logits).any()):
+            raise NonFiniteError(
+                f"the scores became NaN at step {cur_len - self.prompt_length}; check the weights for non-finite "
+                "values (encdec inspect lists them)"
+            )
+        return logits
+
+    def reorder(self, rows) -> None:
+        """Each running beam continues from the cache of the row `rows` `[N]` it extends."""
+        self.cache = self.model.reorder_cache(self.cache, rows)
 
 
 def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, pad_token_id,
@@ -344,17 +329,20 @@ def _gather_beams(tensor, beam_indices):
 
 
 def beam_search(step, processors, sequences, batch_size: int, num_beams: int, max_length: int, eos_token_ids,
-                pad_token_id, length_penalty: float = 1.0, early_stopping=False, num_return_sequences: int = 1,
-                do_sample: bool = False, generator=None, output_scores: bool = False, cache: Optional[_KVCache] = None,
+                fill: int, penalties, early_stopping_true: bool, heuristic_at_max_length: bool,
+                num_return_sequences: int = 1, do_sample: bool = False, generator=None, output_scores: bool = False,
                 prompt_length: int = 1):
     """transformers 5's vectorized beam search, step for step.
 
     `sequences` is the `[B * num_beams, max_length]` buffer whose first `prompt_length`
-    positions hold the decoder prompt.
+    positions hold the decoder prompt; `step` a `_Step`, whose cache follows the beams.
     Running beams and finished hypotheses are each `num_beams` fixed-length rows per
     batch item; each step keeps the best `beams_to_keep` continuations over all
     beams, the best `num_beams` unfinished ones run on, and finished ones replace
-    worse finished hypotheses (scores normalised by length ** length_penalty).
+    worse finished hypotheses (scores divided by `penalties[n]`, the plan's
+    `length ** length_penalty` table over n generated tokens). `fill` is the plan's
+    beam buffer fill; `early_stopping_true` and `heuristic_at_max_length` the plan's
+    reading of `early_stopping`.
     Returns (sequences, sequences_scores, per-step scores or None, beam_indices).
     """
     device = sequences.device
@@ -365,9 +353,8 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
     top_num_beam_mask = torch.cat(
         (torch.ones(num_beams, dtype=torch.bool), torch.zeros(beams_to_keep - num_beams, dtype=torch.bool))
     ).to(device)
+    penalties = torch.as_tensor(penalties, dtype=torch.float32, device=device)  # [max_length + 1]
 
-    # transformers fills with `pad_token_id or eos_token_id[0]`: a pad id of 0 counts as unset there.
-    fill = (pad_token_id or eos_token_ids[0]) if eos_token_ids else -1
     running_sequences = torch.full((batch_size, num_beams, max_length), fill, dtype=torch.long, device=device)
     running_sequences[:, :, :cur_len] = sequences[:, :cur_len].view(batch_size, num_beams, cur_len)
     finished_sequences = running_sequences.clone()
@@ -424,8 +411,8 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
 
         # d. finished ones among the top `num_beams` replace worse finished hypotheses
         just_finished = hits & top_num_beam_mask[None, :]
-        finished_scores = topk_log_probs / ((cur_len + 1 - prompt_len) ** length_penalty)
-        beams_in_batch_are_full = torch.all(is_sent_finished, dim=-1, keepdim=True) & (early_stopping is True)
+        finished_scores = topk_log_probs / penalties[cur_len + 1 - prompt_len]
+        beams_in_batch_are_full = torch.all(is_sent_finished, dim=-1, keepdim=True) & early_stopping_true
         finished_scores += beams_in_batch_are_full.to(torch.float32) * -1.0e9
         finished_scores += (~is_early_stop_heuristic_unsatisfied).to(torch.float32) * -1.0e9
         finished_scores += (~just_finished) * -1.0e9
@@ -442,22 +429,21 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
         # e. can anything still change?
         reorder = running_beam_indices[..., cur_len - prompt_len].reshape(-1).long()
         cur_len += 1
-        if early_stopping == "never" and length_penalty > 0.0:
+        if heuristic_at_max_length:
             best_hypothetical_length = max_length - prompt_len
         else:
             best_hypothetical_length = cur_len - prompt_len
-        best_running = running_beam_scores[:, :1] / (best_hypothetical_length**length_penalty)
+        best_running = running_beam_scores[:, :1] / penalties[best_hypothetical_length]
         worst_finished = torch.where(is_sent_finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
         is_early_stop_heuristic_unsatisfied = is_early_stop_heuristic_unsatisfied & torch.any(
             best_running > worst_finished, dim=-1, keepdim=True
         )
         improvement_possible = bool(is_early_stop_heuristic_unsatisfied.any())
-        exists_open_beam = not (bool(is_sent_finished.all()) and early_stopping is True)
+        exists_open_beam = not (bool(is_sent_finished.all()) and early_stopping_true)
         valid_continuations = not bool(hits.all())
         if not (improvement_possible and exists_open_beam and valid_continuations):
             break
-        if cache is not None:
-            cache.reorder_cache(reorder)  # each running beam continues from the cache of the beam it extends
+        step.reorder(reorder)
 
     # Best hypotheses first; crop to the longest one returned.
     sequences = finished_sequences[:, :num_return_sequences].reshape(batch_size * num_return_sequences, max_length)
@@ -472,32 +458,8 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
 # generate
 
 
-_MODEL_KWARGS = ("token_type_ids", "position_ids", "generator", "seed")
-
-
-def _first_set(*values):
-    return next((v for v in values if v is not None), None)
-
-
-def _decoder_prompt(model, decoder_input_ids, start: int, batch: int, device) -> torch.Tensor:
-    """`[B, P]` decoder prompt: the start token alone, or `decoder_input_ids` with the start
-    token put in front when no row begins with it (as transformers does)."""
-    if decoder_input_ids is None:
-        return torch.full((batch, 1), start, dtype=torch.long, device=device)
-    if not isinstance(decoder_input_ids, torch.Tensor) or decoder_input_ids.dim() != 2:
-        raise InputError(
-            f"decoder_input_ids is {type(decoder_input_ids).__name__} of shape "
-            f"{tuple(getattr(decoder_input_ids, 'shape', ()))}; expected a [{batch}, prompt length] tensor of ids"
-        )
-    check_input_ids(decoder_input_ids, model.config.decoder.vocab_size, name="decoder_input_ids")
-    if decoder_input_ids.shape[0] != batch:
-        raise InputError(
-            f"decoder_input_ids has batch size {decoder_input_ids.shape[0]}; expected {batch} like input_ids"
-        )
-    prompt = decoder_input_ids.to(device=device, dtype=torch.long)
-    if bool((prompt[:, 0] != start).all()):
-        prompt = torch.cat([torch.full((batch, 1), start, dtype=torch.long, device=device), prompt], dim=1)
-    return prompt
+# generate's options that are this port's, not generation options.
+_PORT_OPTIONS = ("token_type_ids", "position_ids", "generator", "seed")
 
 
 def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
@@ -508,85 +470,53 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     kwargs; `generator=` (a `torch.Generator`) or `seed=` make sampling reproducible.
     `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in
     front when no row begins with it). Returns `[B * num_return_sequences, length]`
-    ids, or an output object with `return_dict_in_generate=True`.
+    ids, or an output object with `return_dict_in_generate=True`. Options, special
+    tokens and inputs are checked before any work (ConfigError, InputError);
+    NonFiniteError when the scores become NaN.
     """
-    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _MODEL_KWARGS}
-    base = generation_config if generation_config is not None else model.generation_config
-    if not isinstance(base, GenerationConfig):
-        raise ConfigError(f"generation_config is a {type(base).__name__}; expected an encdec GenerationConfig")
-    explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
-    gc = base.update(**kwargs)
-
-    cfg = model.config
-    start = _first_set(gc.decoder_start_token_id, cfg.decoder_start_token_id, gc.bos_token_id, cfg.bos_token_id)
-    if start is None:
-        raise ConfigError(
-            "no decoder_start_token_id (nor bos_token_id) in the generation config or the model config; "
-            "expected the id the decoder starts from"
-        )
-    eos_ids = gc.eos_token_ids
-    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
-
-    prompt = _decoder_prompt(model, decoder_input_ids, start, input_ids.shape[0], input_ids.device)
-    prompt_length = prompt.shape[1]
-    max_length, min_length = gc.lengths(prompt_length, explicit_max_length)
-    limit = model._decoder_position_limit()
-    if max_length - 1 > limit:
-        raise InputError(
-            f"max_length {max_length} needs {max_length - 1} decoder positions; the decoder's position table "
-            f"covers {limit}, expected max_length <= {limit + 1}"
-        )
-    num_beams = gc.num_beams
-    expand = max(num_beams, gc.num_return_sequences)
-    if num_beams > 1 and gc.num_return_sequences > num_beams:
-        raise ConfigError(
-            f"num_return_sequences ({gc.num_return_sequences}) must be <= num_beams ({num_beams}) in beam search"
-        )
-    model._check_encoder_inputs(input_ids, attention_mask, model_kwargs.get("token_type_ids"),
-                                model_kwargs.get("position_ids"))
-    generator = model_kwargs.pop("generator", None)
-    seed = model_kwargs.pop("seed", None)
+    ids = _host(input_ids, "input_ids")
+    setup = plan_generation(model.config, generation_config, model.generation_config, kwargs,
+                            _host(decoder_input_ids, "decoder_input_ids"), ids.shape[0] if ids.ndim else 0,
+                            port_options=_PORT_OPTIONS)
+    plan, gc, port = setup.plan, setup.config, setup.port_options
+    generator, seed = port.get("generator"), port.get("seed")
     if generator is None and seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(int(seed))
 
-    decoder_cfg = cfg.decoder
     with torch.inference_mode():
-        encoder_out = model._encode(input_ids, attention_mask, **model_kwargs)
-        encoder_states = model._project(encoder_out.last_hidden_state)  # [B, S, H_dec], once per batch item
-        dtype, device = encoder_states.dtype, encoder_states.device
-        encoder_bias = _padding_bias(attention_mask, dtype)  # [B, 1, 1, S], or None without padding
-        batch = input_ids.shape[0]
-        rows = batch * expand
-        cache = _KVCache.preallocate(
-            decoder_cfg.num_hidden_layers, rows, decoder_cfg.num_attention_heads, max_length - 1,
-            decoder_cfg.head_dim, dtype, device,
-        )
-        step = _Step(model.decoder, cache, encoder_states, encoder_bias)
-        processors = build_logits_processors(gc, eos_ids, max_length, min_length, decoder_cfg.vocab_size, device)
-        sequences = torch.full((rows, max_length), pad if pad is not None else 0, dtype=torch.long, device=device)
-        sequences[:, :prompt_length] = prompt.repeat_interleave(expand, dim=0)
+        encoder_out = model.encode(input_ids, attention_mask, port.get("token_type_ids"), port.get("position_ids"))
+        rows = input_ids.shape[0] * plan.rows_per_item
+        cache = model.init_cache(rows, plan.cache_length, encoder_out, attention_mask)
+        device = encoder_out.last_hidden_state.device
+        step = _Step(model, cache, plan.prompt_length)
+        processors = build_logits_processors(plan.processors, device)
+        sequences = torch.full((rows, plan.max_length), plan.fill_token_id, dtype=torch.long, device=device)
+        prompt = torch.from_numpy(setup.prompt).to(device)
+        sequences[:, : plan.prompt_length] = prompt.repeat_interleave(plan.rows_per_item, dim=0)
+        eos_ids = list(plan.eos_token_ids)
 
-        with _packed_linear_weights(model.decoder):
-            if num_beams == 1:
+        with packed_weights(model.decoder):
+            if not plan.is_beam_search:
                 sequences, scores = greedy_search(
-                    step, processors, sequences, max_length, eos_ids, pad, gc.do_sample, generator, gc.output_scores,
-                    prompt_length,
+                    step, processors, sequences, plan.max_length, eos_ids, plan.pad_token_id, plan.do_sample,
+                    generator, plan.output_scores, plan.prompt_length,
                 )
                 sequences_scores = beam_indices = None
             else:
                 sequences, sequences_scores, scores, beam_indices = beam_search(
-                    step, processors, sequences, batch, num_beams, max_length, eos_ids, pad, gc.length_penalty,
-                    gc.early_stopping, gc.num_return_sequences, gc.do_sample, generator, gc.output_scores, cache,
-                    prompt_length,
+                    step, processors, sequences, input_ids.shape[0], plan.num_beams, plan.max_length, eos_ids,
+                    plan.beam_fill_token_id, setup.length_penalty_table, setup.early_stopping_true,
+                    setup.heuristic_at_max_length, plan.num_return_sequences, plan.do_sample, generator,
+                    plan.output_scores, plan.prompt_length,
                 )
 
     # Tensors made under inference mode cannot be changed in place outside it (say, to turn the ids into
     # labels); the results are copied out as ordinary tensors.
     sequences = sequences.clone()
     scores = tuple(s.clone() for s in scores) if scores is not None else None
-    if not gc.return_dict_in_generate:
+    if not plan.return_dict_in_generate:
         return sequences
-    if num_beams == 1:
+    if not plan.is_beam_search:
         return GenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
     return GenerateBeamEncoderDecoderOutput(
         sequences=sequences,
@@ -594,4 +524,3 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
         scores=scores,
         beam_indices=beam_indices.clone(),
     )
-

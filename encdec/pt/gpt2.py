@@ -13,23 +13,26 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..inputs import check_stack_inputs
 from .bert import _causal_lm_output
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    _Linear,
-    _PackableLinear,
     _attend,
+    _close_cache,
+    _cross_keys_values,
     _fold_beams_attend,
-    _KVCache,
+    _host,
+    _index,
+    _open_cache,
     _padding_bias,
+    _write_self_cache,
     causal_bias,
-    check_input_ids,
-    _linear,
 )
+from .fast_linear import Linear, PackableLinear, linear
 
 
-class _Conv1D(nn.Module, _PackableLinear):
+class _Conv1D(nn.Module, PackableLinear):
     """A dense layer with the weight stored `[in, out]`."""
 
     def __init__(self, n_in: int, n_out: int) -> None:
@@ -38,11 +41,11 @@ class _Conv1D(nn.Module, _PackableLinear):
         self.bias = nn.Parameter(torch.zeros(n_out))
         nn.init.normal_(self.weight, std=0.02)
 
-    def _linear_weight(self) -> torch.Tensor:
+    def linear_weight(self) -> torch.Tensor:
         return self.weight.t()  # [out, in]
 
     def forward(self, x):
-        return _linear(x, self.weight.t(), self.bias, self._packed)  # [..., in] -> [..., out]
+        return linear(x, self.weight.t(), self.bias, self._packed)  # [..., in] -> [..., out]
 
 
 class GPT2Attention(nn.Module):
@@ -71,30 +74,30 @@ class GPT2Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _cross_key_value(self, encoder_hidden_states):
+        """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
+        key, value = self.c_attn(encoder_hidden_states).split(self.embed_dim, dim=2)
+        return self._heads(key), self._heads(value)
+
     def forward(
         self,
         hidden_states,
         attention_bias=None,
         is_causal: bool = False,
         key_value_states=None,
-        cache: Optional[_KVCache] = None,
+        cache: Optional[dict] = None,
         output_attentions: bool = False,
+        past_length: int = 0,
     ):
         b, t, _ = hidden_states.shape
         if self.is_cross_attention:
             query = self._heads(self.q_attn(hidden_states))
-            if cache is not None and cache.cross_keys[self.layer_idx] is not None:
-                key, value = cache.cross_keys[self.layer_idx], cache.cross_values[self.layer_idx]
-            else:
-                key, value = self.c_attn(key_value_states).split(self.embed_dim, dim=2)
-                key, value = self._heads(key), self._heads(value)
-                if cache is not None:
-                    cache.set_cross(self.layer_idx, key, value)
+            key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
         else:
             query, key, value = self.c_attn(hidden_states).split(self.embed_dim, dim=2)
             query, key, value = self._heads(query), self._heads(key), self._heads(value)
             if cache is not None:
-                key, value = cache.update(self.layer_idx, key, value)
+                key, value = _write_self_cache(cache, past_length, key, value)
         dropout_p = self.attn_pdrop if self.training else 0.0
         if key.shape[0] != b:
             out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
@@ -139,11 +142,13 @@ class GPT2Block(nn.Module):
         encoder_bias=None,
         cache=None,
         output_attentions: bool = False,
+        past_length: int = 0,
     ):
-        attn, self_probs = self.attn(self.ln_1(hidden_states), attention_bias, is_causal, None, cache, output_attentions)
+        attn, self_probs = self.attn(self.ln_1(hidden_states), attention_bias, is_causal, None, cache,
+                                     output_attentions, past_length)
         hidden_states = attn + hidden_states
         cross_probs = None
-        if encoder_hidden_states is not None:
+        if encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None):
             if not hasattr(self, "crossattention"):
                 raise InputError("encoder_hidden_states were given to a GPT-2 block without cross-attention; "
                                  "expected a decoder config with add_cross_attention=True")
@@ -170,35 +175,6 @@ class GPT2Model(nn.Module):
     def get_input_embeddings(self):
         return self.wte
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):
-        cfg = self.config
-        check_input_ids(input_ids, cfg.vocab_size, name="input_ids")
-        batch, length = input_ids.shape
-        if position_ids is None:
-            if past_length + length > cfg.n_positions:
-                raise InputError(
-                    f"input_ids has length {length} after {past_length} cached tokens; the position table of gpt2 "
-                    f"covers {cfg.n_positions} tokens, expected at most {cfg.n_positions} in all"
-                )
-        else:
-            if tuple(position_ids.shape) not in ((batch, length), (1, length)):
-                raise InputError(
-                    f"position_ids has shape {tuple(position_ids.shape)}; expected {(batch, length)} like input_ids"
-                )
-            check_input_ids(position_ids, cfg.n_positions, name="position_ids")
-        if token_type_ids is not None:
-            if tuple(token_type_ids.shape) != (batch, length):
-                raise InputError(
-                    f"token_type_ids has shape {tuple(token_type_ids.shape)}; expected {(batch, length)} like input_ids"
-                )
-            # GPT-2 embeds token types with its word table.
-            check_input_ids(token_type_ids, cfg.vocab_size, name="token_type_ids")
-        if attention_mask is not None and tuple(attention_mask.shape) != (batch, past_length + length):
-            raise InputError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected {(batch, past_length + length)} "
-                "(batch, cached + new tokens)"
-            )
-
     def forward(
         self,
         input_ids,
@@ -207,21 +183,19 @@ class GPT2Model(nn.Module):
         position_ids=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
-        past_key_values: Optional[_KVCache] = None,
+        past_key_values: Optional[dict] = None,
         use_cache: Optional[bool] = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ):
         cfg = self.config
-        use_cache = cfg.use_cache if use_cache is None else use_cache
-        cache = past_key_values
-        if use_cache and cache is None:
-            cache = _KVCache(cfg.n_layer)
-        past_length = cache.length if cache is not None else 0
-        if cache is None or not cache.static:
-            # A static cache is `generate`'s: it checked the lengths, and feeds back the model's own tokens.
-            self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
+        past_length, cache = _open_cache(past_key_values, cfg.n_layer, use_cache)
+        check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask,
+                           _host(token_type_ids, "token_type_ids"), _host(position_ids, "position_ids"),
+                           past_length=past_length)
+        input_ids, token_type_ids, position_ids = _index(input_ids), _index(token_type_ids), _index(position_ids)
         length = input_ids.shape[1]
 
         if position_ids is None:
@@ -249,12 +223,14 @@ class GPT2Model(nn.Module):
 
         all_hidden = () if output_hidden_states else None
         all_self = () if output_attentions else None
-        all_cross = () if output_attentions and encoder_hidden_states is not None else None
-        for block in self.h:
+        cross = encoder_hidden_states is not None or (cache is not None and cache[0]["cross_key"] is not None)
+        all_cross = () if output_attentions and cross else None
+        for i, block in enumerate(self.h):
             if output_hidden_states:
                 all_hidden += (hidden,)
             hidden, self_probs, cross_probs = block(
-                hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache, output_attentions
+                hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache[i] if cache is not None else None,
+                output_attentions, past_length,
             )
             if output_attentions:
                 all_self += (self_probs,)
@@ -263,11 +239,9 @@ class GPT2Model(nn.Module):
         hidden = self.ln_f(hidden)
         if output_hidden_states:
             all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
-        if cache is not None:
-            cache.advance(length)
         out = BaseModelOutput(
             last_hidden_state=hidden,
-            past_key_values=cache if use_cache else None,
+            past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
             hidden_states=all_hidden,
             attentions=all_self,
             cross_attentions=all_cross,
@@ -284,7 +258,7 @@ class GPT2LMHeadModel(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = GPT2Model(config)
-        self.lm_head = _Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .bert import BertEmbeddings, BertLMHeadModel, BertModel, _padding_idx
-from .common import ACT2FN, _Linear
+from .common import ACT2FN
+from .fast_linear import Linear
 
 
 def create_position_ids_from_input_ids(input_ids, padding_idx: int, past_length: int = 0):
@@ -42,9 +43,9 @@ class RobertaLMHead(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = _Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder = _Linear(config.hidden_size, config.vocab_size)
+        self.decoder = Linear(config.hidden_size, config.vocab_size)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias
 

@@ -6,11 +6,14 @@ parameter names of `encdec.weights.names`. RoBERTa and BertGeneration reuse thes
 layers with their own embeddings and heads.
 
 Attention works on `[B, S, heads, head_dim]` queries and `[B, heads, S, head_dim]` keys
-and values. A decoder's cache is a tuple per layer of `(self_k, self_v, cross_k,
-cross_v)`, each `[B, heads, S, head_dim]`. Without
-`cache_index` new keys are appended to it; with `cache_index` (a scalar tensor) the
-self-attention cache has a fixed length and the new keys are written at that
-position, which keeps every shape fixed for compiled generation.
+and values. A decoder's cache (`past_key_values`) is a tuple per layer of `(self_k,
+self_v, cross_k, cross_v)`, each `[B, heads, S, head_dim]` (self-attention rows may be n * B
+with `cache_index`: n rows per batch item, see `_fold_beams_attend`). Without `cache_index` new
+keys are appended to it; with `cache_index` (a scalar tensor) the self-attention cache
+has a fixed length and the new keys are written at that position, which keeps every
+shape fixed for compiled generation (`TFEncoderDecoderModel.decode_step` passes its
+cache dict's layers this way). Cross-attention runs from the cached keys alone when
+no encoder states are given.
 """
 
 from __future__ import annotations
@@ -21,25 +24,27 @@ import keras
 import tensorflow as tf
 
 from ..config import ArchConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .common import (
     ACT2FN,
     BaseModelOutput,
     _attend,
+    _as_index_tensor,
     _cache_lengths,
     _causal_lm_output,
-    _check_shape,
+    _check_stack,
     _dense,
     _embedding,
     _encoder_bias,
     _extend_cache,
+    _fold_beams_attend,
     _heads_first,
     _layer_norm,
     _output_projection,
     _project_to_vocab,
+    _rows_differ,
     attention_bias,
     causal_bias,
-    check_input_ids,
 )
 
 
@@ -56,10 +61,6 @@ class TFBertEmbeddings(keras.layers.Layer):
         self.LayerNorm = _layer_norm(h, config.layer_norm_eps, "LayerNorm")
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True  # every weight exists from here on
-
-    def _position_limit(self) -> int:
-        """How many tokens (cache included) the position table covers."""
-        return self.config.max_position_embeddings
 
     def _position_embeddings(self, input_ids, position_ids, past_length):
         if position_ids is None:
@@ -120,7 +121,10 @@ class TFBertSelfAttention(keras.layers.Layer):
             key, value = self._key_value(hidden_states)
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
-        context, probs = _attend(query, key, value, attention_bias, self.scale, self.dropout, training)
+        if self.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
+            context, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, self.dropout, training)
+        else:
+            context, probs = _attend(query, key, value, attention_bias, self.scale, self.dropout, training)
         return context, (key, value), probs if output_attentions else None
 
 
@@ -244,13 +248,13 @@ class TFBertLayer(keras.layers.Layer):
             training=training,
         )
         cross_probs = None
-        if encoder_hidden_states is not None:
+        cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+        if encoder_hidden_states is not None or cross_past is not None:
             if not hasattr(self, "crossattention"):
                 raise ConfigError(
                     "encoder_hidden_states were given to a layer without cross-attention; expected a "
                     "decoder config with add_cross_attention=True"
                 )
-            cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
             hidden_states, cross_present, cross_probs = self.crossattention(
                 hidden_states,
                 encoder_bias,
@@ -290,7 +294,8 @@ class TFBertEncoder(keras.layers.Layer):
     ):
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_self = () if output_attentions else None
-        all_cross = () if output_attentions and encoder_hidden_states is not None else None
+        cross = encoder_hidden_states is not None or (past_key_values is not None and len(past_key_values[0]) == 4)
+        all_cross = () if output_attentions and cross else None
         presents = ()
         for i, layer in enumerate(self.layer):
             hidden_states, present, self_probs, cross_probs = layer(
@@ -395,23 +400,6 @@ class TFBertModel(keras.Model):
         """
         return tuple(layer.crossattention.self._key_value(encoder_hidden_states) for layer in self.encoder.layer)
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):
-        cfg = self.config
-        limit = None
-        if position_ids is None:
-            # Every new token needs a row of the position table after the cached ones.
-            limit = self.embeddings._position_limit() - past_length
-        check_input_ids(input_ids, cfg.vocab_size, limit, "input_ids")
-        if position_ids is not None:
-            check_input_ids(position_ids, cfg.max_position_embeddings, None, "position_ids")
-        if token_type_ids is not None:
-            if not self.has_token_types:
-                raise InputError(f"{cfg.model_type} has no token types; expected token_type_ids=None")
-            _check_shape(token_type_ids, input_ids, 0, "token_type_ids")
-            check_input_ids(token_type_ids, cfg.type_vocab_size, None, "token_type_ids")
-        if attention_mask is not None:
-            _check_shape(attention_mask, input_ids, past_length, "attention_mask")
-
     def _self_attention_bias(self, attention_mask, length, past_length, key_length):
         if not self.config.is_decoder:
             return attention_bias(attention_mask) if attention_mask is not None else None
@@ -437,7 +425,8 @@ class TFBertModel(keras.Model):
         input_ids = tf.convert_to_tensor(input_ids)
         use_cache = bool(cfg.use_cache if use_cache is None else use_cache) and cfg.is_decoder
         past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
-        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        _check_stack(cfg, input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        input_ids, token_type_ids, position_ids = map(_as_index_tensor, (input_ids, token_type_ids, position_ids))
         embedding_kwargs = dict(position_ids=position_ids, past_length=past_length, training=training)
         if self.has_token_types:
             embedding_kwargs["token_type_ids"] = token_type_ids

@@ -25,9 +25,6 @@ class TFBertGenerationEmbeddings(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True  # every weight exists from here on
 
-    def _position_limit(self) -> int:
-        return self.config.max_position_embeddings
-
     def call(self, input_ids, position_ids=None, past_length=0, training=False):
         if position_ids is None:
             # Positions past_length .. past_length + S - 1: [1, S], broadcast over the batch.

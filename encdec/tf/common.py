@@ -1,4 +1,4 @@
-"""What every TensorFlow model file shares: activations, masks, output containers, id checks."""
+"""What every TensorFlow model file shares: activations, masks, output containers, input checks, caches."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from ..errors import InputError
+from ..inputs import Traced, check_ids, check_stack_inputs, token_type_table
 
 
 def _gelu_new(x: tf.Tensor) -> tf.Tensor:
@@ -124,44 +125,76 @@ class Seq2SeqLMOutput(_ModelOutput):
         return self.past_key_values
 
 
-def check_input_ids(ids: Any, vocab_size: int, max_positions: int | None = None, name: str = "input_ids") -> None:
-    """Raise InputError for ids outside `[0, vocab_size)` or sequences longer than `max_positions`.
+def _host_facts(value):
+    """A model input as the core's checks (`encdec.inputs`) read it: its values when they are on the host
+    (eagerly), its shape and dtype alone inside a graph (`Traced`), None when not given."""
+    if value is None or isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        if tf.executing_eagerly() and not tf.is_symbolic_tensor(value):
+            return value.numpy()
+        shape = value.shape
+        return Traced(tuple(shape.as_list()) if shape.rank is not None else (None, None), value.dtype.as_numpy_dtype)
+    return np.asarray(value)
 
-    Eagerly the check runs on the host, before any lookup (TensorFlow on GPU returns
-    zeros for an out-of-range gather instead of failing). Inside a `tf.function` it
-    adds assertions, which automatic control dependencies run before the function
-    returns; XLA drops assertions, so compiled generation checks its inputs on the
-    host before it starts.
-    """
+
+def _as_index_tensor(ids):
+    """Checked ids as a tensor TensorFlow's gathers take: int32 or int64 kept, other integer dtypes as int32."""
     if ids is None:
-        return
-    if tf.executing_eagerly() or isinstance(ids, np.ndarray):
-        values = np.asarray(ids)
-        if values.ndim != 2:
-            raise InputError(f"{name} has shape {values.shape}; expected [batch, sequence]")
-        if max_positions is not None and values.shape[1] > int(max_positions):
-            raise InputError(
-                f"{name} has {values.shape[1]} positions; expected at most {int(max_positions)} "
-                "(what is left of the position table)"
-            )
-        if values.size:
-            low, high = int(values.min()), int(values.max())
-            if low < 0 or high >= vocab_size:
-                bad = values[(values < 0) | (values >= vocab_size)]
-                raise InputError(
-                    f"{name} holds ids outside the table (e.g. {int(bad[0])}; min {low}, max {high}); "
-                    f"expected 0 <= id < {vocab_size}"
-                )
-        return
+        return None
     ids = tf.convert_to_tensor(ids)
-    tf.debugging.assert_non_negative(ids, message=f"{name} holds negative ids; expected 0 <= id < {vocab_size}")
+    return ids if ids.dtype in (tf.int32, tf.int64) else tf.cast(ids, tf.int32)
+
+
+def _assert_ids(ids, table_size: int, name: str, max_positions=None) -> None:
+    """Inside a graph, where the host checks see no values: assertions that ids are in `[0, table_size)`
+    and that the sequence fits `max_positions`.
+
+    Automatic control dependencies run them before a `tf.function` returns; XLA drops
+    assertions, so compiled generation checks its inputs on the host before it starts.
+    """
+    if ids is None or tf.executing_eagerly():
+        return
+    wide = tf.cast(ids, tf.int64)  # so that a cast of the table size cannot wrap in a narrow dtype
+    tf.debugging.assert_non_negative(wide, message=f"{name} holds negative ids; expected 0 <= id < {table_size}")
     tf.debugging.assert_less(
-        ids, tf.cast(vocab_size, ids.dtype), message=f"{name} holds ids >= the vocabulary size {vocab_size}"
+        wide, tf.constant(table_size, tf.int64), message=f"{name} holds ids >= the vocabulary size {table_size}"
     )
     if max_positions is not None:
         tf.debugging.assert_less_equal(
-            tf.shape(ids)[-1], max_positions, message=f"{name} is longer than the position table ({max_positions})"
+            tf.shape(ids)[-1], tf.cast(max_positions, tf.int32),
+            message=f"{name} is longer than the position table ({max_positions})",
         )
+
+
+def check_input_ids(ids, vocab_size: int, max_positions: int | None = None, name: str = "input_ids") -> None:
+    """Raise InputError unless `ids` are `[batch >= 1, length >= 1]` integer ids in `[0, vocab_size)` no
+    longer than `max_positions` (the core's rule); inside a graph, assertions on the values as well."""
+    check_ids(_host_facts(ids), vocab_size, name, max_positions=max_positions)
+    _assert_ids(ids, vocab_size, name, max_positions)
+
+
+def _check_stack(config: ArchConfig, input_ids, attention_mask, token_type_ids, position_ids, past_length) -> None:
+    """The inputs of one stack (BERT-like or GPT-2) after `past_length` cached tokens, before it runs.
+
+    The core's host checks (`encdec.inputs.check_stack_inputs`) on what is known; inside a
+    graph, assertions on the values. A cache index that is itself a traced tensor leaves the
+    position limit and the mask's length to the assertions.
+    """
+    traced_past = not isinstance(past_length, int) and not (
+        tf.executing_eagerly() and not tf.is_symbolic_tensor(past_length)
+    )
+    past = 0 if traced_past else int(past_length)
+    check_stack_inputs(
+        config, _host_facts(input_ids), None if traced_past else _host_facts(attention_mask),
+        _host_facts(token_type_ids), _host_facts(position_ids), past_length=past,
+    )
+    if not tf.executing_eagerly():
+        limit = config.max_positions - past_length if position_ids is None else None
+        _assert_ids(input_ids, config.vocab_size, "input_ids", limit)
+        _assert_ids(position_ids, config.max_position_embeddings, "position_ids")
+        if token_type_ids is not None:
+            _assert_ids(token_type_ids, token_type_table(config), "token_type_ids")
 
 
 # ---------------------------------------------------------------------------
@@ -204,55 +237,6 @@ def _embedding(rows: int, width: int, name: str) -> keras.layers.Embedding:
     return layer
 
 
-# Weight names in Keras' and encdec's layers -> the canonical leaf.
-_KERAS_LEAVES = {
-    "kernel": "weight", "gamma": "weight", "beta": "bias", "embeddings": "weight", "bias": "bias", "weight": "weight"
-}
-
-
-def _named_variables(root: keras.layers.Layer) -> dict[str, keras.Variable]:
-    """Every variable under `root` by canonical (PyTorch `state_dict`) name.
-
-    The layer tree mirrors the PyTorch module tree: the attributes that hold layers
-    carry the PyTorch attribute names (`encoder`, `layer` as a list, `self`, ...), or
-    another name that the layer class maps to it in `_torch_names` (where the PyTorch
-    name is taken by Keras: `output`).
-    encdec's own layers are walked attribute by attribute; Keras' built-in layers
-    (LayerNormalization, Embedding) are leaves whose weights are read from `weights`.
-    Weight names map to canonical leaves through `_KERAS_LEAVES`. A variable reached
-    twice (shared or tied) keeps the first name.
-    """
-    named: dict[str, keras.Variable] = {}
-    seen: set[int] = set()
-
-    def add(name: str, variable: keras.Variable) -> None:
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            named[name] = variable
-
-    def visit(layer: keras.layers.Layer, prefix: str) -> None:
-        if not type(layer).__module__.startswith("encdec."):
-            for variable in layer.weights:
-                add(f"{prefix}.{_KERAS_LEAVES[variable.name]}", variable)
-            return
-        torch_names = getattr(type(layer), "_torch_names", {})
-        for attr, value in vars(layer).items():
-            if attr.startswith("_"):
-                continue
-            attr = torch_names.get(attr, attr)
-            name = f"{prefix}.{attr}" if prefix else attr
-            if isinstance(value, keras.Variable):
-                add(f"{prefix}.{_KERAS_LEAVES[attr]}" if prefix else _KERAS_LEAVES[attr], value)
-            elif isinstance(value, keras.layers.Layer):
-                visit(value, name)
-            elif isinstance(value, (list, tuple)) and value and isinstance(value[0], keras.layers.Layer):
-                for i, item in enumerate(value):
-                    visit(item, f"{name}.{i}")
-
-    visit(root, "")
-    return named
-
-
 def _output_projection(config: ArchConfig, input_embeddings: keras.layers.Embedding, name: str) -> keras.layers.Layer:
     """The vocabulary projection of an LM head: the word embeddings when tied, else its own `[hidden, V]` kernel."""
     if config.tie_word_embeddings:
@@ -266,7 +250,7 @@ def _project_to_vocab(projection: keras.layers.Layer, hidden_states):
         # A single row (a batch-1 decode step) goes as two: XLA's CPU compiler turns the one-row
         # product with the [V, hidden] table into a transpose of the whole table plus a reduction,
         # every step of a generation loop, ~1.4x the time of the two-row dot
-        # (benchmarks/tf_batch1_trials.py). [1, 1, H] -> [1, 2, H] -> [1, 1, V]; other shapes unchanged.
+        # (benchmarks/investigations/tf_batch1_trials.py). [1, 1, H] -> [1, 2, H] -> [1, 1, V]; other shapes unchanged.
         shape = tf.shape(hidden_states)
         extra = tf.cast(shape[0] * shape[1] == 1, tf.int32)
         padded = tf.pad(hidden_states, [[0, 0], [0, extra], [0, 0]])
@@ -333,6 +317,35 @@ def _attend(query, key, value, bias, scale, dropout, training):
     return tf.reshape(context, [shape[0], shape[1], shape[2] * shape[3]]), probs
 
 
+def _rows_differ(query, key) -> bool:
+    """Whether `[N, Q, H, D]` queries may have more rows than `[B, H, S, D]` keys: several rows per batch
+    item over keys kept once per item (a cache of `init_cache(n * B, ...)`). Unknown rows (a traced
+    batch) count as differing: the folded attention is right for n = 1 too."""
+    rows, batch = query.shape[0], key.shape[0]
+    return rows is None or batch is None or rows != batch
+
+
+def _fold_beams_attend(query, key, value, bias, scale, dropout, training):
+    """Cross-attention of `[B * n, Q, H, D]` queries over keys/values kept once per batch item
+    `[B, H, S, D]` -> (`[B * n, Q, H*D]`, probabilities `[B * n, H, Q, S]`).
+
+    While beam searching every row (beam) of a batch item attends the same encoder states; rows
+    `b * n .. b * n + n - 1` of item b get a beam axis instead of the keys being copied n times.
+    Each row's result is unchanged (rows are independent). `bias` is per item, `[B, 1, 1, S]`.
+    """
+    shape = tf.shape(query)  # [B * n, Q, H, D]
+    batch = tf.shape(key)[0]
+    folded = tf.reshape(query, tf.concat([[batch, shape[0] // batch], shape[1:]], 0))  # [B, n, Q, H, D]
+    scores = tf.einsum("bnqhd,bhkd->bhnqk", folded, key) * scale  # [B, H, n, Q, S]
+    if bias is not None:
+        scores = scores + bias[:, :, None]  # [B, 1, 1, 1, S]
+    probs = softmax_float32(scores)
+    context = tf.einsum("bhnqk,bhkd->bnqhd", dropout(probs, training=training), value)  # [B, n, Q, H, D]
+    context = tf.reshape(context, [shape[0], shape[1], shape[2] * shape[3]])  # [B * n, Q, H*D]
+    probs = tf.reshape(tf.transpose(probs, [0, 2, 1, 3, 4]), [shape[0], shape[2], shape[1], -1])  # [B * n, H, Q, S]
+    return context, probs
+
+
 def _cache_lengths(input_ids, past_key_values, cache_index):
     """(tokens before the new ones, keys attended) for a forward with an optional cache."""
     length = tf.shape(input_ids)[1]
@@ -378,17 +391,3 @@ def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_di
         cross_attentions=base_output.cross_attentions,
     )
     return result if return_dict else result.to_tuple()
-
-
-def _check_shape(tensor, input_ids, past_length, name: str) -> None:
-    """Eagerly, raise InputError unless `tensor` is `[batch, past_length + length]` for `input_ids` `[batch, length]`.
-
-    Masks cover the cached tokens too (`past_length`); token types only the new ones (0).
-    """
-    if not tf.executing_eagerly():
-        return
-    batch, length = input_ids.shape
-    expected = (batch, int(past_length) + length)
-    if tuple(tensor.shape) != expected:
-        what = "batch, cached + new tokens" if past_length else "like input_ids"
-        raise InputError(f"{name} has shape {tuple(tensor.shape)}; expected {expected} ({what})")

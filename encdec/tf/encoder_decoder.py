@@ -1,10 +1,15 @@
 """`TFEncoderDecoderModel`: a pretrained encoder joined to a cross-attending decoder, in Keras 3.
 
 Weights move in and out only through the core (`encdec.weights`): a numpy dict keyed
-by canonical name. The layer tree mirrors the PyTorch module tree, so walking it
-gives each Keras variable its canonical name (`_named_variables`); the spec then
-gives its h5 name and layout. Tied parameters (the LM head and the word embeddings,
-`tie_encoder_decoder`) are one Keras variable reached under several names.
+by canonical name. The layer tree mirrors the PyTorch module tree, so each stored
+name of the spec (`encdec.weights.names.model_spec`) leads, attribute by attribute,
+to the Keras variable that holds it; the spec gives its TF layout. Tied parameters
+(the LM head and the word embeddings, `tie_encoder_decoder`) are one Keras variable
+reached under several names.
+
+The port contract (`from_state`, `canonical_state`, `load_canonical_state`, `encode`,
+`init_cache`, `decode_step`, `reorder_cache`) is the one every port has; compiled
+generation (`encdec.tf.generation`) runs on it.
 """
 
 from __future__ import annotations
@@ -19,19 +24,29 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..config import (
-    ArchConfig,
-    EncoderDecoderConfig,
-    GENERATION_CONFIG_NAME,
-    GenerationConfig,
-    load_arch_config,
-    split_role_kwargs,
-)
+from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
 from ..errors import CheckpointError, ConfigError, InputError
-from ..weights.names import TF_ROOT_SCOPE, ModelSpec, init_weights, model_spec, resize_decoder_vocab
+from ..generation import plan_generation
+from ..inputs import (
+    IGNORE_INDEX,
+    check_decoder_inputs,
+    check_encoder_inputs,
+    check_encoder_outputs,
+    check_model_inputs,
+    check_shift_config,
+)
+from ..weights.names import TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab
+from ..weights.pretrained import join_pretrained, write_model_folder
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
-from .common import BaseModelOutput, Seq2SeqLMOutput, _cross_entropy, _dense, _named_variables, check_input_ids
+from .common import (
+    BaseModelOutput,
+    Seq2SeqLMOutput,
+    _as_index_tensor,
+    _cross_entropy,
+    _dense,
+    _host_facts,
+)
 from .gpt2 import TFGPT2LMHeadModel
 from .roberta import TFRobertaForCausalLM, TFRobertaModel
 
@@ -60,32 +75,65 @@ _CALL_INPUTS = (
 
 
 def shift_tokens_right(input_ids, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):
-    """Labels `[B, T]` -> decoder inputs `[B, T]`: start token, then the labels shifted right, -100 -> pad."""
-    if decoder_start_token_id is None:
-        raise ConfigError(
-            "decoder_start_token_id is not set; expected model.config.decoder_start_token_id to be the id the "
-            "decoder starts from (e.g. the [CLS] id for BERT)"
-        )
-    if pad_token_id is None:
-        raise ConfigError(
-            "pad_token_id is not set; expected model.config.pad_token_id, which replaces -100 in the shifted labels"
-        )
+    """Labels `[B, T]` -> decoder inputs `[B, T]`: start token, then the labels shifted right, -100 -> pad.
+
+    TensorFlow ops, so that it also runs on the symbolic labels of Keras' `fit`; the rule
+    and the config check are the core's (`encdec.inputs.shift_tokens_right`).
+    """
+    pad_token_id, decoder_start_token_id = check_shift_config(pad_token_id, decoder_start_token_id)
     input_ids = tf.convert_to_tensor(input_ids)
     start = tf.fill(tf.stack([tf.shape(input_ids)[0], 1]), tf.cast(decoder_start_token_id, input_ids.dtype))
     shifted = tf.concat([start, input_ids[:, :-1]], axis=1)
-    return tf.where(tf.equal(shifted, -100), tf.cast(pad_token_id, input_ids.dtype), shifted)
+    return tf.where(tf.equal(shifted, IGNORE_INDEX), tf.cast(pad_token_id, input_ids.dtype), shifted)
 
 
-def _build_encoder(config: ArchConfig) -> keras.Model:
-    return ENCODER_CLASSES[config.model_type](config, name="encoder")
+def _build_encoder(config: ArchConfig, shared: Optional[keras.Model] = None) -> keras.Model:
+    return ENCODER_CLASSES[config.model_type](config, shared=shared, name="encoder")
 
 
-def _build_decoder(config: ArchConfig, shared: Optional[keras.Model] = None) -> keras.Model:
-    return DECODER_CLASSES[config.model_type](config, shared=shared, name="decoder")
+def _build_decoder(config: ArchConfig) -> keras.Model:
+    return DECODER_CLASSES[config.model_type](config, name="decoder")
 
 
-def _is_eager(*tensors) -> bool:
-    return tf.executing_eagerly() or all(isinstance(t, np.ndarray) for t in tensors if t is not None)
+def _build_pair(config: EncoderDecoderConfig) -> tuple[keras.Model, keras.Model]:
+    """(encoder, decoder) of `config`. With `tie_encoder_decoder` the encoder is built on the decoder's base
+    model, as transformers 4.57 ties them: the encoder's shared layers are the decoder's."""
+    decoder = _build_decoder(config.decoder)
+    # EncoderDecoderConfig allows the tie only for one BERT-like architecture on both sides.
+    return _build_encoder(config.encoder, shared=decoder.base_model if config.tie_encoder_decoder else None), decoder
+
+
+# A ParamSpec's kind -> the attribute of the Keras layer (ours, or LayerNormalization / Embedding) holding it.
+_KERAS_LEAF = {
+    "dense": "kernel", "bias": "bias", "conv1d": "weight", "conv1d_bias": "bias", "embedding": "embeddings",
+    "norm_weight": "gamma", "norm_bias": "beta",
+}
+
+
+def _variable(root: keras.layers.Layer, param: ParamSpec) -> keras.Variable:
+    """The Keras variable of a stored parameter, found by following its canonical name through the layer tree.
+
+    Each dotted part is an attribute (a list index for `layer.3` / `h.3`); a layer class
+    whose PyTorch attribute name is taken by Keras (`output`) maps it in `_torch_names`.
+    The leaf comes from the parameter's kind (`_KERAS_LEAF`).
+    """
+    node: Any = root
+    for part in param.name.split(".")[:-1]:
+        if isinstance(node, (list, tuple)):
+            node = node[int(part)]
+            continue
+        renamed = {torch: keras_name for keras_name, torch in getattr(type(node), "_torch_names", {}).items()}
+        node = getattr(node, renamed.get(part, part))
+    return getattr(node, _KERAS_LEAF[param.kind])
+
+
+def _last_hidden_state(encoder_outputs):
+    """Encoder states `[B, S, H]` from a BaseModelOutput, a tuple whose first item they are, or a tensor."""
+    if isinstance(encoder_outputs, BaseModelOutput):
+        return encoder_outputs.last_hidden_state
+    if isinstance(encoder_outputs, (tuple, list)):
+        return encoder_outputs[0]
+    return encoder_outputs
 
 
 class TFEncoderDecoderModel(keras.Model):
@@ -106,7 +154,7 @@ class TFEncoderDecoderModel(keras.Model):
         decoder: Optional[keras.Model] = None,
         **kwargs: Any,
     ) -> None:
-        state = kwargs.pop("_state", None)  # from_pretrained's weights, instead of a random draw
+        state = kwargs.pop("_state", None)  # from_state's weights, instead of a random draw
         kwargs.setdefault("name", TF_ROOT_SCOPE)
         super().__init__(**kwargs)
         if config is None:
@@ -115,21 +163,23 @@ class TFEncoderDecoderModel(keras.Model):
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
         if not isinstance(config, EncoderDecoderConfig):
             raise ConfigError(f"config is a {type(config).__name__}; expected an EncoderDecoderConfig")
-        if config.tie_encoder_decoder and decoder is not None:
+        if config.tie_encoder_decoder and (encoder is not None or decoder is not None):
             raise ConfigError(
-                "tie_encoder_decoder=True builds the decoder on the encoder's weights; expected no decoder model "
-                "(pass the config, or load with from_encoder_decoder_pretrained)"
+                "tie_encoder_decoder=True builds the encoder on the decoder's weights; expected no encoder or "
+                "decoder model (pass the config, or load with from_encoder_decoder_pretrained)"
             )
         self.config = config
         given = {"encoder": encoder is not None, "decoder": decoder is not None}
-        self.encoder = encoder if encoder is not None else _build_encoder(config.encoder)
+        if encoder is None or decoder is None:
+            built_encoder, built_decoder = _build_pair(config)
+            encoder = encoder if encoder is not None else built_encoder
+            decoder = decoder if decoder is not None else built_decoder
+        self.encoder = encoder
         if hasattr(self.encoder, "get_output_embeddings"):
             raise ConfigError(
                 f"the encoder {type(self.encoder).__name__} has an LM head; expected a bare encoder model"
             )
-        self.decoder = decoder if decoder is not None else _build_decoder(
-            config.decoder, self.encoder if config.tie_encoder_decoder else None
-        )
+        self.decoder = decoder
         if not getattr(self.decoder.config, "add_cross_attention", False):
             raise ConfigError(
                 f"the decoder {type(self.decoder).__name__} has no cross-attention; expected a decoder config with "
@@ -148,10 +198,10 @@ class TFEncoderDecoderModel(keras.Model):
         self._untracked = types.SimpleNamespace(variables_by_name={}, generation_functions={})
         self._untracked.variables_by_name = self._bind_variables()
         if state is not None:
-            self._assign_state(state)
+            self.load_canonical_state(state)
         elif not all(given.values()) or config.needs_projection:
             fresh = init_weights(config, seed=0)
-            self._assign_state(
+            self.load_canonical_state(
                 {k: v for k, v in fresh.items() if not given.get(k.split(".", 1)[0], False)}, partial=True
             )
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -161,18 +211,19 @@ class TFEncoderDecoderModel(keras.Model):
 
     def _bind_variables(self) -> dict:
         """Each stored parameter of the spec -> the Keras variable that holds it (in the TF layout)."""
-        named = _named_variables(self)
-        missing = [p.name for p in self.spec if p.name not in named]
-        extra = [name for name in named if name not in self.spec.by_name]
-        if missing or extra:
-            raise AssertionError(
-                f"the Keras layers do not match the parameter spec: missing {missing[:5]}, unexpected {extra[:5]}"
-            )
+        bound = {}
         for p in self.spec:
-            shape = tuple(named[p.name].shape)
-            if shape != p.tf_shape:
-                raise AssertionError(f"{p.name}: Keras variable has shape {shape}; the spec says {p.tf_shape}")
-        return {p.name: named[p.name] for p in self.spec}
+            try:
+                variable = _variable(self, p)
+            except (AttributeError, IndexError, ValueError) as error:
+                raise AssertionError(f"{p.name}: no Keras variable at this name ({error})") from None
+            shape = tuple(variable.shape)
+            if shape != p.shape_in("tf"):
+                raise AssertionError(f"{p.name}: Keras variable has shape {shape}; the spec says {p.shape_in('tf')}")
+            bound[p.name] = variable
+        if len({id(v) for v in bound.values()}) != len(bound):
+            raise AssertionError("two stored parameters of the spec share one Keras variable")
+        return bound
 
     @property
     def _variables_by_name(self) -> dict:
@@ -182,39 +233,51 @@ class TFEncoderDecoderModel(keras.Model):
     def _generation_functions(self) -> dict:
         return self._untracked.generation_functions
 
-    def _assign_state(self, state: Mapping, partial: bool = False) -> None:
-        """Put numpy tensors (canonical names and layouts, stored parameters only) into the variables."""
+    @classmethod
+    def from_state(cls, config: EncoderDecoderConfig, state: Mapping, dtype=None) -> "TFEncoderDecoderModel":
+        """A model holding `state`: canonical numpy tensors, every stored name of `model_spec(config)`.
+
+        The TF port computes in float32: `dtype` may be None or float32.
+        """
+        if dtype is not None and tf.as_dtype(dtype) != tf.float32:
+            raise ConfigError(f"dtype {dtype!r}: the TensorFlow port computes in float32; expected None or float32")
+        return cls(config=config, _state=state)
+
+    def canonical_state(self) -> dict:
+        """The stored parameters as numpy arrays in the canonical layout, by canonical name (tied names left out)."""
+        return {p.name: p.to_canonical(self._variables_by_name[p.name].numpy(), "tf") for p in self.spec}
+
+    def load_canonical_state(self, state: Mapping, partial: bool = False) -> None:
+        """Copy canonical numpy tensors into the model's variables (kept: an optimizer's slots stay bound).
+
+        CheckpointError for an unknown name, a wrong shape, or (unless `partial`) a missing parameter.
+        """
+        for name, array in state.items():
+            spec = self.spec.by_name.get(name)
+            if spec is None:
+                raise CheckpointError(f"{name}: not a stored parameter of this model; expected one of the spec's names")
+            shape = tuple(np.shape(array))
+            if shape != spec.shape:
+                raise CheckpointError(f"{name}: the given tensor has shape {shape}; the model's has {spec.shape}")
         missing = [p.name for p in self.spec if p.name not in state]
         if missing and not partial:
             raise CheckpointError(f"no value for {len(missing)} parameter(s), e.g. {missing[:5]}; expected all of them")
         for name, array in state.items():
-            spec = self.spec.by_name.get(name)
-            if spec is None:
-                raise CheckpointError(f"{name}: not a parameter of this model; expected one of the spec's names")
-            array = np.asarray(array)
-            if tuple(array.shape) != spec.shape:
-                raise CheckpointError(f"{name}: shape {tuple(array.shape)}; expected {spec.shape}")
             variable = self._variables_by_name[name]
-            variable.assign(spec.to_tf(array).astype(variable.dtype, copy=False))
-
-    def _numpy_state(self) -> dict:
-        """The stored parameters as numpy arrays in the canonical layout, by canonical name (tied names left out)."""
-        return {p.name: p.from_tf(self._variables_by_name[p.name].numpy()) for p in self.spec}
+            native = self.spec.by_name[name].to_native(np.asarray(array), "tf")
+            variable.assign(native.astype(variable.dtype, copy=False))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs: Any) -> "TFEncoderDecoderModel":
-        """Load a checkpoint folder written by transformers or encdec, in any of the four formats."""
-        from ..weights.convert import load_state
+    def from_pretrained(cls, directory: str | os.PathLike, *, fmt: Optional[str] = None, dtype=None,
+                        config: Optional[EncoderDecoderConfig] = None, **kwargs: Any) -> "TFEncoderDecoderModel":
+        """Load a checkpoint folder written by transformers or encdec, in any of the four formats
+        (`fmt` picks one when several are there). kwargs set keys of the config."""
+        from ..weights.pretrained import read_model_folder
 
-        directory = os.fspath(directory)
-        config = kwargs.pop("config", None) or EncoderDecoderConfig.from_pretrained(directory)
-        fmt = kwargs.pop("fmt", None)
-        for key, value in kwargs.items():
-            setattr(config, key, value)
-        state, _report = load_state(directory, model_spec(config), fmt=fmt)
-        model = cls(config=config, _state=state)
-        if os.path.isfile(os.path.join(directory, GENERATION_CONFIG_NAME)):
-            model.generation_config = GenerationConfig.from_pretrained(directory)
+        folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        model = cls.from_state(folder.config, folder.state, dtype)
+        if folder.generation_config is not None:
+            model.generation_config = folder.generation_config
         return model
 
     @classmethod
@@ -231,61 +294,12 @@ class TFEncoderDecoderModel(keras.Model):
         `encoder_*` / `decoder_*` kwargs update the encoder / decoder config (`encoder_config=` /
         `decoder_config=` give a config); the others update the joined config. What the
         checkpoints lack (cross-attention, often the decoder's LM head) is drawn with
-        `init_weights(config, init_seed)` and logged by name.
+        `init_weights(config, init_seed)` and logged by name (`encdec.weights.pretrained`).
         """
-        from ..weights.convert import load_component
-
-        parts = split_role_kwargs(kwargs)
-        configs, paths = {}, {}
-        for role, path in (
-            ("encoder", encoder_pretrained_model_name_or_path),
-            ("decoder", decoder_pretrained_model_name_or_path),
-        ):
-            options = parts[role]
-            if path is None:
-                raise ConfigError(f"no {role} given; expected {role}_pretrained_model_name_or_path")
-            paths[role] = os.fspath(path)
-            config = options.pop("config", None)
-            config = config.copy() if config is not None else load_arch_config(paths[role])
-            for key, value in options.items():
-                setattr(config, key, value)
-            if role == "encoder" and (config.is_decoder or config.add_cross_attention):
-                logger.info(
-                    "%s: loading a decoder config as the encoder; cross-attention and the causal mask are off",
-                    paths[role],
-                )
-                config.is_decoder = False
-                config.add_cross_attention = False
-            if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
-                logger.info(
-                    "%s: loading as a decoder; cross-attention layers are added and drawn at random", paths[role]
-                )
-                config.is_decoder = True
-                config.add_cross_attention = True
-            configs[role] = config
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(configs["encoder"], configs["decoder"], **kwargs)
-
-        full = init_weights(config, seed=init_seed)
-        drawn = []
-        for role in ("encoder", "decoder"):
-            state, report = load_component(paths[role], getattr(config, role), role)
-            for name, array in state.items():
-                full[f"{role}.{name}"] = array
-            drawn += [f"{role}.{name}" for name in report.missing]
-        spec = model_spec(config)
-        if config.needs_projection:
-            drawn += [p.name for p in spec if p.name.startswith("enc_to_dec_proj.")]
-        drawn = [name for name in drawn if name in spec.by_name]
-        model = cls(config=config, _state={p.name: full[p.name] for p in spec})
-        if drawn:
-            logger.warning(
-                "%d parameter(s) are not in the pretrained checkpoints and were newly initialised "
-                "(init_weights, seed %d): %s",
-                len(drawn),
-                init_seed,
-                ", ".join(drawn),
-            )
-        return model
+        config, state, _drawn = join_pretrained(
+            encoder_pretrained_model_name_or_path, decoder_pretrained_model_name_or_path, kwargs, init_seed
+        )
+        return cls.from_state(config, state)
 
     def save_pretrained(
         self,
@@ -300,19 +314,10 @@ class TFEncoderDecoderModel(keras.Model):
         leaves any previous checkpoint there whole; weight files of the previous
         checkpoint (any format) are not carried over, so the folder holds one set of weights.
         """
-        from ..weights.convert import save_state
-        from ..weights.formats import is_weight_file
-        from ..weights.io import atomic_directory, parse_size
-
-        fmt = "safetensors" if safe_serialization else "tf"
-        shard_size = parse_size(max_shard_size) if max_shard_size is not None else None
-        state = self._numpy_state()
-        config = self.config.copy()
-        config.architectures = ["EncoderDecoderModel"]
-        with atomic_directory(save_directory, keep=lambda name: not is_weight_file(name)) as tmp:
-            save_state(state, self.spec, tmp, fmt, shard_size=shard_size)
-            config.save_pretrained(tmp)
-            self.generation_config.save_pretrained(tmp)
+        write_model_folder(
+            save_directory, self.canonical_state(), self.spec, self.config, self.generation_config,
+            fmt="safetensors" if safe_serialization else "tf", shard_size=max_shard_size,
+        )
 
     # ------------------------------------------------------------------ accessors
 
@@ -341,16 +346,15 @@ class TFEncoderDecoderModel(keras.Model):
             raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
         if new_num_tokens == self.config.decoder.vocab_size:
             return self.decoder.get_input_embeddings()
-        config, new_state = resize_decoder_vocab(self.config, self._numpy_state(), new_num_tokens)
+        config, new_state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
         self.config = config
+        encoder, decoder = _build_pair(config)
         if config.tie_encoder_decoder:
-            self._replace_layer("encoder", _build_encoder(config.encoder))
-        self._replace_layer(
-            "decoder", _build_decoder(config.decoder, self.encoder if config.tie_encoder_decoder else None)
-        )
+            self._replace_layer("encoder", encoder)
+        self._replace_layer("decoder", decoder)
         self.spec = model_spec(config)
         self._untracked.variables_by_name = self._bind_variables()
-        self._assign_state(new_state)
+        self.load_canonical_state(new_state)
         self._generation_functions.clear()
         return self.decoder.get_input_embeddings()
 
@@ -367,70 +371,22 @@ class TFEncoderDecoderModel(keras.Model):
 
     # ------------------------------------------------------------------ forward
 
-    def _decoder_position_limit(self) -> int:
-        base = self.decoder.base_model
-        if hasattr(base, "embeddings"):
-            return base.embeddings._position_limit()
-        return base.config.n_positions
-
     def _check_inputs(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
-                      encoder_outputs, past_key_values, labels):
-        """Every shape and id range checked before any work (eagerly on the host; in a graph, as assertions)."""
-        cfg = self.config
-        if input_ids is None and encoder_outputs is None:
-            raise InputError("no encoder input; expected input_ids or encoder_outputs")
-        if decoder_input_ids is None and labels is None:
-            raise InputError("no decoder input; expected decoder_input_ids or labels")
-        if input_ids is not None:
-            check_input_ids(input_ids, cfg.encoder.vocab_size, None, "input_ids")
-            batch_shape = tuple(input_ids.shape)
-            if attention_mask is not None and tuple(attention_mask.shape) != batch_shape and _is_eager(attention_mask):
-                raise InputError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected {batch_shape} like input_ids"
-                )
-        else:
-            states = encoder_outputs[0]
-            batch_shape = tuple(states.shape[:2])
-            if len(states.shape) != 3 or states.shape[-1] != cfg.encoder.hidden_size:
-                raise InputError(
-                    f"encoder_outputs[0] has shape {tuple(states.shape)}; expected [batch, length, "
-                    f"{cfg.encoder.hidden_size}]"
-                )
-            if attention_mask is not None and tuple(attention_mask.shape) != batch_shape and _is_eager(attention_mask):
-                raise InputError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected {batch_shape} "
-                    "like encoder_outputs"
-                )
-        batch = batch_shape[0]
-        if labels is not None:
-            _check_labels(labels, batch, cfg.decoder.vocab_size)
-        if decoder_input_ids is not None:
-            check_input_ids(decoder_input_ids, cfg.decoder.vocab_size, None, "decoder_input_ids")
-            if batch is not None and decoder_input_ids.shape[0] not in (None, batch):
-                raise InputError(
-                    f"decoder_input_ids has batch size {decoder_input_ids.shape[0]}; expected {batch} like the "
-                    "encoder input"
-                )
-            if labels is not None and tuple(labels.shape) != tuple(decoder_input_ids.shape) and _is_eager(labels):
-                raise InputError(
-                    f"labels has shape {tuple(labels.shape)}; expected {tuple(decoder_input_ids.shape)} like "
-                    "decoder_input_ids"
-                )
-        length = (decoder_input_ids if decoder_input_ids is not None else labels).shape[1]
+                      encoder_outputs, past_key_values, labels, token_type_ids, position_ids):
+        """Every input checked before any work: the core's rule on what the host sees (values eagerly;
+        shapes and dtypes inside a graph), and in a graph the labels' values as an assertion."""
         past = past_key_values[0][0].shape[2] if past_key_values is not None else 0
-        limit = self._decoder_position_limit()
-        if length is not None and past is not None and past + length > limit:
-            raise InputError(
-                f"the decoder input has length {length} after {past} cached tokens; the decoder's position table "
-                f"covers {limit} tokens, expected at most {limit} in all"
-            )
-        if decoder_attention_mask is not None and _is_eager(decoder_attention_mask):
-            expected = (batch, past + length)
-            if tuple(decoder_attention_mask.shape) != expected:
-                raise InputError(
-                    f"decoder_attention_mask has shape {tuple(decoder_attention_mask.shape)}; expected "
-                    f"{expected} (batch, cached + new decoder tokens)"
-                )
+        states = _last_hidden_state(encoder_outputs) if encoder_outputs is not None else None
+        check_model_inputs(
+            self.config, *map(_host_facts, (input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                            states, labels, token_type_ids, position_ids)),
+            past_length=past or 0,
+        )
+        if labels is not None and not tf.executing_eagerly():
+            vocab = self.config.decoder.vocab_size
+            wide = tf.cast(labels, tf.int64)
+            valid = tf.equal(wide, IGNORE_INDEX) | ((wide >= 0) & (wide < vocab))
+            tf.debugging.Assert(tf.reduce_all(valid), [f"labels hold ids outside [0, {vocab}) other than -100"])
 
     def _encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 output_attentions=False, output_hidden_states=False, training=False):
@@ -481,17 +437,17 @@ class TFEncoderDecoderModel(keras.Model):
                 return_dict=return_dict,
                 training=training,
             )
-        input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, labels = (
-            tf.convert_to_tensor(t) if t is not None else None
-            for t in (input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, labels)
-        )
         self._check_inputs(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
-                           encoder_outputs, past_key_values, labels)
+                           encoder_outputs, past_key_values, labels, token_type_ids, position_ids)
+        attention_mask, decoder_attention_mask = (
+            tf.convert_to_tensor(t) if t is not None else None for t in (attention_mask, decoder_attention_mask)
+        )
+        input_ids, decoder_input_ids, labels = map(_as_index_tensor, (input_ids, decoder_input_ids, labels))
         if encoder_outputs is None:
             encoder_outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids,
                                            output_attentions, output_hidden_states, training)
         elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+            encoder_outputs = BaseModelOutput(last_hidden_state=_last_hidden_state(encoder_outputs))
         encoder_hidden_states = self._project(encoder_outputs.last_hidden_state)
 
         if labels is not None and decoder_input_ids is None:
@@ -527,6 +483,100 @@ class TFEncoderDecoderModel(keras.Model):
         )
         return out if return_dict else out.to_tuple()
 
+    # ------------------------------------------------------------------ the port contract
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+               output_attentions=False, output_hidden_states=False) -> BaseModelOutput:
+        """The encoder's own output for `input_ids` `[B, S]` (not projected to the decoder width);
+        inputs checked first."""
+        check_encoder_inputs(self.config, *map(_host_facts, (input_ids, attention_mask, token_type_ids, position_ids)))
+        return self._encode(input_ids, attention_mask, token_type_ids, position_ids,
+                            output_attentions, output_hidden_states)
+
+    def init_cache(self, batch_size, max_length, encoder_outputs, encoder_attention_mask=None) -> dict:
+        """A cache for `max_length` decoder tokens over `encoder_outputs` (`encode`'s output, or the
+        encoder states `[B, S, H_enc]`), with their mask `[B, S]` (None: every position attended).
+
+        The states are projected to the decoder width and each layer's cross-attention keys
+        and values computed once, here. `batch_size` is the self-attention rows: B, or n * B
+        (n rows per batch item, item by item: the beams of a beam search); the cross keys/values
+        and the mask stay per batch item, not repeated n times: an item's rows attend them
+        together (`_fold_beams_attend`). Returns `{"index": 0, "encoder_attention_mask": [B, S]
+        or None, "layers": ({"key", "value": [batch_size, H, max_length, D] zeros, "cross_key",
+        "cross_value": [B, H, S, D]}, ...)}`.
+        """
+        states = tf.convert_to_tensor(_last_hidden_state(encoder_outputs))
+        check_encoder_outputs(self.config, _host_facts(states), _host_facts(encoder_attention_mask))
+        known = states.shape[0]
+        if isinstance(batch_size, (int, np.integer)) and (batch_size < 1 or (known is not None and batch_size % known)):
+            raise InputError(
+                f"batch_size is {batch_size}; expected a positive multiple of the encoder output's batch {known}"
+            )
+        if isinstance(max_length, (int, np.integer)) and not 0 < max_length <= self.config.decoder.max_positions:
+            raise InputError(
+                f"max_length is {max_length}; expected 1 to {self.config.decoder.max_positions} (the decoder's "
+                "position table)"
+            )
+        cross = self.decoder.base_model._cross_attention_cache(self._project(states))  # per layer [B, H, S, D]
+        dec = self.config.decoder
+        empty = tf.zeros(tf.stack([batch_size, dec.num_attention_heads, max_length, dec.head_dim]), states.dtype)
+        mask = None if encoder_attention_mask is None else tf.convert_to_tensor(encoder_attention_mask)
+        return {
+            "index": tf.constant(0, tf.int32),
+            "encoder_attention_mask": mask,
+            "layers": tuple({"key": empty, "value": empty, "cross_key": key, "cross_value": value}
+                            for key, value in cross),
+        }
+
+    def decode_step(self, decoder_input_ids, cache: dict, decoder_position_ids=None) -> tuple:
+        """`[B, T]` new tokens after the `cache["index"]` cached ones -> (logits `[B, T, V]`, the cache with
+        the tokens' keys and values written and `index` advanced by T).
+
+        Inputs are checked first (eagerly with their values; compiled, their shapes):
+        ids in the vocabulary, the tokens fit the cache and the position table.
+        """
+        index = cache["index"]
+        layers = cache["layers"]
+        cache_length = layers[0]["key"].shape[2]
+        traced = not tf.executing_eagerly()
+        check_decoder_inputs(
+            self.config, _host_facts(decoder_input_ids), layers[0]["key"].shape[0],
+            decoder_position_ids=_host_facts(decoder_position_ids),
+            past_length=0 if traced else int(index), cache_length=None if traced else cache_length,
+        )
+        ids = _as_index_tensor(decoder_input_ids)
+        out = self.decoder(
+            ids,
+            position_ids=_as_index_tensor(decoder_position_ids),
+            encoder_attention_mask=cache["encoder_attention_mask"],
+            past_key_values=tuple((l["key"], l["value"], l["cross_key"], l["cross_value"]) for l in layers),
+            use_cache=True,
+            cache_index=index,
+        )
+        new_layers = tuple(
+            dict(layer, key=present[0], value=present[1]) for layer, present in zip(layers, out.past_key_values)
+        )
+        return out.logits, dict(cache, index=index + tf.shape(ids)[1], layers=new_layers)
+
+    def reorder_cache(self, cache: dict, rows) -> dict:
+        """The cache of the self-attention rows `rows` `[N]`, in that order (beam search: each beam
+        continues from the row it extends). Cross keys/values and the encoder mask follow the rows
+        when they have as many rows as the self-attention keys (known when traced); kept per batch
+        item otherwise (then `rows` must stay within each row's batch item, as beam search's do).
+        """
+        rows = tf.convert_to_tensor(rows)
+        first = cache["layers"][0]
+        self_rows, cross_rows = first["key"].shape[0], first["cross_key"].shape[0]
+        follow = self_rows is not None and self_rows == cross_rows
+        layers = []
+        for layer in cache["layers"]:
+            names = ("key", "value", "cross_key", "cross_value") if follow else ("key", "value")
+            layers.append(dict(layer, **{name: tf.gather(layer[name], rows) for name in names}))
+        mask = cache["encoder_attention_mask"]
+        if follow and mask is not None:
+            mask = tf.gather(mask, rows)
+        return dict(cache, encoder_attention_mask=mask, layers=tuple(layers))
+
     # ------------------------------------------------------------------ Keras training
 
     def train_step(self, data):
@@ -547,7 +597,8 @@ class TFEncoderDecoderModel(keras.Model):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None, **kwargs):
+    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
+                 decoder_input_ids=None, **options):
         """Greedy, sampling or beam search, with transformers 5's semantics (see `encdec.tf.generation`).
 
         Compiled with XLA by default (`jit_compile=False` runs eagerly); the compiled
@@ -555,7 +606,7 @@ class TFEncoderDecoderModel(keras.Model):
         """
         from .generation import generate
 
-        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+        return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)
 
     def serving_generate_function(self, generation_config: Optional[GenerationConfig] = None,
                                   jit_compile: bool = True, **kwargs) -> tf.types.experimental.GenericFunction:
@@ -566,24 +617,22 @@ class TFEncoderDecoderModel(keras.Model):
         `length`), `length` (int32: how many columns `generate` would return) and, for
         beam search, `sequences_scores`. Sampling draws from a fixed seed given as `seed=`.
         """
-        from .generation import _beam_options, _generation_function, _make_plan, _returned_hypotheses
+        from .generation import _beam_options, _generation_function, _returned_hypotheses
 
         seed = int(kwargs.pop("seed", 0))
-        base = generation_config if generation_config is not None else self.generation_config
-        explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
-        config = base.update(**kwargs)
-        plan = _make_plan(self, config, explicit_max_length)
+        setup = plan_generation(self.config, generation_config, self.generation_config, kwargs, None, 1,
+                                port_options=())
+        plan = setup.plan
         inner = _generation_function(self, plan, False, False, jit_compile)
         spec = tf.TensorSpec([None, None], tf.int32)
 
         @tf.function(input_signature=[spec, spec], autograph=False)
         def serve(input_ids, attention_mask):
-            start = tf.fill(tf.stack([tf.shape(input_ids)[0], 1]), plan.start)  # [B, 1]: the decoder prompt
-            out = inner(input_ids, attention_mask, start, tf.constant(seed, tf.int64),
-                        *_beam_options(config, plan.max_length))
+            start = tf.fill(tf.stack([tf.shape(input_ids)[0], 1]), plan.start_token_id)  # [B, 1]: the decoder prompt
+            out = inner(input_ids, attention_mask, start, tf.constant(seed, tf.int64), *_beam_options(setup))
             if plan.num_beams == 1:
                 return {"sequences": out["sequences"], "length": out["length"]}
-            returned = _returned_hypotheses(out, config.num_return_sequences, plan.max_length)
+            returned = _returned_hypotheses(out, plan.num_return_sequences, plan.max_length)
             return {k: returned[k] for k in ("sequences", "length", "sequences_scores")}
 
         return serve
@@ -601,19 +650,3 @@ def _with_labels(data):
             inputs = dict(inputs, labels=labels)
         return inputs
     return data
-
-
-def _check_labels(labels, batch, vocab_size: int) -> None:
-    """Labels are `[batch, length]` ids in `[0, vocab_size)`, or -100 (ignored)."""
-    if labels.shape.rank != 2 or (batch is not None and labels.shape[0] not in (None, batch)):
-        raise InputError(f"labels has shape {tuple(labels.shape)}; expected [{batch}, target length]")
-    if tf.executing_eagerly():
-        values = labels.numpy()
-        valid = (values == -100) | ((values >= 0) & (values < vocab_size))
-        if not valid.all():
-            raise InputError(
-                f"labels holds {int(values[~valid][0])}; expected ids in [0, {vocab_size}) or -100 (ignored)"
-            )
-        return
-    valid = tf.equal(labels, -100) | ((labels >= 0) & (labels < tf.cast(vocab_size, labels.dtype)))
-    tf.debugging.Assert(tf.reduce_all(valid), [f"labels hold ids outside [0, {vocab_size}) other than -100"])

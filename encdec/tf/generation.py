@@ -2,22 +2,26 @@
 
 The semantics are transformers 5's (`GenerationMixin._sample`, `_beam_search` and the
 processors of `generation/logits_process.py`), step for step as the PyTorch port
-runs them. Everything inside the search is TensorFlow ops over fixed shapes, so the
-same code runs eagerly (`tf.while_loop` runs as a Python loop) and compiled with
+runs them. What a call of `generate` means (special tokens, lengths, the decoder
+prompt, which processors run) is decided once for every port by the core
+(`encdec.generation.plan_generation`); this module maps that plan to TensorFlow.
+Everything inside the search is TensorFlow ops over fixed shapes, so the same code
+runs eagerly (`tf.while_loop` runs as a Python loop) and compiled with
 `tf.function(jit_compile=True)`:
 
 * a processor is called as `processor(sequences, cur_len, scores)`: `sequences` is the
   whole `[N, max_length]` token buffer, `cur_len` a scalar tensor saying how much of
   it is filled;
-* the encoder runs once; the cross-attention keys/values are computed once, before
-  the loop, and stay outside the loop state;
-* the self-attention cache holds `max_length - 1` positions per layer,
-  `[N, max_length - 1, heads, head_dim]`, written at `cur_len - 1` by each step;
+* the loops run on the port contract: `encode` once, `init_cache` (cross-attention
+  keys/values computed once, for the batch items, not per beam), `decode_step` per
+  token and `reorder_cache` after each beam step. The self-attention cache holds
+  `max_length - 1` positions per layer, `[N, heads, max_length - 1, head_dim]`;
 * the loop stops as transformers' does (all sequences finished, or the beam search
-  cannot improve); the host crops the fixed-size buffers to the generated length.
+  cannot improve); the host crops the fixed-size buffers to the generated length,
+  and raises NonFiniteError when the logits of a step were NaN.
 
-`generate` keeps one compiled function per set of options that fix shapes or ops
-(`_Plan`); its inputs leave batch and length open. A second call with the same
+`generate` keeps one compiled function per plan (`GenerationPlan`: what fixes shapes
+and ops); its inputs leave batch and length open. A second call with the same
 options traces nothing, and with the same shapes compiles nothing either.
 """
 
@@ -30,8 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import GenerationConfig
-from ..errors import ConfigError, InputError
-from .common import _ModelOutput, attention_bias, check_input_ids
+from ..errors import NonFiniteError
+from ..generation import GenerationPlan, GenerationSetup, plan_generation
+from ..inputs import check_encoder_inputs
+from .common import _ModelOutput
+from .roberta import create_position_ids_from_input_ids
 
 NEG_INF = float("-inf")
 
@@ -62,8 +69,6 @@ class TFRepetitionPenaltyLogitsProcessor:
     """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
 
     def __init__(self, penalty: float) -> None:
-        if not penalty > 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
         self.penalty = float(penalty)
 
     def __call__(self, sequences, cur_len, scores):
@@ -79,9 +84,7 @@ class TFNoRepeatNGramLogitsProcessor:
     """Bans every token that would repeat an n-gram already in the sequence."""
 
     def __init__(self, ngram_size: int) -> None:
-        if not isinstance(ngram_size, int) or ngram_size <= 0:
-            raise ConfigError(f"no_repeat_ngram_size must be a positive int, got {ngram_size!r}")
-        self.ngram_size = ngram_size
+        self.ngram_size = int(ngram_size)
 
     def __call__(self, sequences, cur_len, scores):
         n = self.ngram_size
@@ -105,30 +108,12 @@ class TFNoRepeatNGramLogitsProcessor:
 class TFNoBadWordsLogitsProcessor:
     """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
 
-    def __init__(self, bad_words_ids, eos_token_ids, vocab_size: int) -> None:
-        if not isinstance(bad_words_ids, (list, tuple)) or not bad_words_ids or not all(
-            isinstance(seq, (list, tuple)) and seq and all(isinstance(t, int) and 0 <= t < vocab_size for t in seq)
-            for seq in bad_words_ids
-        ):
-            raise ConfigError(
-                f"bad_words_ids is {bad_words_ids!r}; expected a non-empty list of non-empty lists of token ids "
-                f"in [0, {vocab_size})"
-            )
-        # As transformers: a banned sequence that is just an eos token is ignored.
-        sequences = [tuple(seq) for seq in bad_words_ids if not (len(seq) == 1 and seq[0] in eos_token_ids)]
-        single = np.zeros(vocab_size, np.float32)
-        groups: dict[int, list[tuple[int, ...]]] = {}
-        for seq in dict.fromkeys(sequences):
-            if len(seq) == 1:
-                single[seq[0]] = NEG_INF
-            else:
-                groups.setdefault(len(seq) - 1, []).append(seq)
-        self.single = single
-        # (prefixes [G, p], last tokens [G]) per prefix length p
-        self.groups = [
-            (np.array([s[:-1] for s in group], np.int32), np.array([s[-1] for s in group], np.int32))
-            for group in groups.values()
-        ]
+    def __init__(self, single, groups, vocab_size: int) -> None:
+        # The plan's arrays (`ProcessorSpec.arrays`): single-token bans as a [V] bias (-inf where banned),
+        # and per prefix length p the banned sequences' prefixes [G, p] and last tokens [G].
+        banned = single if single is not None else np.zeros(int(vocab_size), bool)
+        self.single = np.where(banned, NEG_INF, 0.0).astype(np.float32)
+        self.groups = list(groups)
 
     def __call__(self, sequences, cur_len, scores):
         vocab = tf.shape(scores)[-1]
@@ -168,8 +153,8 @@ def _force(scores, token_ids, when):
 class TFForcedBOSTokenLogitsProcessor:
     """The first generated token is `bos_token_id`."""
 
-    def __init__(self, bos_token_id: int) -> None:
-        self.bos_token_id = bos_token_id
+    def __init__(self, token_id: int) -> None:
+        self.bos_token_id = token_id
 
     def __call__(self, sequences, cur_len, scores):
         return _force(scores, [self.bos_token_id], tf.equal(cur_len, 1))
@@ -198,9 +183,7 @@ class TFTopKLogitsWarper:
     """Keeps the `top_k` best scores (at least `min_tokens_to_keep`)."""
 
     def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
-        if not isinstance(top_k, int) or top_k <= 0:
-            raise ConfigError(f"top_k must be a positive int, got {top_k!r}")
-        self.top_k = max(top_k, min_tokens_to_keep)
+        self.top_k = max(int(top_k), min_tokens_to_keep)
 
     def __call__(self, sequences, cur_len, scores):
         k = min(self.top_k, scores.shape[-1])
@@ -212,10 +195,7 @@ class TFTopPLogitsWarper:
     """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
 
     def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
-        top_p = float(top_p)
-        if not 0.0 <= top_p <= 1.0:
-            raise ConfigError(f"top_p must be in [0, 1], got {top_p}")
-        self.top_p = top_p
+        self.top_p = float(top_p)
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, sequences, cur_len, scores):
@@ -229,32 +209,22 @@ class TFTopPLogitsWarper:
         return tf.where(remove, tf.constant(NEG_INF, scores.dtype), scores)
 
 
-def build_logits_processors(config: GenerationConfig, eos_token_ids, max_length: int, min_length: int,
-                            vocab_size: int) -> list:
-    """The processors `config` asks for, in transformers' order (sampling warpers last)."""
-    processors = []
-    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
-        processors.append(TFRepetitionPenaltyLogitsProcessor(config.repetition_penalty))
-    if config.no_repeat_ngram_size:
-        processors.append(TFNoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
-    if config.bad_words_ids is not None:
-        processors.append(TFNoBadWordsLogitsProcessor(config.bad_words_ids, eos_token_ids, vocab_size))
-    if min_length > 0 and eos_token_ids:
-        processors.append(TFMinLengthLogitsProcessor(min_length, eos_token_ids))
-    if config.forced_bos_token_id is not None:
-        processors.append(TFForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
-    if config.forced_eos_token_id is not None:
-        processors.append(TFForcedEOSTokenLogitsProcessor(max_length, config.forced_eos_token_id))
-    if config.do_sample:
-        # Beam sampling keeps one more token than there are eos tokens, so some beam can go on.
-        keep = (len(eos_token_ids) + 1 if eos_token_ids else 2) if config.num_beams > 1 else 1
-        if config.temperature is not None and config.temperature != 1.0:
-            processors.append(TFTemperatureLogitsWarper(config.temperature))
-        if config.top_k is not None and config.top_k != 0:
-            processors.append(TFTopKLogitsWarper(config.top_k, keep))
-        if config.top_p is not None and config.top_p < 1.0:
-            processors.append(TFTopPLogitsWarper(config.top_p, keep))
-    return processors
+def build_logits_processors(specs: tuple) -> list:
+    """The TensorFlow processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order.
+
+    Each class takes its spec's options by name; bad words take their arrays.
+    """
+    return [
+        _PROCESSORS[spec.name](**(spec.arrays() if spec.name == "bad_words" else spec.as_dict())) for spec in specs
+    ]
+
+
+_PROCESSORS = {
+    "repetition_penalty": TFRepetitionPenaltyLogitsProcessor, "no_repeat_ngram": TFNoRepeatNGramLogitsProcessor,
+    "bad_words": TFNoBadWordsLogitsProcessor, "min_length": TFMinLengthLogitsProcessor,
+    "forced_bos": TFForcedBOSTokenLogitsProcessor, "forced_eos": TFForcedEOSTokenLogitsProcessor,
+    "temperature": TFTemperatureLogitsWarper, "top_k": TFTopKLogitsWarper, "top_p": TFTopPLogitsWarper,
+}
 
 
 def _apply(processors, sequences, cur_len, scores):
@@ -290,51 +260,38 @@ class TFGenerateBeamEncoderDecoderOutput(_ModelOutput):
 
 
 class _Step:
-    """One decoder step: `[N, T]` tokens at `cache_index` -> (`[N, V]` float32 next-token logits, updated cache).
+    """One decoder step on the port contract: `[N, T]` tokens -> (`[N, V]` float32 logits of the last one, cache).
 
-    The loop carries only the self-attention cache, `((k, v), ...)` per layer; the
-    cross-attention keys/values `cross` are computed once, before the loop.
-
-    RoBERTa counts positions over non-pad tokens; transformers decodes the prompt
-    in one call, so the prompt tokens get their positions from the whole prompt
-    (`prompt_positions` `[N, P]`), and later tokens the default (`1 + cached`).
+    RoBERTa counts positions over non-pad tokens; transformers decodes the prompt in one
+    call, so the prompt's tokens get their positions from the whole prompt
+    (`prompt_positions` `[N, P]`), and later tokens the default (`1 + cached` non-pads).
     The other decoders count every token, so their defaults agree already.
     """
 
-    def __init__(self, decoder, encoder_hidden_states, encoder_bias, cross, prompt_positions=None,
-                 pad_token_id: int = 0) -> None:
-        self.decoder = decoder
-        self.encoder_hidden_states = encoder_hidden_states
-        self.encoder_bias = encoder_bias
-        self.cross = cross
+    def __init__(self, model, prompt_positions=None, pad_token_id: int = 0) -> None:
+        self.model = model
         self.prompt_positions = prompt_positions
         self.pad_token_id = pad_token_id
 
-    def _positions(self, tokens, cache_index):
+    def _positions(self, tokens, index):
         if self.prompt_positions is None:
             return None
-        from .roberta import create_position_ids_from_input_ids
-
         length = tokens.shape[1]  # static: the prompt's head, or one token
         prompt_length = self.prompt_positions.shape[1]
         # In-prompt tokens read the prompt's positions (clamped: the gather must stay in bounds).
-        start = tf.minimum(cache_index, prompt_length - length)
+        start = tf.minimum(index, prompt_length - length)
         in_prompt = tf.gather(self.prompt_positions, start + tf.range(length), axis=1)
-        after = create_position_ids_from_input_ids(tokens, self.pad_token_id, cache_index)
-        return tf.where(cache_index < prompt_length, in_prompt, after)
+        after = create_position_ids_from_input_ids(tokens, self.pad_token_id, index)
+        return tf.where(index < prompt_length, in_prompt, after)
 
-    def __call__(self, tokens, cache, cache_index):
-        out = self.decoder(
-            tokens,
-            position_ids=self._positions(tokens, cache_index),
-            encoder_hidden_states=self.encoder_hidden_states,
-            encoder_attention_mask=self.encoder_bias,
-            past_key_values=tuple(layer + cross for layer, cross in zip(cache, self.cross)),
-            use_cache=True,
-            logits_to_keep=1,
-            cache_index=cache_index,
-        )
-        return tf.cast(out.logits[:, -1], tf.float32), tuple(layer[:2] for layer in out.past_key_values)
+    def __call__(self, tokens, cache):
+        logits, cache = self.model.decode_step(tokens, cache, self._positions(tokens, cache["index"]))
+        return tf.cast(logits[:, -1], tf.float32), cache
+
+
+def _first_nan(nan_step, logits, step):
+    """The first step whose logits held a NaN (-1 while none has): a weight that is not finite."""
+    return tf.where((nan_step < 0) & tf.reduce_any(tf.math.is_nan(logits)), step, nan_step)
 
 
 def _mix32(x):
@@ -374,18 +331,20 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
     """Greedy decoding or sampling over a `[N, max_length]` buffer whose first `prompt_length`
     positions hold the decoder prompt (all but its last token already in `cache`).
 
-    Returns (sequences `[N, max_length]`, filled length, scores `[max_length - prompt_length, N, V]` or None).
+    Returns (sequences `[N, max_length]`, filled length, scores `[max_length - prompt_length, N, V]`
+    or None, the first step whose logits held a NaN or -1).
     """
     rows = tf.shape(sequences)[0]
     unfinished = tf.ones([rows], tf.bool)
     steps = max_length - prompt_length
     all_scores = tf.zeros(tf.stack([steps, rows, vocab_size])) if output_scores else tf.zeros([0])
 
-    def cond(cur_len, sequences, unfinished, cache, all_scores):
+    def cond(cur_len, sequences, unfinished, cache, all_scores, nan_step):
         return (cur_len < max_length) & tf.reduce_any(unfinished)
 
-    def body(cur_len, sequences, unfinished, cache, all_scores):
-        logits, cache = step(tf.gather(sequences, [cur_len - 1], axis=1), cache, cur_len - 1)
+    def body(cur_len, sequences, unfinished, cache, all_scores, nan_step):
+        logits, cache = step(tf.gather(sequences, [cur_len - 1], axis=1), cache)
+        nan_step = _first_nan(nan_step, logits, cur_len - prompt_length)
         next_scores = _apply(processors, sequences, cur_len, logits)
         if output_scores:
             all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - prompt_length]], next_scores[None])
@@ -395,12 +354,11 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
         if eos_token_ids:
             next_tokens = tf.where(unfinished, next_tokens, pad_token_id)  # finished rows are padded
             unfinished = unfinished & ~_isin(next_tokens, eos_token_ids)
-        return cur_len + 1, _set_column(sequences, cur_len, next_tokens), unfinished, cache, all_scores
+        return cur_len + 1, _set_column(sequences, cur_len, next_tokens), unfinished, cache, all_scores, nan_step
 
-    cur_len, sequences, _, _, all_scores = tf.while_loop(
-        cond, body, (tf.constant(prompt_length), sequences, unfinished, cache, all_scores), maximum_iterations=steps
-    )
-    return sequences, cur_len, (all_scores if output_scores else None)
+    start = (tf.constant(prompt_length), sequences, unfinished, cache, all_scores, tf.constant(-1))
+    cur_len, sequences, _, _, all_scores, nan_step = tf.while_loop(cond, body, start, maximum_iterations=steps)
+    return sequences, cur_len, (all_scores if output_scores else None), nan_step
 
 
 def _gather_beams(tensor, beam_indices):
@@ -408,14 +366,16 @@ def _gather_beams(tensor, beam_indices):
     return tf.gather(tensor, beam_indices, axis=1, batch_dims=1)
 
 
-def beam_search(step, processors, sequences, batch_size, num_beams: int, max_length: int, eos_token_ids,
-                pad_token_id, cache, penalties, early_stopping_true, heuristic_at_max_length,
+def beam_search(step, reorder, processors, sequences, batch_size, num_beams: int, max_length: int, eos_token_ids,
+                fill, cache, penalties, early_stopping_true, heuristic_at_max_length,
                 do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0,
                 prompt_length: int = 1):
     """transformers 5's vectorized beam search, step for step.
 
     `sequences` is the `[B * num_beams, max_length]` buffer whose first `prompt_length`
-    positions hold the decoder prompt (all but its last token already in `cache`).
+    positions hold the decoder prompt (all but its last token already in `cache`);
+    `step(tokens, cache)` decodes a token per row and `reorder(cache, rows)` keeps the
+    cache rows of the beams that run on. Unfilled positions hold `fill`.
     Running beams and finished hypotheses are each `num_beams` fixed-length rows per
     batch item; each step keeps the best `beams_to_keep` continuations over all beams,
     the best `num_beams` unfinished ones run on, and finished ones replace worse
@@ -426,7 +386,8 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
     (early_stopping == "never" with a positive length penalty).
 
     Returns a dict: `sequences` `[B, num_beams, max_length]` (best first), `beam_scores`
-    `[B, num_beams]`, `beam_indices` `[B, num_beams, max_length - prompt_length]`, `steps` run, `scores`.
+    `[B, num_beams]`, `beam_indices` `[B, num_beams, max_length - prompt_length]`, `steps` run, `scores`,
+    `nan_step` (the first step whose logits held a NaN, or -1).
     """
     prompt_len = prompt_length
     n_eos = len(eos_token_ids) if eos_token_ids else 0
@@ -434,8 +395,6 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
     top_num_beam_mask = tf.constant([True] * num_beams + [False] * (beams_to_keep - num_beams))
     rows = batch_size * num_beams
 
-    # transformers fills with `pad_token_id or eos_token_id[0]`: a pad id of 0 counts as unset there.
-    fill = (pad_token_id or eos_token_ids[0]) if eos_token_ids else -1
     first = tf.reshape(sequences[:, :prompt_len], tf.stack([batch_size, num_beams, prompt_len]))
     unfilled = tf.fill(tf.stack([batch_size, num_beams, max_length - prompt_len]), tf.constant(fill, sequences.dtype))
     running_sequences = tf.concat([first, unfilled], axis=2)
@@ -455,12 +414,14 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
         unsatisfied=tf.ones(tf.stack([batch_size, 1]), tf.bool),  # is_early_stop_heuristic_unsatisfied
         cache=cache,
         all_scores=tf.zeros(tf.stack([max_length - prompt_len, rows, vocab_size])) if output_scores else tf.zeros([0]),
+        nan_step=tf.constant(-1),
     )
 
     def body(s):
         cur_len = s["cur_len"]
         flat_running = tf.reshape(s["running_sequences"], tf.stack([rows, max_length]))
-        logits, cache = step(tf.gather(flat_running, [cur_len - 1], axis=1), s["cache"], cur_len - 1)
+        logits, cache = step(tf.gather(flat_running, [cur_len - 1], axis=1), s["cache"])
+        nan_step = _first_nan(s["nan_step"], logits, cur_len - prompt_len)
         vocab = tf.shape(logits)[-1]
         log_probs = tf.nn.log_softmax(logits, axis=-1)
         log_probs = _apply(processors, flat_running, cur_len, log_probs)
@@ -531,8 +492,8 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
         exists_open_beam = ~(tf.reduce_all(is_sent_finished) & early_stopping_true)
         going = tf.reduce_any(unsatisfied) & exists_open_beam & ~tf.reduce_all(hits)
         # Each running beam continues from the cache of the beam it extends.
-        reorder = tf.reshape(tf.gather(running_beam_indices, cur_len - 1 - prompt_len, axis=2), [-1])
-        cache = tuple((tf.gather(k, reorder), tf.gather(v, reorder)) for k, v in cache)
+        reorder_rows = tf.reshape(tf.gather(running_beam_indices, cur_len - 1 - prompt_len, axis=2), [-1])
+        cache = reorder(cache, reorder_rows)
         return dict(
             cur_len=cur_len,
             going=going,
@@ -546,6 +507,7 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
             unsatisfied=unsatisfied,
             cache=cache,
             all_scores=all_scores,
+            nan_step=nan_step,
         )
 
     (state,) = tf.while_loop(
@@ -556,6 +518,7 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
         beam_scores=state["beam_scores"],
         beam_indices=state["beam_indices"],
         steps=state["cur_len"] - prompt_len,
+        nan_step=state["nan_step"],
     )
     if output_scores:
         out["scores"] = state["all_scores"]
@@ -566,178 +529,69 @@ def beam_search(step, processors, sequences, batch_size, num_beams: int, max_len
 # generate
 
 
-_MODEL_KWARGS = ("token_type_ids", "position_ids", "seed", "jit_compile")
+# The options of `generate` that are no generation option, as the TF port takes them.
+_PORT_OPTIONS = ("token_type_ids", "position_ids", "seed", "jit_compile")
 
 
-def _first_set(*values):
-    return next((v for v in values if v is not None), None)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """What fixes the shapes and the ops of one generation: the key of its compiled function.
-
-    Beam search options that change neither (length penalty, early stopping, how many
-    sequences are returned) are inputs of the function instead (`_beam_options`).
-    """
-
-    start: int
-    eos_token_ids: tuple
-    pad_token_id: Optional[int]
-    prompt_length: int  # the decoder prompt's tokens, the start token included
-    max_length: int
-    min_length: int
-    num_beams: int
-    rows_per_item: int  # max(num_beams, num_return_sequences)
-    do_sample: bool
-    output_scores: bool
-    processors_key: tuple  # the options the logits processors are built from
-
-
-_PROCESSOR_OPTIONS = (
-    "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
-    "do_sample", "num_beams", "temperature", "top_k", "top_p",
-)
-
-
-def _frozen(value):
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-def _start_token(model, gc: GenerationConfig) -> int:
-    cfg = model.config
-    start = _first_set(gc.decoder_start_token_id, cfg.decoder_start_token_id, gc.bos_token_id, cfg.bos_token_id)
-    if start is None:
-        raise ConfigError(
-            "no decoder_start_token_id (nor bos_token_id) in the generation config or the model config; "
-            "expected the id the decoder starts from"
-        )
-    return int(start)
-
-
-def _make_plan(model, gc: GenerationConfig, explicit_max_length: bool, prompt_length: int = 1) -> _Plan:
-    cfg = model.config
-    start = _start_token(model, gc)
-    eos_ids = tuple(gc.eos_token_ids)
-    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
-    max_length, min_length = gc.lengths(prompt_length, explicit_max_length)
-    limit = model._decoder_position_limit()
-    if max_length - 1 > limit:
-        raise InputError(
-            f"max_length {max_length} needs {max_length - 1} decoder positions; the decoder's position table "
-            f"covers {limit}, expected max_length <= {limit + 1}"
-        )
-    num_beams = gc.num_beams
-    if num_beams > 1 and gc.num_return_sequences > num_beams:
-        raise ConfigError(
-            f"num_return_sequences ({gc.num_return_sequences}) must be <= num_beams ({num_beams}) in beam search"
-        )
-    vocab = cfg.decoder.vocab_size
-    for name in ("start", "pad"):
-        value = start if name == "start" else pad
-        if value is not None and not 0 <= value < vocab:
-            raise ConfigError(f"the {name} token id {value} is outside the decoder vocabulary; expected [0, {vocab})")
-    return _Plan(
-        start=start,
-        eos_token_ids=eos_ids,
-        pad_token_id=pad,
-        prompt_length=int(prompt_length),
-        max_length=int(max_length),
-        min_length=int(min_length),
-        num_beams=num_beams,
-        rows_per_item=max(num_beams, gc.num_return_sequences),
-        do_sample=bool(gc.do_sample),
-        output_scores=bool(gc.output_scores and gc.return_dict_in_generate),
-        processors_key=tuple((k, _frozen(getattr(gc, k))) for k in _PROCESSOR_OPTIONS),
-    )
-
-
-def _beam_options(gc: GenerationConfig, max_length: int) -> list:
-    """The beam search options that are inputs of the compiled function, as tensors.
-
-    `length ** length_penalty` is computed in Python and rounded to float32 once, as
-    transformers divides a float32 tensor by that Python number.
-    """
-    penalties = [float(max(n, 1) ** gc.length_penalty) for n in range(max_length + 1)]
+def _beam_options(setup: GenerationSetup) -> list:
+    """The beam search options that are inputs of the compiled function (they change no shape), as tensors."""
     return [
-        tf.constant(penalties, tf.float32),
-        tf.constant(gc.early_stopping is True),
-        tf.constant(gc.early_stopping == "never" and gc.length_penalty > 0.0),
+        tf.constant(setup.length_penalty_table),
+        tf.constant(setup.early_stopping_true),
+        tf.constant(setup.heuristic_at_max_length),
     ]
 
 
-def _processors(model, plan: _Plan) -> list:
-    options = dict(plan.processors_key)
-    if options["bad_words_ids"] is not None:
-        options["bad_words_ids"] = [list(seq) for seq in options["bad_words_ids"]]
-    return build_logits_processors(
-        GenerationConfig(**options), list(plan.eos_token_ids), plan.max_length, plan.min_length,
-        model.config.decoder.vocab_size,
-    )
-
-
-def _generate_tensors(model, plan: _Plan, input_ids, attention_mask, prompt, token_type_ids, position_ids, seed,
-                      penalties, early_stopping_true, heuristic_at_max_length):
+def _generate_tensors(model, plan: GenerationPlan, input_ids, attention_mask, prompt, token_type_ids, position_ids,
+                      seed, penalties, early_stopping_true, heuristic_at_max_length):
     """The whole generation as TensorFlow ops (what `generate` runs eagerly or compiles).
 
     input_ids / attention_mask `[B, S]` int32, prompt `[B, P]` int32 (the decoder prompt,
     the start token first) -> a dict of fixed-size outputs (see `generate`).
     """
-    encoder_out = model._encode(input_ids, attention_mask, token_type_ids, position_ids)
-    encoder_states = model._project(encoder_out.last_hidden_state)  # [B, S, H_dec]
+    encoder_out = model.encode(input_ids, attention_mask, token_type_ids, position_ids)
     batch_size = tf.shape(input_ids)[0]
     rows = batch_size * plan.rows_per_item
-    # Every row of a batch item (a beam, or a returned sample) attends the same encoder states.
-    cross = tuple(
-        (tf.repeat(k, plan.rows_per_item, axis=0), tf.repeat(v, plan.rows_per_item, axis=0))
-        for k, v in model.decoder.base_model._cross_attention_cache(encoder_states)
-    )  # per layer [rows, H, S, D]
-    encoder_states = tf.repeat(encoder_states, plan.rows_per_item, axis=0)  # [rows, S, H_dec]
-    encoder_bias = attention_bias(tf.repeat(attention_mask, plan.rows_per_item, axis=0))  # [rows, 1, 1, S]
+    # `rows_per_item` rows per batch item (beams, or returned samples); the cross keys/values stay per item.
+    cache = model.init_cache(rows, plan.cache_length, encoder_out, attention_mask)
     dec = model.config.decoder
-    empty = tf.zeros(tf.stack([rows, dec.num_attention_heads, plan.max_length - 1, dec.head_dim]), encoder_states.dtype)
-    cache = tuple((empty, empty) for _ in range(dec.num_hidden_layers))
-    fill = plan.pad_token_id if plan.pad_token_id is not None else 0
     prompt = tf.repeat(prompt, plan.rows_per_item, axis=0)  # [rows, P]
     p = plan.prompt_length
-    sequences = tf.concat([prompt, tf.fill(tf.stack([rows, plan.max_length - p]), fill)], axis=1)
+    sequences = tf.concat([prompt, tf.fill(tf.stack([rows, plan.max_length - p]), plan.fill_token_id)], axis=1)
     prompt_positions = None
     if dec.model_type == "roberta":
-        from .roberta import create_position_ids_from_input_ids
-
         prompt_positions = create_position_ids_from_input_ids(prompt, dec.pad_token_id)  # [rows, P]
-    step = _Step(model.decoder, encoder_states, encoder_bias, cross, prompt_positions, dec.pad_token_id)
+    step = _Step(model, prompt_positions, dec.pad_token_id)
     if p > 1:
         # All but the last prompt token go into the cache at once; the loop feeds the last one.
-        _, cache = step(prompt[:, :-1], cache, tf.constant(0))
-    processors = _processors(model, plan)
+        _, cache = step(prompt[:, :-1], cache)
+    processors = build_logits_processors(plan.processors)
     eos_ids = list(plan.eos_token_ids)
 
     if plan.num_beams == 1:
-        sequences, length, scores = greedy_search(
+        sequences, length, scores, nan_step = greedy_search(
             step, processors, sequences, plan.max_length, eos_ids, plan.pad_token_id, cache,
             plan.do_sample, seed, plan.output_scores, dec.vocab_size, p,
         )
-        out = dict(sequences=sequences, length=length, steps=length - p)
-        if scores is not None:
-            out["scores"] = scores
-        return out
+        scores = {} if scores is None else {"scores": scores}
+        return dict(sequences=sequences, length=length, steps=length - p, nan_step=nan_step, **scores)
     return beam_search(
-        step, processors, sequences, batch_size, plan.num_beams, plan.max_length, eos_ids, plan.pad_token_id,
-        cache, penalties, early_stopping_true, heuristic_at_max_length, plan.do_sample, seed, plan.output_scores,
-        dec.vocab_size, p,
+        step, model.reorder_cache, processors, sequences, batch_size, plan.num_beams, plan.max_length,
+        eos_ids, plan.beam_fill_token_id, cache, penalties, early_stopping_true, heuristic_at_max_length,
+        plan.do_sample, seed, plan.output_scores, dec.vocab_size, p,
     )
 
 
-def _generation_function(model, plan: _Plan, with_token_types: bool, with_positions: bool, jit_compile: bool):
+def _generation_function(model, plan: GenerationPlan, with_token_types: bool, with_positions: bool,
+                         jit_compile: bool):
     """The generation function of `plan`, made once and kept on the model.
 
     Called as `fn(input_ids, attention_mask, prompt, [token_type_ids], [position_ids], seed, penalties,
     early_stopping_true, heuristic_at_max_length)`. Compiled, its input signature leaves batch
     and length open: it is traced once, and XLA compiles once per new input shape.
     """
+    # How many hypotheses are returned, and in which container, is chosen on the host afterwards.
+    plan = dataclasses.replace(plan, num_return_sequences=plan.rows_per_item, return_dict_in_generate=False)
     key = (plan, with_token_types, with_positions, jit_compile)
     functions = model._generation_functions
     if key not in functions:
@@ -764,65 +618,6 @@ def _generation_function(model, plan: _Plan, with_token_types: bool, with_positi
     return functions[key]
 
 
-def _host_ids(value, name: str) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind not in "iu":
-        raise InputError(f"{name} has dtype {array.dtype}; expected integer token ids")
-    return array
-
-
-def _prepare_inputs(model, plan: _Plan, input_ids, attention_mask, token_type_ids, position_ids) -> list:
-    """The id tensors of a generation, checked on the host before any work.
-
-    XLA drops in-graph assertions, and TensorFlow on GPU returns zeros for an
-    out-of-range lookup instead of failing: so every id and shape is checked here.
-    """
-    enc = model.config.encoder
-    ids = _host_ids(input_ids, "input_ids")
-    check_input_ids(ids, enc.vocab_size, model.encoder.embeddings._position_limit(), "input_ids")
-    if attention_mask is None:
-        # As transformers 5 for an encoder-decoder: no mask means every position is attended (pads too).
-        mask = np.ones_like(ids)
-    else:
-        mask = np.asarray(attention_mask)
-        if mask.shape != ids.shape:
-            raise InputError(f"attention_mask has shape {mask.shape}; expected {ids.shape} like input_ids")
-    tensors = [ids, mask]
-    if token_type_ids is not None:
-        token_type_ids = _host_ids(token_type_ids, "token_type_ids")
-        if not model.encoder.has_token_types:
-            raise InputError(f"{enc.model_type} has no token types; expected token_type_ids=None")
-        if token_type_ids.shape != ids.shape:
-            raise InputError(f"token_type_ids has shape {token_type_ids.shape}; expected {ids.shape} like input_ids")
-        check_input_ids(token_type_ids, enc.type_vocab_size, None, "token_type_ids")
-        tensors.append(token_type_ids)
-    if position_ids is not None:
-        position_ids = _host_ids(position_ids, "position_ids")
-        if position_ids.shape != ids.shape:
-            raise InputError(f"position_ids has shape {position_ids.shape}; expected {ids.shape} like input_ids")
-        check_input_ids(position_ids, enc.max_position_embeddings, None, "position_ids")
-        tensors.append(position_ids)
-    return [tf.constant(t.astype(np.int32)) for t in tensors]
-
-
-def _decoder_prompt(model, decoder_input_ids, start: int, batch: int) -> np.ndarray:
-    """`[B, P]` int32 decoder prompt: the start token alone, or `decoder_input_ids` with the start
-    token put in front when no row begins with it (as transformers does)."""
-    if decoder_input_ids is None:
-        return np.full((batch, 1), start, np.int32)
-    prompt = _host_ids(decoder_input_ids, "decoder_input_ids")
-    if prompt.ndim != 2 or prompt.shape[0] != batch:
-        raise InputError(
-            f"decoder_input_ids has shape {prompt.shape}; expected [{batch}, prompt length] (batch size {batch} "
-            "like input_ids)"
-        )
-    check_input_ids(prompt, model.config.decoder.vocab_size, None, "decoder_input_ids")
-    prompt = prompt.astype(np.int32)
-    if bool(np.all(prompt[:, 0] != start)):
-        prompt = np.concatenate([np.full((batch, 1), start, np.int32), prompt], axis=1)
-    return prompt
-
-
 def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
              decoder_input_ids=None, **kwargs):
     """Generate token ids for `input_ids` `[B, S]`: greedy, sampling or beam search.
@@ -832,26 +627,35 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     `jit_compile=False` runs eagerly instead of through the XLA-compiled function.
     `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in front
     when no row begins with it). Returns `[B * num_return_sequences, length]` int32
-    ids, or an output object with `return_dict_in_generate=True`.
+    ids, or an output object with `return_dict_in_generate=True`. Every input and
+    option is checked on the host before any work (XLA drops in-graph assertions, and
+    TensorFlow on GPU returns zeros for an out-of-range lookup instead of failing).
     """
-    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _MODEL_KWARGS}
-    jit_compile = bool(model_kwargs.pop("jit_compile", True))
-    seed = model_kwargs.pop("seed", None)
-    base = generation_config if generation_config is not None else model.generation_config
-    if not isinstance(base, GenerationConfig):
-        raise ConfigError(f"generation_config is a {type(base).__name__}; expected an encdec GenerationConfig")
-    explicit_max_length = "max_length" in kwargs or base.max_length != GenerationConfig.defaults["max_length"]
-    gc = base.update(**kwargs)
-    prompt = _decoder_prompt(model, decoder_input_ids, _start_token(model, gc), np.shape(input_ids)[0])
-    plan = _make_plan(model, gc, explicit_max_length, prompt.shape[1])
-    token_type_ids, position_ids = model_kwargs.get("token_type_ids"), model_kwargs.get("position_ids")
-    ids, mask, *rest = _prepare_inputs(model, plan, input_ids, attention_mask, token_type_ids, position_ids)
+    port = {k: kwargs.pop(k) for k in list(kwargs) if k in _PORT_OPTIONS}
+    token_type_ids, position_ids = port.get("token_type_ids"), port.get("position_ids")
+    inputs = [None if t is None else np.asarray(t) for t in (input_ids, attention_mask, token_type_ids, position_ids)]
+    check_encoder_inputs(model.config, *inputs)
+    ids, mask = inputs[0], inputs[1]
+    setup = plan_generation(model.config, generation_config, model.generation_config, kwargs, decoder_input_ids,
+                            ids.shape[0], port_options=())
+    plan, gc = setup.plan, setup.config
+    if mask is None:
+        # As transformers 5 for an encoder-decoder: no mask means every position is attended (pads too).
+        inputs[1] = np.ones_like(ids)
+    seed = port.get("seed")
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1)) if plan.do_sample else 0
 
-    fn = _generation_function(model, plan, token_type_ids is not None, position_ids is not None, jit_compile)
-    out = fn(ids, mask, tf.constant(prompt), *rest, tf.constant(int(seed), tf.int64),
-             *_beam_options(gc, plan.max_length))
+    fn = _generation_function(model, plan, token_type_ids is not None, position_ids is not None,
+                              bool(port.get("jit_compile", True)))
+    tensors = [tf.constant(t.astype(np.int32)) for t in inputs if t is not None]
+    out = fn(*tensors[:2], tf.constant(setup.prompt.astype(np.int32)), *tensors[2:], tf.constant(int(seed), tf.int64),
+             *_beam_options(setup))
+    if int(out["nan_step"]) >= 0:
+        raise NonFiniteError(
+            f"the scores became NaN at step {int(out['nan_step'])}; check the weights for non-finite values "
+            "(encdec inspect lists them)"
+        )
     steps = int(out["steps"])
     scores = tuple(tf.unstack(out["scores"][:steps])) if "scores" in out else None
     if plan.num_beams == 1:
@@ -860,7 +664,7 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
             return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
         return sequences
 
-    returned = _returned_hypotheses(out, gc.num_return_sequences, plan.max_length, plan.prompt_length)
+    returned = _returned_hypotheses(out, plan.num_return_sequences, plan.max_length, plan.prompt_length)
     length = int(returned["length"])
     sequences = returned["sequences"][:, :length]
     if not gc.return_dict_in_generate:

@@ -2,7 +2,7 @@
 
 Pre-LayerNorm blocks; the projections are GPT-2's Conv1D (`weight [in, out]`, TF bias
 `[1, out]`). The cache layout is BERT's: per block `(self_k, self_v, cross_k, cross_v)`,
-each `[B, S, heads, head_dim]`.
+each `[B, heads, S, head_dim]`.
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ from .common import (
     ACT2FN,
     BaseModelOutput,
     _attend,
+    _as_index_tensor,
     _cache_lengths,
     _causal_lm_output,
-    _check_shape,
+    _check_stack,
     _dense,
     _embedding,
     _encoder_bias,
     _extend_cache,
+    _fold_beams_attend,
     _heads_first,
     _layer_norm,
     _project_to_vocab,
+    _rows_differ,
     causal_bias,
-    check_input_ids,
 )
 
 
@@ -98,7 +100,10 @@ class TFGPT2Attention(keras.layers.Layer):
             query, key, value = self._heads(query), _heads_first(self._heads(key)), _heads_first(self._heads(value))
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
-        context, probs = _attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
+        if self.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
+            context, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
+        else:
+            context, probs = _attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
         output = self.resid_dropout(self.c_proj(context), training=training)
         return output, (key, value), probs if output_attentions else None
 
@@ -154,13 +159,13 @@ class TFGPT2Block(keras.layers.Layer):
         )
         hidden_states = attn + hidden_states
         cross_probs = None
-        if encoder_hidden_states is not None:
+        cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+        if encoder_hidden_states is not None or cross_past is not None:
             if not hasattr(self, "crossattention"):
                 raise ConfigError(
                     "encoder_hidden_states were given to a GPT-2 block without cross-attention; "
                     "expected a decoder config with add_cross_attention=True"
                 )
-            cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
             cross, cross_present, cross_probs = self.crossattention(
                 self.ln_cross_attn(hidden_states),
                 encoder_bias,
@@ -195,19 +200,6 @@ class TFGPT2Model(keras.Model):
         """Each block's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, H, S, D]`."""
         return tuple(block.crossattention._key_value(encoder_hidden_states) for block in self.h)
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length):
-        cfg = self.config
-        limit = cfg.n_positions - past_length if position_ids is None else None
-        check_input_ids(input_ids, cfg.vocab_size, limit, "input_ids")
-        if position_ids is not None:
-            check_input_ids(position_ids, cfg.n_positions, None, "position_ids")
-        if token_type_ids is not None:
-            _check_shape(token_type_ids, input_ids, 0, "token_type_ids")
-            # GPT-2 embeds token types with its word table.
-            check_input_ids(token_type_ids, cfg.vocab_size, None, "token_type_ids")
-        if attention_mask is not None:
-            _check_shape(attention_mask, input_ids, past_length, "attention_mask")
-
     def call(
         self,
         input_ids=None,
@@ -228,7 +220,8 @@ class TFGPT2Model(keras.Model):
         input_ids = tf.convert_to_tensor(input_ids)
         use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
         past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
-        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        _check_stack(cfg, input_ids, attention_mask, token_type_ids, position_ids, past_length)
+        input_ids, token_type_ids, position_ids = map(_as_index_tensor, (input_ids, token_type_ids, position_ids))
         length = tf.shape(input_ids)[1]
         if position_ids is None:
             position_ids = (tf.range(length) + tf.cast(past_length, tf.int32))[None, :]  # [1, S]
@@ -241,7 +234,8 @@ class TFGPT2Model(keras.Model):
 
         all_hidden = () if output_hidden_states else None
         all_self = () if output_attentions else None
-        all_cross = () if output_attentions and encoder_hidden_states is not None else None
+        cross = encoder_hidden_states is not None or (past_key_values is not None and len(past_key_values[0]) == 4)
+        all_cross = () if output_attentions and cross else None
         presents = ()
         for i, block in enumerate(self.h):
             if output_hidden_states:

@@ -27,10 +27,6 @@ class TFRobertaEmbeddings(TFBertEmbeddings):
         super().__init__(config, **kwargs)
         self.padding_idx = config.pad_token_id
 
-    def _position_limit(self) -> int:
-        # Positions 0 .. padding_idx are never used by a token.
-        return self.config.max_position_embeddings - self.padding_idx - 1
-
     def _position_embeddings(self, input_ids, position_ids, past_length):
         if position_ids is None:
             position_ids = create_position_ids_from_input_ids(input_ids, self.padding_idx, past_length)

@@ -1,5 +1,5 @@
 """Helpers of the Flax tests: the same weights in transformers' PyTorch model, encdec's PyTorch
-port and encdec's Flax port, and the comparisons DESIGN.md's tolerance table asks for."""
+port and encdec's Flax port, and the comparisons the tolerance table of docs/design.md asks for."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from conformance import tolerances
+from encdec.conformance import tolerances
 from encdec.config import EncoderDecoderConfig
 from encdec.weights.names import expand_tied, init_weights, model_spec
 
@@ -22,12 +22,10 @@ def flax_model(config: EncoderDecoderConfig, state: dict, dtype=None, compiler_o
     import jax.numpy as jnp
 
     from encdec.flax import FlaxEncoderDecoderModel
-    from encdec.flax.encoder_decoder import _state_to_params
 
-    return FlaxEncoderDecoderModel(
-        config, dtype=dtype or jnp.float32, params=_state_to_params(model_spec(config), state),
-        compiler_options=compiler_options,
-    )
+    model = FlaxEncoderDecoderModel(config, dtype=dtype or jnp.float32, compiler_options=compiler_options)
+    model.load_canonical_state(state)
+    return model
 
 
 def hf_model(config: EncoderDecoderConfig, state: dict):

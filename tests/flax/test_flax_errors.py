@@ -45,76 +45,6 @@ def no_compute():
     assert count[0] == 0, "the model compiled before rejecting its input"
 
 
-def test_out_of_range_ids(models, no_compute):
-    model = models("bert2bert")
-    g = golden("bert2bert")
-    ids, mask, dids = g["input_ids"], g["attention_mask"], g["decoder_input_ids"]
-    for bad in (-1, 99, 1000):
-        with pytest.raises(InputError, match=rf"input_ids holds id {bad}; expected ids in \[0, 99\)"):
-            model(np.where(ids == ids[0, 0], bad, ids), mask, decoder_input_ids=dids)
-        with pytest.raises(InputError, match=rf"decoder_input_ids holds id {bad}"):
-            model(ids, mask, decoder_input_ids=np.where(dids == dids[0, 1], bad, dids))
-        with pytest.raises(InputError, match=r"input_ids holds id"):
-            model.generate(np.where(ids == ids[0, 0], bad, ids), mask)
-        with pytest.raises(InputError, match=r"input_ids holds id"):
-            model.encode(np.where(ids == ids[0, 0], bad, ids), mask)
-    labels = g["labels"].copy()
-    labels[0, 0] = 99
-    with pytest.raises(InputError, match=r"labels hold 99; expected ids in \[0, 99\) or -100"):
-        model(ids, mask, labels=labels)
-    with pytest.raises(InputError, match="token_type_ids holds id 2"):
-        model(ids, mask, decoder_input_ids=dids, token_type_ids=np.full_like(ids, 2))
-
-
-def test_too_long_inputs(models, no_compute):
-    g = golden("roberta2roberta")
-    model = models("roberta2roberta")
-    cfg = model.config.encoder
-    # RoBERTa positions start at pad + 1: the table of 66 holds 64 tokens.
-    limit = cfg.max_position_embeddings - cfg.pad_token_id - 1
-    ids = np.full((1, limit + 1), 5)
-    with pytest.raises(InputError, match=rf"input_ids has length {limit + 1}; .* expected a length <= {limit}"):
-        model(ids, decoder_input_ids=g["decoder_input_ids"][:1])
-    with pytest.raises(InputError, match="decoder_input_ids has length"):
-        model(g["input_ids"], g["attention_mask"], decoder_input_ids=np.full((3, limit + 1), 5))
-    with pytest.raises(InputError, match="max_length 100 needs 99 decoder positions"):
-        model.generate(g["input_ids"], g["attention_mask"], max_length=100)
-
-
-def test_mismatched_shapes(models, no_compute):
-    model = models("bert2bert")
-    g = golden("bert2bert")
-    ids, mask, dids = g["input_ids"], g["attention_mask"], g["decoder_input_ids"]
-    with pytest.raises(InputError, match="decoder_input_ids has batch size 2; expected 3"):
-        model(ids, mask, decoder_input_ids=dids[:2])
-    with pytest.raises(InputError, match=r"attention_mask has shape \(3, 10\); expected \(3, 11\)"):
-        model(ids, mask[:, :10], decoder_input_ids=dids)
-    with pytest.raises(InputError, match="labels has batch size 2"):
-        model(ids, mask, labels=g["labels"][:2])
-    with pytest.raises(InputError, match="decoder_attention_mask has shape"):
-        model(ids, mask, decoder_input_ids=dids, decoder_attention_mask=np.ones((3, 2)))
-    with pytest.raises(InputError, match=r"expected \[batch, sequence\]"):
-        model(ids[0], decoder_input_ids=dids)
-    with pytest.raises(InputError, match="encoder_outputs have batch size 3; expected batch_size=2"):
-        model.init_cache(2, 8, (np.zeros((3, 11, 32), np.float32),))
-
-
-def test_missing_special_tokens(models, no_compute):
-    model = models("bert2bert")
-    g = golden("bert2bert")
-    with pytest.raises(ConfigError, match="decoder_start_token_id is not set"):
-        shift_tokens_right(g["labels"], 0, None)
-    with pytest.raises(ConfigError, match="pad_token_id is not set"):
-        shift_tokens_right(g["labels"], None, 2)
-    config = model.config.copy()
-    config.decoder_start_token_id = None
-    bare = FlaxEncoderDecoderModel(config, params=model.params)
-    with pytest.raises(ConfigError, match="no decoder_start_token_id"):
-        bare.generate(g["input_ids"], g["attention_mask"], decoder_start_token_id=None)
-    with pytest.raises(ConfigError, match="decoder_start_token_id is not set"):
-        bare(g["input_ids"], g["attention_mask"], labels=g["labels"])
-
-
 def test_bad_generation_options(models, no_compute):
     model = models("bert2bert")
     g = golden("bert2bert")
@@ -141,13 +71,47 @@ def test_bert_generation_has_no_token_types(no_compute):
         model(ids, decoder_input_ids=ids, token_type_ids=np.zeros_like(ids))
 
 
-def test_decoding_past_the_cache(models):
-    model = models("bert2gpt2")
-    g = golden("bert2gpt2")
-    encoded = model.encode(g["input_ids"], g["attention_mask"])
-    with pytest.raises(InputError, match=r"max_length 65 is longer than the decoder's position table \(64 tokens\)"):
-        model.init_cache(3, 65, encoded)
-    cache = model.init_cache(3, 4, encoded)
-    out = model.decode(g["decoder_input_ids"][:, :3], encoded, g["attention_mask"], past_key_values=cache)
-    with pytest.raises(InputError, match="adds 2 tokens to a cache holding 3 of 4"):
-        model.decode(g["decoder_input_ids"][:, 3:5], encoded, g["attention_mask"], past_key_values=out.past_key_values)
+def test_one_rule_for_id_dtypes_and_empty_inputs(models, no_compute):
+    model = models("bert2bert")
+    g = golden("bert2bert")
+    ids, mask, dids = g["input_ids"], g["attention_mask"], g["decoder_input_ids"]
+    for dtype in (np.float32, bool):
+        with pytest.raises(InputError, match=r"input_ids has dtype .*; expected integer ids"):
+            model(ids.astype(dtype), mask, decoder_input_ids=dids)
+        with pytest.raises(InputError, match=r"decoder_input_ids has dtype .*; expected integer ids"):
+            model(ids, mask, decoder_input_ids=dids.astype(dtype))
+        with pytest.raises(InputError, match=r"input_ids has dtype .*; expected integer ids"):
+            model.generate(ids.astype(dtype), mask)
+        with pytest.raises(InputError, match=r"input_ids has dtype .*; expected integer ids"):
+            model.encode(ids.astype(dtype), mask)
+    with pytest.raises(InputError, match="input_ids has shape .*a batch of 0 rows; expected at least one row"):
+        model(ids[:0], mask[:0], decoder_input_ids=dids[:0])
+    with pytest.raises(InputError, match="input_ids has shape .*length 0; expected at least one token"):
+        model.generate(ids[:, :0], mask[:, :0])
+    with pytest.raises(InputError, match="decoder_input_ids has shape .*length 0; expected at least one token"):
+        model(ids, mask, decoder_input_ids=dids[:, :0])
+    with pytest.raises(InputError, match="input_ids has shape .*a batch of 0 rows"):
+        model.encode(ids[:0], mask[:0])
+
+
+def test_unsigned_ids_are_ids(models):
+    model = models("bert2bert")
+    g = golden("bert2bert")
+    ids, mask, dids = g["input_ids"], g["attention_mask"], g["decoder_input_ids"]
+    expected = np.asarray(model(ids, mask, decoder_input_ids=dids).logits)
+    for dtype in (np.uint8, np.uint32, np.int16):
+        got = model(ids.astype(dtype), mask.astype(dtype), decoder_input_ids=dids.astype(dtype)).logits
+        np.testing.assert_array_equal(np.asarray(got), expected)
+    np.testing.assert_array_equal(np.asarray(model.generate(ids.astype(np.uint8), mask, max_length=12)), g["greedy"])
+
+
+def test_special_tokens_outside_the_vocabulary(models, no_compute):
+    model = models("bert2bert")
+    g = golden("bert2bert")
+    ids, mask = g["input_ids"], g["attention_mask"]
+    for name in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+        for bad in (99, -1):
+            with pytest.raises(ConfigError, match=rf"{name} is {bad}; expected an id in \[0, 99\)"):
+                model.generate(ids, mask, **{name: bad})
+    with pytest.raises(ConfigError, match=r"eos_token_id is 99"):
+        model.generate(ids, mask, eos_token_id=[3, 99])

@@ -16,7 +16,6 @@ from flax_testlib import torch_on_one_thread  # noqa: F401  (autouse)
 jax = pytest.importorskip("jax")
 from encdec.config import BertConfig, EncoderDecoderConfig, GPT2Config  # noqa: E402
 from encdec.flax import FlaxEncoderDecoderModel  # noqa: E402
-from encdec.flax.encoder_decoder import _params_to_state  # noqa: E402
 from encdec.weights.names import init_weights, model_spec  # noqa: E402
 
 
@@ -37,7 +36,7 @@ def _same_params(a, b) -> bool:
 def test_seed_gives_the_cores_random_model():
     config = _tiny_config()
     model = FlaxEncoderDecoderModel(config, seed=7)
-    state = _params_to_state(model.spec, model.params)
+    state = model.canonical_state()
     expected = init_weights(config, 7)
     assert set(state) == set(expected)
     for name, value in expected.items():
@@ -53,62 +52,9 @@ def test_seed_zero_is_the_pytorch_ports_model(tmp_path):
     config = _tiny_config()
     EncoderDecoderModel(config).save_pretrained(tmp_path / "pt")
     state, _ = load_state(tmp_path / "pt", model_spec(config))
-    flax_state = _params_to_state(model_spec(config), FlaxEncoderDecoderModel(config, seed=0).params)
+    flax_state = FlaxEncoderDecoderModel(config, seed=0).canonical_state()
     for name, value in state.items():
         np.testing.assert_array_equal(flax_state[name], value, err_msg=name)
-
-
-@pytest.mark.parametrize("safe", [False, True])
-def test_save_and_load_round_trip(tmp_path, safe):
-    model = FlaxEncoderDecoderModel.from_pretrained(FIXTURES / "bert2bert_proj", fmt="tf")
-    model.generation_config = model.generation_config.update(num_beams=2, max_length=9)
-    model.save_pretrained(tmp_path / "out", safe_serialization=safe)
-    files = sorted(os.listdir(tmp_path / "out"))
-    weights = "model.safetensors" if safe else "flax_model.msgpack"
-    assert files == sorted(["config.json", "generation_config.json", weights])
-    assert [f for f in os.listdir(tmp_path) if f != "out"] == []  # no temporary folder left behind
-    loaded = FlaxEncoderDecoderModel.from_pretrained(tmp_path / "out")
-    assert _same_params(loaded.params, model.params)
-    assert loaded.config == model.config and loaded.generation_config == model.generation_config
-
-
-def test_saved_safetensors_load_in_transformers(tmp_path):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    model = FlaxEncoderDecoderModel.from_pretrained(FIXTURES / "roberta2roberta", fmt="flax", compiler_options=FAST_COMPILE)
-    model.save_pretrained(tmp_path / "out", safe_serialization=True)
-    hf = transformers.EncoderDecoderModel.from_pretrained(tmp_path / "out").eval()
-    g = golden("roberta2roberta")
-    with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(g["input_ids"]), attention_mask=torch.tensor(g["attention_mask"]),
-                 decoder_input_ids=torch.tensor(g["decoder_input_ids"]))
-    assert_close("transformers on our checkpoint", ref.logits.numpy(), g["logits"])
-
-
-def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
-    import encdec.weights.convert as convert
-
-    model = FlaxEncoderDecoderModel(_tiny_config(), seed=1)
-    target = tmp_path / "ckpt"
-    model.save_pretrained(target)
-    before = {f: (target / f).read_bytes() for f in os.listdir(target)}
-
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(convert, "save_state", broken)
-    with pytest.raises(OSError, match="disk full"):
-        FlaxEncoderDecoderModel(_tiny_config(), seed=2).save_pretrained(target)
-    assert {f: (target / f).read_bytes() for f in os.listdir(target)} == before
-    assert sorted(os.listdir(tmp_path)) == ["ckpt"]
-
-
-def test_saving_another_format_drops_the_old_weights(tmp_path):
-    model = FlaxEncoderDecoderModel(_tiny_config(), seed=1)
-    model.save_pretrained(tmp_path, safe_serialization=True)
-    (tmp_path / "README.md").write_text("kept")
-    model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["README.md", "config.json", "flax_model.msgpack", "generation_config.json"]
 
 
 def test_join_pretrained_encoder_and_decoder(tmp_path, caplog):
@@ -132,7 +78,7 @@ def test_join_pretrained_encoder_and_decoder(tmp_path, caplog):
     assert drawn == {p.name for p in joined.spec if ".crossattention." in p.name or ".ln_cross_attn." in p.name
                      or p.name.startswith("enc_to_dec_proj.")}
     assert "decoder.transformer.h.0.crossattention.q_attn.weight" in caplog.text
-    state = _params_to_state(joined.spec, joined.params)
+    state = joined.canonical_state()
     np.testing.assert_array_equal(state["encoder.encoder.layer.0.attention.self.query.weight"],
                                   encoder.encoder.layer[0].attention.self.query.weight.detach().numpy())
     np.testing.assert_array_equal(state["decoder.transformer.h.0.mlp.c_fc.weight"],

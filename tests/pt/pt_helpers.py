@@ -113,7 +113,7 @@ def our_model(config: EncoderDecoderConfig, state: dict):
     from encdec.pt import EncoderDecoderModel
 
     model = EncoderDecoderModel(config=config)
-    model._load_numpy_state(state)
+    model.load_canonical_state(state)
     model.generation_config = GenerationConfig.from_model_config(config)
     return model.eval()
 

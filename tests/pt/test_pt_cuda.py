@@ -50,7 +50,7 @@ def test_generation_on_cuda_matches_transformers_on_cuda(pair):
     state = random_state(config, 0)
     hf = hf_model(config, state).cuda()
     ours = EncoderDecoderModel(config=config)
-    ours._load_numpy_state(state)
+    ours.load_canonical_state(state)
     ours = ours.eval().cuda()
     b = random_batch(config, np.random.default_rng(0), 3, 8, 4, "ragged")
     ids, mask = b["input_ids"].cuda(), b["attention_mask"].cuda()

@@ -38,7 +38,7 @@ def test_minilm_bert2bert_matches_transformers():
     model = TFEncoderDecoderModel.from_encoder_decoder_pretrained(
         path, path, init_seed=0, decoder_start_token_id=CLS, pad_token_id=PAD, eos_token_id=SEP
     )
-    hf = hf_model(model.config, model._numpy_state())
+    hf = hf_model(model.config, model.canonical_state())
     b = _batch(model.config.encoder.vocab_size)
     t = torch_batch(b)
     keys = ("input_ids", "attention_mask", "decoder_input_ids")

@@ -79,62 +79,7 @@ def test_forward_logits_hidden_states_and_loss(pair, variant):
         close(got.logits, expected.logits)
 
 
-@pytest.mark.parametrize("pair", ["bert2bert", "bert2gpt2", "roberta2roberta"])
-def test_decoder_masks_with_leading_pads(pair):
-    """decoder_start_token_id == pad_token_id: the decoder mask made from the labels masks the first position."""
-    config, hf, _, model = build(pair, "plain", 2, decoder_start_token_id=PAD)
-    b = random_batch(config, np.random.default_rng(2), 3, 8, 6, "ragged")
-    left_padded = b["decoder_input_ids"].copy()
-    mask = np.ones_like(left_padded)
-    mask[1, :2] = 0
-    mask[2, :1] = 0
-    left_padded[mask == 0] = PAD
-    t = torch_batch(dict(b, decoder_input_ids=left_padded, decoder_attention_mask=mask))
-    enc, tenc = (dict(input_ids=x["input_ids"], attention_mask=x["attention_mask"]) for x in (b, t))
-    with torch.no_grad():
-        expected = hf(**tenc, labels=t["labels"])
-        got = model(**enc, labels=b["labels"])
-        assert abs(float(got.loss) - expected.loss.item()) <= 1e-6 * abs(expected.loss.item())
-        close(got.logits, expected.logits)
-        expected = hf(**tenc, decoder_input_ids=t["decoder_input_ids"],
-                      decoder_attention_mask=t["decoder_attention_mask"])
-    close(model(**enc, decoder_input_ids=left_padded, decoder_attention_mask=mask).logits, expected.logits)
-
-
 INCREMENTAL = (0, 1, 2, 3, 6, 10)
-
-
-@pytest.mark.parametrize("pair,variant", [VARIANTS[i] for i in INCREMENTAL], ids=[IDS[i] for i in INCREMENTAL])
-def test_incremental_decoding_with_past_key_values(pair, variant):
-    config, hf, _, model = build(pair, variant)
-    b = random_batch(config, np.random.default_rng(3), 3, 9, 7, "ragged")
-    t = torch_batch(b)
-    enc = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-    dec = b["decoder_input_ids"]
-    full = model(**enc, decoder_input_ids=dec, use_cache=False)
-    assert full.past_key_values is None
-    # a prefix of 3 tokens, then chunks of 2 and 1 tokens on top of the cache
-    mine = model(**enc, decoder_input_ids=dec[:, :3], use_cache=True)
-    with torch.no_grad():
-        theirs = hf(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
-                    decoder_input_ids=t["decoder_input_ids"][:, :3], use_cache=True)
-    close(mine.logits, full.logits[:, :3])
-    close(mine.logits, theirs.logits)
-    encoder_outputs = (mine.encoder_last_hidden_state,)
-    start = 3
-    for width in (2, 1, 1):
-        mine = model(encoder_outputs=encoder_outputs, attention_mask=b["attention_mask"],
-                     decoder_input_ids=dec[:, start : start + width], past_key_values=mine.past_key_values,
-                     use_cache=True)
-        with torch.no_grad():
-            theirs = hf(encoder_outputs=(torch.from_numpy(encoder_outputs[0].numpy()),),
-                        attention_mask=t["attention_mask"],
-                        decoder_input_ids=t["decoder_input_ids"][:, start : start + width],
-                        past_key_values=theirs.past_key_values, use_cache=True)
-        close(mine.logits, full.logits[:, start : start + width])
-        close(mine.logits, theirs.logits)
-        start += width
-    assert mine.past_key_values[0][0].shape[2] == start
 
 
 def test_attention_weights_match_eager_attention():

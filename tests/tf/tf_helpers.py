@@ -127,16 +127,13 @@ def pt_port_model(config: EncoderDecoderConfig, state: dict):
     """encdec's own PyTorch port holding `state`."""
     from encdec.pt import EncoderDecoderModel
 
-    model = EncoderDecoderModel(config=config)
-    model._load_numpy_state(state)
+    model = EncoderDecoderModel.from_state(config, state)
     model.generation_config = GenerationConfig.from_model_config(config)
     return model.eval()
 
 
 def tf_model(config: EncoderDecoderConfig, state: dict) -> TFEncoderDecoderModel:
-    model = TFEncoderDecoderModel(config=config)
-    model._assign_state(state)
-    return model
+    return TFEncoderDecoderModel.from_state(config, state)
 
 
 def random_batch(config, rng: np.random.Generator, batch: int, src_len: int, tgt_len: int, padding: str) -> dict:
