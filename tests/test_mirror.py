@@ -26,8 +26,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "encdec"
 SAME_METHOD = {"forward": "forward", "call": "forward", "__call__": "forward"}
 # Methods one port has because its framework's API asks for them, by (port, class).
 PORT_ONLY = {
-    # transformers' Flax API: pure functions over explicit params and caches.
-    ("flax", "EncoderDecoderModel"): {"encode", "decode", "init_cache"},
+    # transformers' Flax API: decoding over explicit params and caches (encode and init_cache are
+    # the port contract, in every port).
+    ("flax", "EncoderDecoderModel"): {"decode"},
     # Keras' compile/fit/evaluate hooks and the SavedModel serving signature.
     ("tf", "EncoderDecoderModel"): {"compute_loss", "train_step", "test_step", "serving_generate_function"},
 }
@@ -89,3 +90,140 @@ def test_outline_sees_a_class_only_one_port_has(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     assert _outline("pt", "x.py") == [("class", "A", ("forward",))]
     assert _outline("tf", "x.py") == [("class", "A", ("forward",)), ("class", "B", ())]
+
+
+# -- the port contract -------------------------------------------------------------------------
+
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import inspect  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+MODEL_CLASSES = {"pt": "EncoderDecoderModel", "tf": "TFEncoderDecoderModel", "flax": "FlaxEncoderDecoderModel"}
+FRAMEWORKS = {"pt": ("torch",), "tf": ("tensorflow", "keras"), "flax": ("jax", "flax")}
+# Parameters one framework's API adds: Flax's explicit params and training switches, Keras' `training`.
+FRAMEWORK_EXTRAS = {"params", "dropout_rng", "train", "training", "prng_key", "compiler_options"}
+# The contract: parameter names in order (self/cls left out), and `**options` where it takes them.
+CONTRACT = {
+    "from_state": (("config", "state", "dtype"), False),
+    "canonical_state": ((), False),
+    "load_canonical_state": (("state", "partial"), False),
+    "encode": (("input_ids", "attention_mask", "token_type_ids", "position_ids", "output_attentions",
+                "output_hidden_states"), False),
+    "init_cache": (("batch_size", "max_length", "encoder_outputs", "encoder_attention_mask"), False),
+    "decode_step": (("decoder_input_ids", "cache", "decoder_position_ids"), False),
+    "reorder_cache": (("cache", "rows"), False),
+    "generate": (("input_ids", "attention_mask", "generation_config", "decoder_input_ids"), True),
+}
+# Defaults the contract fixes.
+CONTRACT_DEFAULTS = {
+    "from_state": {"dtype": None},
+    "load_canonical_state": {"partial": False},
+    "encode": {"attention_mask": None, "token_type_ids": None, "position_ids": None, "output_attentions": False,
+               "output_hidden_states": False},
+    "init_cache": {"encoder_attention_mask": None},
+    "decode_step": {"decoder_position_ids": None},
+    "generate": {"attention_mask": None, "generation_config": None, "decoder_input_ids": None},
+}
+# The same in every port, though the contract does not list the arguments.
+SAME_IN_EVERY_PORT = ("save_pretrained", "from_pretrained")
+
+
+def _model_class(port: str):
+    missing = [m for m in FRAMEWORKS[port] if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{port}: {', '.join(missing)} not installed")
+    return getattr(importlib.import_module(f"encdec.{port}"), MODEL_CLASSES[port])
+
+
+def _parameters(method) -> tuple[tuple[str, ...], bool]:
+    """(names in order without self/cls and the framework's extras, whether it takes **kwargs)."""
+    params = list(inspect.signature(method).parameters.values())
+    names = tuple(
+        p.name for p in params
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in FRAMEWORK_EXTRAS and p.name != "self"
+    )
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+@pytest.mark.parametrize("port", list(PORTS))
+@pytest.mark.parametrize("method", list(CONTRACT))
+def test_contract_methods_have_the_contracts_signature(port, method):
+    cls = _model_class(port)
+    assert hasattr(cls, method), f"{cls.__name__} has no {method}; the port contract asks for it"
+    names, takes_options = _parameters(getattr(cls, method))
+    expected, expects_options = CONTRACT[method]
+    assert names == expected, f"{cls.__name__}.{method}{names}; expected the contract's {expected}"
+    if expects_options:
+        assert takes_options, f"{cls.__name__}.{method} takes no **options"
+    parameters = inspect.signature(getattr(cls, method)).parameters
+    for name, default in CONTRACT_DEFAULTS.get(method, {}).items():
+        assert parameters[name].default is default, f"{cls.__name__}.{method}: {name} defaults to " \
+            f"{parameters[name].default!r}; expected {default!r}"
+    if method == "from_state":
+        assert isinstance(inspect.getattr_static(cls, method), classmethod), f"{cls.__name__}.from_state"
+
+
+@pytest.mark.parametrize("method", SAME_IN_EVERY_PORT)
+def test_loading_and_saving_take_the_same_arguments_in_every_port(method):
+    found = {}
+    for port in PORTS:
+        if all(importlib.util.find_spec(m) for m in FRAMEWORKS[port]):
+            found[port] = _parameters(getattr(_model_class(port), method))[0]
+    if len(found) < 2:
+        pytest.skip("fewer than two ports installed")
+    reference_port, reference = next(iter(found.items()))
+    for port, names in found.items():
+        assert names == reference, f"{MODEL_CLASSES[port]}.{method}{names}; {MODEL_CLASSES[reference_port]} " \
+            f"takes {reference}"
+
+
+def _cache_outline(port, backend, model, config, ids, mask):
+    """The nest of init_cache and of decode_step's cache: keys, types and shapes, and decode_step's tuple."""
+    encoded = backend.encode(model, ids, mask)
+    cache = backend.init_cache(model, ids.shape[0], 5, encoded, mask)
+    out = backend.decode_step(model, np.full((ids.shape[0], 2), config.decoder_start_token_id), cache)
+    assert isinstance(out, tuple) and len(out) == 2, f"{port}: decode_step returned {type(out).__name__}"
+    logits, stepped = out
+
+    def outline(nest):
+        return {
+            "type": type(nest).__name__,
+            "keys": sorted(nest),
+            "index": int(backend.numpy(nest["index"])),
+            "encoder_attention_mask": None if nest["encoder_attention_mask"] is None
+            else tuple(backend.numpy(nest["encoder_attention_mask"]).shape),
+            "layers": (type(nest["layers"]).__name__,
+                       [{k: tuple(backend.numpy(v).shape) for k, v in sorted(layer.items())}
+                        for layer in nest["layers"]]),
+        }
+
+    return outline(cache), tuple(backend.numpy(logits).shape), outline(stepped)
+
+
+def test_the_cache_is_the_same_nest_in_every_port():
+    sys.path.insert(0, str(pathlib.Path(__file__).parent / "ports"))
+    try:
+        from port_backends import BACKENDS
+        from ports_lib import joined_config, random_batch, random_state
+    finally:
+        sys.path.pop(0)
+    config = joined_config("bert2gpt2", 0, "proj")
+    state = random_state(config, 0)
+    b = random_batch(config, np.random.default_rng(0), 2, 6, 4, "right")
+    outlines = {}
+    for port, backend in BACKENDS.items():
+        if backend.available():
+            model = backend.from_state(config, state)
+            outlines[port] = _cache_outline(port, backend, model, config, b["input_ids"], b["attention_mask"])
+    if len(outlines) < 2:
+        pytest.skip("fewer than two ports installed")
+    first, (cache, logits, stepped) = next(iter(outlines.items()))
+    heads, head_dim = config.decoder.num_attention_heads, config.decoder.hidden_size // config.decoder.num_attention_heads
+    assert cache["layers"][1][0] == {"cross_key": (2, heads, 6, head_dim), "cross_value": (2, heads, 6, head_dim),
+                                     "key": (2, heads, 5, head_dim), "value": (2, heads, 5, head_dim)}
+    assert logits == (2, 2, config.decoder.vocab_size) and stepped["index"] == 2
+    for port, outline in outlines.items():
+        assert outline == outlines[first], f"{port}'s cache {outline} differs from {first}'s {outlines[first]}"
