@@ -36,9 +36,10 @@ def run_conformance(
     **options: Any,
 ):
     """Run the conformance suite and return its Report; write it to `report`
-    (PATH.json or a folder) when given. `options` go to `conformance.run_suite`
-    (`reference`, `models`, `items`, `progress`)."""
-    from conformance.suite import run_suite
+    (PATH.json or a folder) when given. `options` go to
+    `encdec.conformance.run_suite` (`reference`, `models`, `items`, `progress`,
+    `fixtures_dir`)."""
+    from encdec.conformance.suite import run_suite
 
     result = run_suite(model_dir, frameworks=frameworks, devices=devices, dtypes=dtypes, cases=cases, **options)
     if report is not None:

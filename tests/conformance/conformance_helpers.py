@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conformance.runners import PORTS, REFERENCE, RUNNERS
+from encdec.conformance.runners import PORTS, REFERENCE, RUNNERS
 
 
 def available(names=None) -> list[str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import filecmp
 import pathlib
 
 import numpy as np
 import pytest
 
-from conformance import cases
+from encdec.conformance import cases
 from encdec.weights.names import model_spec
 
 
@@ -89,14 +88,57 @@ def test_inputs_follow_their_padding_pattern(case):
     assert not set(np.unique(labels[labels != -100])) & special
 
 
-def test_shipped_fixtures_are_the_repository_fixtures():
-    """The package carries a copy (a pip install has no tests/); the two must not drift."""
-    assert cases.fixture_cases(), "no fixture shipped inside the conformance package"
-    for case in cases.fixture_cases():
-        name = case.name.split(":", 1)[1]
-        shipped = cases.FIXTURES_DIR / name
-        for f in sorted(p.name for p in shipped.iterdir()):
-            assert filecmp.cmp(shipped / f, REPO_FIXTURES / name / f, shallow=False), f"{name}/{f} differs"
+def test_fixtures_are_read_from_the_repository_and_not_shipped_in_the_package(tmp_path):
+    package = pathlib.Path(cases.__file__).parent
+    assert sorted(p.suffix for p in package.iterdir() if p.is_file()) == [".py"] * len(
+        [p for p in package.iterdir() if p.is_file()]), "the conformance package holds more than modules"
+    assert not (package / "fixtures").exists()
+    assert cases.default_fixtures_dir() == REPO_FIXTURES
+    found = cases.fixture_cases("quick")
+    assert [c.name for c in found] == [f"fixture:{n}" for n in cases.FIXTURE_NAMES]
+    assert all(pathlib.Path(c.golden).parent.parent == REPO_FIXTURES for c in found)
+    assert cases.missing_fixtures("quick") == []
+    # A folder without them: no fixture case, and every one is named as missing.
+    assert cases.fixture_cases("quick", tmp_path) == []
+    assert cases.missing_fixtures("full", tmp_path) == [f"fixture:{n}" for n in cases.FIXTURE_NAMES]
+    assert cases.missing_fixtures("default", tmp_path) == []
+
+
+def test_the_default_case_set_is_the_default_model_alone_and_quick_adds_fixtures_and_seeded_models():
+    default = cases.builtin_cases()
+    assert [c.name for c in default] == [cases.default_model_case().name]
+    quick = [c.name for c in cases.builtin_cases("quick")]
+    assert quick[0] == default[0].name
+    assert {f"fixture:{n}" for n in cases.FIXTURE_NAMES} <= set(quick)
+    assert {c.name for c in cases.seeded_cases("quick")} <= set(quick)
+    with pytest.raises(ValueError, match="expected one of default, quick, full"):
+        cases.builtin_cases("everything")
+
+
+def test_left_padded_decoder_rows_start_with_masked_pads():
+    config = cases.tiny_config("bert", "roberta")
+    case = cases.LEFT3
+    inp = cases.make_inputs(case, config)
+    dec, mask, labels = inp["decoder_input_ids"], inp["decoder_attention_mask"], inp["labels"]
+    pad, start = config.pad_token_id, config.decoder_start_token_id
+    lengths = case.lengths(case.dec_len)
+    assert [case.dec_len - n for n in lengths] == [0, 2, 5]
+    for row, n in enumerate(lengths):
+        lead = case.dec_len - n
+        assert (dec[row, :lead] == pad).all() and (mask[row, :lead] == 0).all() and (labels[row, :lead] == -100).all()
+        assert dec[row, lead] == start and (mask[row, lead:] == 1).all()
+        # Teacher forcing: the token after each position is its label.
+        assert np.array_equal(dec[row, lead + 1:], labels[row, lead:-1])
+    # The encoder side is right-padded as in the ragged case.
+    assert inp["attention_mask"].sum(1).tolist() == case.lengths(case.enc_len)
+    assert (inp["attention_mask"][:, 0] == 1).all()
+
+
+def test_every_case_set_has_a_left_padded_decoder_and_the_default_model_too():
+    assert "left3" in {c.name: c for c in cases.seeded_cases("quick")}["bert2bert"].input_names()
+    assert all("left3" in c.input_names() for c in cases.seeded_cases("full") if c.grad_input)
+    assert "left3" in cases.default_model_case().input_names()
+    assert "left3" in cases.minilm_case("default").input_names()
 
 
 def test_golden_outputs_are_keyed_like_the_suite_items():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance import tolerances as tol
-from conformance.compare import (
+from encdec.conformance import tolerances as tol
+from encdec.conformance.compare import (
     compare_generated,
     compare_gradients,
     compare_outputs,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conformance import devices, runners
-from conformance.suite import run_suite
+from encdec.conformance import devices, runners
+from encdec.conformance.suite import run_suite
 from conformance_helpers import available, require
 
 CPU_ONLY = {"torch": lambda: {"cpu": "cpu"}, "tensorflow": lambda: {"cpu": "/CPU:0"}, "jax": lambda: {"cpu": "cpu"}}
@@ -46,7 +46,7 @@ def test_absent_gpu_and_tpu_are_skipped_with_a_reason_never_an_error(monkeypatch
     if not names:
         pytest.skip("neither the PyTorch port nor transformers can run here")
     monkeypatch.setattr(devices, "PROBES", dict(CPU_ONLY))
-    report = run_suite(frameworks=names, devices=["cpu", "gpu", "tpu"], models=["bert2bert_tied"],
+    report = run_suite(cases="quick", frameworks=names, devices=["cpu", "gpu", "tpu"], models=["bert2bert_tied"],
                        items=["forward/*"], reference=False, workdir=str(tmp_path))
     assert report.exit_status == 0, report.failure_text()
     skipped = {(s.framework, s.device) for s in report.skips}
@@ -63,8 +63,8 @@ def test_only_absent_devices_means_nothing_compared_exit_2(monkeypatch, tmp_path
     names = available(["pt", "hf"])
     if not names:
         pytest.skip("neither the PyTorch port nor transformers can run here")
-    report = run_suite(frameworks=names, devices=["gpu"], models=["bert2bert_tied"], items=["forward/*"],
-                       reference=False, workdir=str(tmp_path))
+    report = run_suite(cases="quick", frameworks=names, devices=["gpu"], models=["bert2bert_tied"],
+                       items=["forward/*"], reference=False, workdir=str(tmp_path))
     assert report.runs == [] and report.exit_status == 2 and not report.passed
     assert "no comparison was made" in report.failure_text() and "absent" in report.failure_text()
 
@@ -78,7 +78,7 @@ def test_a_present_gpu_is_run_and_compared_across_devices(monkeypatch, tmp_path)
     calls = []
     real = runners.disable_tf32
     monkeypatch.setattr(runners, "disable_tf32", lambda library: (calls.append(library), real(library)))
-    report = run_suite(frameworks=["pt", "hf"], devices=["cpu", "gpu"], models=["bert2bert_tied"],
+    report = run_suite(cases="quick", frameworks=["pt", "hf"], devices=["cpu", "gpu"], models=["bert2bert_tied"],
                        items=["forward/*", "generate/greedy"], workdir=str(tmp_path))
     assert report.passed, report.failure_text()
     assert {(r.framework, r.device) for r in report.runs} == {(f, d) for f in ("pt", "hf") for d in ("cpu", "gpu")}

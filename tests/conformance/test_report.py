@@ -6,10 +6,11 @@ import io
 import json
 
 import numpy as np
+from rich.console import Console
 
-from conformance.compare import compare_generated, compare_outputs, diagnose_layers, flatten
-from conformance.devices import Run, Skip
-from conformance.report import Report
+from encdec.conformance.compare import compare_generated, compare_outputs, diagnose_layers, flatten
+from encdec.conformance.devices import Run, Skip
+from encdec.conformance.report import Report
 
 
 def _outputs(shift_layer: str | None = None):
@@ -86,3 +87,18 @@ def test_nothing_compared_is_not_a_pass():
     report = Report(skips=[Skip("pt", "gpu", None, "absent: torch sees no GPU")])
     assert not report.passed and report.exit_status == 2
     assert report.failure_text() == "no comparison was made: pt on gpu: absent: torch sees no GPU"
+
+
+def test_frameworks_that_all_lack_a_device_share_one_skipped_line():
+    skips = [Skip(f, d, None, f"absent: {lib} sees no {d.upper()}")
+             for d in ("gpu", "tpu") for f, lib in (("pt", "torch"), ("tf", "tensorflow"), ("hf", "torch"))]
+    skips.append(Skip("flax", "cpu", "bfloat16", "bfloat16 not supported by jax on cpu: boom"))
+    report = Report(runs=[Run("pt", "cpu", "cpu", "float32")], skips=skips)
+    console = Console(file=io.StringIO(), width=200)
+    report.print(console=console)
+    lines = [line for line in console.file.getvalue().splitlines() if line.startswith("skipped")]
+    assert lines == ["skipped gpu for pt, tf, hf: absent (torch, tensorflow see no GPU)",
+                     "skipped tpu for pt, tf, hf: absent (torch, tensorflow see no TPU)",
+                     "skipped flax on cpu (bfloat16): bfloat16 not supported by jax on cpu: boom"]
+    assert "- gpu for pt, tf, hf: absent" in report.to_markdown()
+    assert len(report.to_json()["skipped"]) == 7  # the JSON keeps every skip

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from conformance import cli, suite
+from encdec.conformance import cli, suite
 from conformance_helpers import available, patch_everywhere, require
 
 
@@ -19,7 +19,8 @@ def run_cli(tmp_path, *argv: str) -> tuple[int, dict]:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     report = tmp_path / "report.json"
-    status = cli.run(parser.parse_args([*argv, "--devices", "cpu", "--no-progress", "--report", str(report)]))
+    status = cli.run(parser.parse_args([*argv, "--cases", "quick", "--devices", "cpu", "--no-progress",
+                                        "--report", str(report)]))
     return status, json.loads(report.read_text())
 
 
@@ -61,7 +62,7 @@ def test_a_changed_tensor_in_one_converted_checkpoint(tmp_path, monkeypatch):
     """(a) One tensor of decoder layer 1 changed in one framework's converted checkpoint."""
     target = pick(["flax", "tf", "pt"])
     others = witnesses(target)
-    from conformance.runners import RUNNERS
+    from encdec.conformance.runners import RUNNERS
     from encdec.config import EncoderDecoderConfig
     from encdec.weights.convert import load_state, save_state
     from encdec.weights.names import model_spec
@@ -127,14 +128,17 @@ def test_c_dropped_bias_in_one_port(tmp_path, monkeypatch):
     others = witnesses("pt")
     import torch.nn.functional as F
 
-    from encdec.pt.encoder_decoder import EncoderDecoderModel
+    from encdec.conformance.runners import PTRunner
 
-    def project_without_bias(self, encoder_hidden_states):
-        if self.enc_to_dec_proj is None:
-            return encoder_hidden_states
-        return F.linear(encoder_hidden_states, self.enc_to_dec_proj.weight)
+    real_place = PTRunner._place
 
-    monkeypatch.setattr(EncoderDecoderModel, "_project", project_without_bias)
+    def place_without_bias(self, state, dtype):
+        model = real_place(self, state, dtype)
+        proj = model.enc_to_dec_proj  # transformers' attribute name, the same in every port
+        proj.forward = lambda hidden: F.linear(hidden, proj.weight)
+        return model
+
+    monkeypatch.setattr(PTRunner, "_place", place_without_bias)
     status, report = run_cli(tmp_path, "--frameworks", ",".join(["pt", *others]), "--models", "bert2bert_proj",
                              "--items", "forward/ragged3")
     assert status == 1
@@ -222,3 +226,35 @@ def test_e_broken_beam_tie_breaking_in_one_port(tmp_path, monkeypatch):
     forward = [c for c in report["comparisons"] if c["item"] == "forward/ragged3"]
     assert forward and all(c["pass"] for c in forward)
     assert any(f.startswith("bert2bert_ties generate/beam3_ties") for f in report["failures"])
+
+
+def test_f_a_query_with_no_key_to_attend_averages_the_values_in_one_port(tmp_path, monkeypatch):
+    """(f) The PyTorch port's decoder masks with a finite bias (-1e9) instead of the
+    dtype's minimum, so a leading pad's query no longer counts as attending no key
+    and gets the mean of the values instead of a zero output: the left-padded decoder
+    item fails at those positions only, and every other item still agrees."""
+    require("pt")
+    witness = [n for n in available(["tf", "flax"])][:1]
+    if not witness:
+        pytest.skip("needs a second port: transformers itself spreads such a query over every key")
+    import torch
+
+    import encdec.pt.common as common
+
+    original = common.causal_bias
+
+    def finite_causal_bias(*args, **kwargs):
+        return torch.clamp(original(*args, **kwargs), min=-1e9)
+
+    patch_everywhere(monkeypatch, "encdec.pt", "causal_bias", finite_causal_bias)
+    status, report = run_cli(tmp_path, "--frameworks", ",".join(["pt", *witness]), "--no-reference",
+                             "--models", "bert2bert", "--items", "forward/left3,forward/ragged3")
+    assert status == 1
+    assert_only(report, "pt")
+    bad = failed(report, "pt")
+    assert {c["item"] for c in bad} == {"forward/left3"}
+    outputs = {c["output"] for c in bad}
+    assert {"decoder_hidden_states.1", "logits"} <= outputs
+    assert not outputs & {"loss", "decoder_hidden_states.0", "encoder_last_hidden_state"}
+    diag = diagnosis(report, "forward/left3", ["pt", witness[0]])
+    assert diag["first_bad_layer"] == "decoder_hidden_states.1"

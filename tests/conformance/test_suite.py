@@ -10,16 +10,16 @@ import json
 import numpy as np
 import pytest
 
-from conformance import cases
-from conformance.runners import RUNNERS
-from conformance.suite import OPTIONAL_OUTPUTS, run_suite
+from encdec.conformance import cases
+from encdec.conformance.runners import RUNNERS
+from encdec.conformance.suite import OPTIONAL_OUTPUTS, run_suite
 from conformance_helpers import available
 
 FIELDS = {"case", "item", "frameworks", "device", "dtype", "output", "metric", "value", "tolerance", "pass", "note"}
 
 
-def _run(session_dir, name, **kwargs):
-    report = run_suite(devices=["cpu"], workdir=str(session_dir / name), **kwargs)
+def _run(session_dir, name, cases="quick", **kwargs):
+    report = run_suite(devices=["cpu"], workdir=str(session_dir / name), cases=cases, **kwargs)
     written = report.write(str(session_dir / f"{name}.json"))
     return report, written
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
-from conformance import cases
 from conformance_helpers import require
 from encdec.testing import assert_conformant, conformance_report  # noqa: F401  (the fixture, used below)
 
-BERT2BERT = str(cases.FIXTURES_DIR / "bert2bert")
+BERT2BERT = str(pathlib.Path(__file__).parents[1] / "fixtures" / "hf" / "bert2bert")
 
 
 def test_assert_conformant_returns_the_report_when_everything_agrees(tmp_path):
@@ -40,7 +41,7 @@ def test_assert_conformant_raises_with_the_failures(monkeypatch):
 
 
 def test_assert_conformant_raises_when_nothing_was_compared(monkeypatch):
-    from conformance import devices
+    from encdec.conformance import devices
 
     monkeypatch.setattr(devices, "PROBES", dict(devices.PROBES, torch=lambda: {"cpu": "cpu"}))
     require("pt")

@@ -1,7 +1,0 @@
-"""`python -m conformance`: the same as `encdec conformance`."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())
