@@ -57,6 +57,10 @@ def require_framework(port: str) -> None:
 
 
 def __getattr__(name: str):
+    if name == "pipeline":
+        from .pipelines import pipeline
+
+        return pipeline
     port = _LAZY.get(name)
     if port is None:
         raise AttributeError(f"module 'encdec' has no attribute {name!r}")
@@ -81,5 +85,6 @@ __all__ = [
     "RobertaConfig",
     "TFEncoderDecoderModel",
     "UnsafePickleError",
+    "pipeline",
     "require_framework",
 ]
