@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 REPORT ?= reports/conformance
 PIP := $(BIN)/python -m pip
 
-.PHONY: install run test test-slow test-all bench clean
+.PHONY: install run test test-core test-slow test-all bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# tests/core in an environment with only the core's dependencies: no torch, tensorflow, jax or transformers.
+CORE_VENV := .venv-core
+CORE_DEPS := numpy safetensors h5py msgpack ml_dtypes tqdm rich tokenizers pytest
+
+$(CORE_VENV)/bin/python:
+	$(PYTHON) -m venv $(CORE_VENV)
+
+test-core: | $(CORE_VENV)/bin/python
+	$(CORE_VENV)/bin/python -m pip install -q -c constraints.txt $(CORE_DEPS)
+	$(CORE_VENV)/bin/python -c "import importlib.util as u, sys; found = [m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras', 'transformers') if u.find_spec(m)]; sys.exit(f'not a core-only environment: {found}' if found else 0)"
+	PYTHONPATH=$(CURDIR) $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/core
+
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
@@ -38,4 +50,4 @@ bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) reports build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) reports build *.egg-info

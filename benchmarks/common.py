@@ -1,4 +1,4 @@
-"""Helpers of `benchmarks/run.py`: environment, machine facts, alternating timer, FLOP counts, Markdown.
+"""Helpers of `benchmarks/run.py` and the investigations: environment, machine facts, timers, FLOP counts.
 
 Nothing here imports a framework at module level: `configure_environment` must run
 before torch, TensorFlow or JAX are imported, so that their thread settings hold.
@@ -19,6 +19,14 @@ from typing import Any, Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+
+# The implementations a case times, by the name the report gives them.
+HF = "transformers"
+PT = "encdec PT"
+TF_EAGER = "encdec TF eager"
+TF_XLA = "encdec TF XLA"
+FLAX = "encdec Flax jit"
+MATMUL = "torch.matmul reference"
 
 
 # ---------------------------------------------------------------------------
@@ -157,12 +165,20 @@ def git_commit() -> str:
 
 @dataclasses.dataclass
 class Impl:
-    """One implementation of a case: `run()` does the work and returns a host value (synchronised)."""
+    """One implementation of a case: `run()` does the work and returns a host value (synchronised).
+
+    A `compiled` implementation (TF XLA, Flax jit) gets a timed second call, which must
+    compile nothing: `counters` (when given) are public compile/tracing counts read
+    around it, and in any case a second call that spends more than half of the first
+    call's compile time (first call minus warm median) over the warm median, and takes
+    over 1.5x that median, counts as having compiled.
+    """
 
     name: str
     run: Optional[Callable[[], Any]] = None
     unavailable: Optional[str] = None  # "not available: <reason>" when set
-    counters: Optional[Callable[[], dict]] = None  # compile/tracing counters, read around the second call
+    compiled: bool = False
+    counters: Optional[Callable[[], dict]] = None  # read before and after the second call
     slow: bool = False  # runs only in the first `min_repeats` rounds (TF eager generation: 10x the others)
 
 
@@ -175,8 +191,8 @@ def time_alternating(impls: list[Impl], repeats: int, budget_s: float, min_repea
     """Time each available implementation: first call, second call, then rounds A, B, C, A, B, C...
 
     The first call (compilation, lazy initialisation) is kept apart from the measured
-    rounds; so is a second call of the implementations with `counters`, which must
-    compile nothing (the counters are read around it). The number of rounds is
+    rounds; so is a second call of the `compiled` implementations, which must compile
+    nothing (see `Impl`). The number of rounds is
     `repeats`, lowered to fit `budget_s` (estimated from the warm-up calls), never
     below `min_repeats` (nor above `repeats`); a `slow` implementation takes part in
     the first `min_repeats` rounds only. Each run also records the process's CPU time
@@ -196,16 +212,16 @@ def time_alternating(impls: list[Impl], repeats: int, budget_s: float, min_repea
             value = impl.run()
             rec["first_s"] = time.perf_counter() - start
             rec["value"] = value
-            if impl.counters:
-                # Only a compiled implementation gets a timed second call: it must compile nothing.
-                before = impl.counters()
+            if impl.compiled:
+                before = impl.counters() if impl.counters else None
                 start = time.perf_counter()
                 impl.run()
                 rec["second_s"] = time.perf_counter() - start
-                after = impl.counters()
-                rec["counters_before_second"] = before
-                rec["counters_after_second"] = after
-                rec["second_call_compiled"] = after != before
+                if impl.counters:
+                    after = impl.counters()
+                    rec["counters_before_second"] = before
+                    rec["counters_after_second"] = after
+                    rec["counters_changed"] = after != before
         except Exception as e:  # noqa: BLE001 - one broken port must not end the run
             records[impl.name] = dict(available=False, reason=f"failed: {short_error(e)}")
             continue
@@ -242,6 +258,11 @@ def time_alternating(impls: list[Impl], repeats: int, budget_s: float, min_repea
             rec["runs"] = len(rec["times"])
             rec["cpu_over_wall_median"] = statistics.median(rec["cpu_over_wall"])
             rec["compile_s"] = max(0.0, rec["first_s"] - rec["median_s"])
+            if "second_s" in rec:
+                rec["second_over_median"] = rec["second_s"] / rec["median_s"]
+                slow_second = (rec["second_s"] - rec["median_s"] > 0.5 * rec["compile_s"]
+                               and rec["second_s"] > 1.5 * rec["median_s"])
+                rec["second_call_compiled"] = bool(rec.get("counters_changed")) or slow_second
     return records
 
 
@@ -320,50 +341,3 @@ def matmul_rate(n: int, repeats: int, warmup: int = 2) -> dict:
     med = statistics.median(times)
     return dict(n=n, runs=repeats, times=times, median_s=med, flops=flops, gflops=flops / med / 1e9,
                 best_gflops=flops / min(times) / 1e9, threads=torch.get_num_threads())
-
-
-# ---------------------------------------------------------------------------
-# Markdown
-
-
-def fmt_time(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_ratio(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.2f}x"
-
-
-def fmt_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "—"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    def cell(x):
-        return str(x).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def verdict(value: Optional[float], limit: float, higher_is_better: bool = False) -> str:
-    """'yes' / 'NO (missed by x%)' / 'n/a' for a measured value against its limit."""
-    if value is None:
-        return "n/a"
-    if (value >= limit) if higher_is_better else (value <= limit):
-        return "yes"
-    if higher_is_better:
-        return f"NO (short by {100 * (limit - value) / limit:.0f}%)"
-    return f"NO (over by {100 * (value - limit) / limit:.0f}%)"

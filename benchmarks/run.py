@@ -12,7 +12,13 @@ Within a case the implementations alternate (A, B, C, A, B, C, ...), after a fir
 call (compilation, reported separately) and a second call (which must compile
 nothing); the reported time is the median of the alternated runs. torch, TensorFlow
 and XLA each run with `--threads` threads (default 2). Writes Markdown (machine,
-versions, tables, targets) and JSON with every raw time.
+versions, tables, targets; rendered by `render.py`) and JSON with every raw time.
+
+The models are driven only through their public API: `from_pretrained`, `__call__`,
+`generate`, `save_pretrained`. Whether a second call compiled is read from public
+counters (JAX's `jax.monitoring` compile events; the tracing count of the
+`tf.function` this script makes for the TF forward) and from its time (see
+`common.Impl`).
 
 `--quick` runs the smallest version of every section (seconds, not minutes), to
 check that the script works; its numbers mean nothing.
@@ -41,27 +47,12 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 import common  # noqa: E402
-from common import Impl, fmt_bytes, fmt_ratio, fmt_time, ratio, table, time_alternating, verdict  # noqa: E402
+import render  # noqa: E402
+from common import FLAX, HF, MATMUL, PT, TF_EAGER, TF_XLA, Impl, ratio, time_alternating  # noqa: E402
+from render import fmt_time  # noqa: E402
 
 SECTIONS = ("import", "matmul", "forward", "generate", "convert")
 START_ID, END_ID, PAD_ID = 101, 102, 0  # BERT's [CLS], [SEP], [PAD]
-
-HF = "transformers"
-PT = "encdec PT"
-TF_EAGER = "encdec TF eager"
-TF_XLA = "encdec TF XLA"
-FLAX = "encdec Flax jit"
-MATMUL = "torch.matmul reference"
-
-TARGETS = dict(
-    forward_pt=0.9,
-    generate_pt=0.6,
-    generate_compiled_vs_pt=1.0,
-    tf_xla_vs_eager=0.5,
-    convert_peak=1.5,
-    import_s=0.1,
-    flop_fraction=0.70,
-)
 
 
 def settings(quick: bool) -> dict:
@@ -309,7 +300,7 @@ def forward_impls(fw: Frameworks, models: dict, batch: int, length: int, seed: i
         # transformers' TF classes offered no compiled forward; ours is a plain tf.function around call().
         xla = tf.function(lambda a, b, c: tf_model(input_ids=a, attention_mask=b, decoder_input_ids=c,
                                                    training=False).logits, jit_compile=True, autograph=False)
-        impls.append(Impl(TF_XLA, lambda: xla(f_ids, f_mask, f_dec),
+        impls.append(Impl(TF_XLA, lambda: xla(f_ids, f_mask, f_dec), compiled=True,
                           counters=lambda: dict(tracing=xla.experimental_get_tracing_count())))
 
     model, reason = model_or_reason(models, "encdec Flax")
@@ -319,7 +310,7 @@ def forward_impls(fw: Frameworks, models: dict, batch: int, length: int, seed: i
         jnp = fw.jax.numpy
         j_ids, j_mask, j_dec = (jnp.asarray(a.astype(np.int32)) for a in (ids, mask, dec))
         impls.append(Impl(FLAX, lambda m=model: m(j_ids, attention_mask=j_mask, decoder_input_ids=j_dec).logits.block_until_ready(),
-                          counters=lambda m=model: dict(jit_cache=m._jit_forward._cache_size(), **fw.compile_events)))
+                          compiled=True, counters=lambda: dict(fw.compile_events)))
     return impls
 
 
@@ -418,27 +409,19 @@ def generate_impls(fw: Frameworks, models: dict, mode: str, batch: int, input_le
     if model is None:
         impls += [Impl(TF_EAGER, unavailable=reason), Impl(TF_XLA, unavailable=reason)]
     else:
-        def tf_counters(model=model):
-            # `_generation_functions` holds one tf.function per generation plan (XLA) or a plain
-            # function (eager); a retrace adds a function or raises a tracing count.
-            fns = [f for f in model._generation_functions.values() if hasattr(f, "experimental_get_tracing_count")]
-            return dict(functions=len(fns), tracing=sum(f.experimental_get_tracing_count() for f in fns))
-
+        # The port keeps its compiled generation functions to itself: a second call that compiled
+        # is seen by its time alone (common.Impl).
         impls.append(Impl(TF_EAGER, lambda m=model: m.generate(ids, attention_mask=mask, jit_compile=False, **options),
                           slow=True))
         impls.append(Impl(TF_XLA, lambda m=model: m.generate(ids, attention_mask=mask, jit_compile=True, **options),
-                          counters=tf_counters))
+                          compiled=True))
 
     model, reason = model_or_reason(models, "encdec Flax")
     if model is None:
         impls.append(Impl(FLAX, unavailable=reason))
     else:
-        def flax_counters(model=model):
-            fns = list(model._generate_fns.values())
-            return dict(functions=len(fns), jit_cache=sum(f._cache_size() for f in fns), **fw.compile_events)
-
         impls.append(Impl(FLAX, lambda m=model: m.generate(ids, attention_mask=mask, **options).block_until_ready(),
-                          counters=flax_counters))
+                          compiled=True, counters=lambda: dict(fw.compile_events)))
     return impls
 
 
@@ -460,9 +443,6 @@ def bench_generate(fw: Frameworks, cfg: dict, workdir: str, log) -> dict:
                     return dict(output_shape=list(value.shape), same_ids_as_transformers=same if reference is not None else None)
 
                 records = run_timed(generate_impls(fw, models, mode, batch, cfg["generate_input"], max_length), cfg, check)
-                for name, rec in records.items():
-                    if rec.get("available") and "counters_before_second" in rec:
-                        rec["second_over_median"] = rec["second_s"] / rec["median_s"]
                 case = dict(
                     mode=mode, batch=batch, input_length=cfg["generate_input"], max_length=max_length, impls=records,
                     ratios={
@@ -509,282 +489,6 @@ def _summary(records: dict, base: str) -> str:
     return "; ".join(parts)
 
 
-# ---------------------------------------------------------------------------
-# Targets and Markdown
-
-
-def evaluate_targets(results: dict) -> list[dict]:
-    rows = []
-
-    def add(name, measured, limit, text, higher=False, detail=""):
-        rows.append(dict(target=name, measured=measured, limit=limit, measured_text=text,
-                         met=None if measured is None else ((measured >= limit) if higher else (measured <= limit)),
-                         verdict=verdict(measured, limit, higher), detail=detail))
-
-    def spread(values):
-        values = [(v, label) for v, label in values if v is not None]
-        if not values:
-            return None, "not measured"
-        worst = max(values)
-        best = min(values)
-        text = f"{best[0]:.2f}x – {worst[0]:.2f}x" if len(values) > 1 else f"{worst[0]:.2f}x"
-        return worst[0], text + (f" (worst: {worst[1]})" if len(values) > 1 else "")
-
-    fwd = results.get("forward", {})
-    if fwd.get("cases"):
-        worst, text = spread([(c["pt_vs_transformers"], f"{c['model']} b{c['batch']} L{c['source_length']}")
-                              for c in fwd["cases"]])
-        n_met = sum(1 for c in fwd["cases"] if c["pt_vs_transformers"] is not None and c["pt_vs_transformers"] <= TARGETS["forward_pt"])
-        add("PT forward / transformers", worst, TARGETS["forward_pt"], text,
-            detail=f"{n_met} of {len(fwd['cases'])} cases met")
-        big = [c for c in fwd["cases"] if c["model"] == "base"]
-        big = max(big, key=lambda c: (c["batch"], c["source_length"])) if big else None
-        if big:
-            for name in (PT, HF):
-                rec = big["impls"].get(name, {})
-                frac = rec.get("fraction_of_matmul")
-                add(f"forward FLOP rate / matmul rate, {name}, base b{big['batch']} L{big['source_length']}",
-                    frac, TARGETS["flop_fraction"], "—" if frac is None else f"{100 * frac:.0f}%", higher=True,
-                    detail="" if frac is None else f"{rec['gflops']:.0f} GFLOP/s")
-
-    gen = results.get("generate", {})
-    if gen.get("cases"):
-        for mode in ("greedy", "beam4"):
-            cases = [c for c in gen["cases"] if c["mode"] == mode]
-            if not cases:
-                continue
-            worst, text = spread([(c["ratios"]["encdec PT / transformers"], f"b{c['batch']} max{c['max_length']}")
-                                  for c in cases])
-            add(f"PT {mode} generate / transformers", worst, TARGETS["generate_pt"], text)
-        for key, label in (("encdec Flax jit / encdec PT", "Flax jit generate (warm) / encdec PT"),
-                           ("encdec TF XLA / encdec PT", "TF XLA generate (warm) / encdec PT")):
-            worst, text = spread([(c["ratios"][key], f"{c['mode']} b{c['batch']} max{c['max_length']}")
-                                  for c in gen["cases"]])
-            add(label, worst, TARGETS["generate_compiled_vs_pt"], text)
-        worst, text = spread([(c["ratios"]["encdec TF XLA / encdec TF eager"], f"{c['mode']} b{c['batch']} max{c['max_length']}")
-                              for c in gen["cases"]])
-        add("TF XLA generate / TF eager generate", worst, TARGETS["tf_xla_vs_eager"], text)
-        for name in (TF_XLA, FLAX):
-            recs = [c["impls"].get(name, {}) for c in gen["cases"]]
-            recs = [r for r in recs if r.get("available") and "second_call_compiled" in r]
-            if not recs:
-                add(f"{name}: 2nd generate call compiles nothing", None, 0, "not measured")
-                continue
-            compiled = sum(1 for r in recs if r["second_call_compiled"])
-            slow = max(r["second_over_median"] for r in recs)
-            add(f"{name}: 2nd generate call compiles nothing", compiled, 0,
-                f"{compiled} of {len(recs)} cases compiled", detail=f"2nd call / warm median <= {slow:.2f}")
-
-    conv = results.get("convert", {})
-    if conv.get("available"):
-        rows_c = [r for r in conv["rows"] if r["what"].startswith("encdec")]
-        worst, text = spread([(r["peak_over_size"], r["what"].replace("encdec convert ", "")) for r in rows_c])
-        add("conversion peak RSS / checkpoint size", worst, TARGETS["convert_peak"], text)
-
-    imp = results.get("import", {})
-    if imp.get("available"):
-        add("`import encdec` time", imp["median_s"], TARGETS["import_s"], fmt_time(imp["median_s"]),
-            detail="frameworks imported: " + (", ".join(imp["frameworks_imported"]) or "none"))
-    return rows
-
-
-def render_markdown(results: dict) -> str:
-    m, v = results["machine"], results["versions"]
-    lines = [
-        "# encdec benchmarks",
-        "",
-        f"Written by `{results['command']}` on {results['date']}, in {results['wall_s'] / 60:.1f} minutes. "
-        + ("**Quick run: tiny settings, the numbers mean nothing.**" if results["quick"] else ""),
-        "",
-        "Every implementation loads the same checkpoint folder and gets the same inputs; within each case "
-        "the implementations alternate run by run, after a first call (compilation; reported apart) and a "
-        "second call (checked to compile nothing). Times are medians of the alternated runs. "
-        f"torch, TensorFlow and XLA run with {results['threads']} threads each (torch inter-op 1, TF inter-op 1). "
-        "CPU/wall is the process's CPU time over the wall time of a run (median): near the thread count on a "
-        "free machine, lower when other processes take the cores.",
-        "",
-        "## Machine",
-        "",
-        table(["", ""], [
-            ["CPU", m["cpu"]],
-            ["cores (os.cpu_count / usable)", f"{m['cores']} / {m['usable_cores']}"],
-            ["CPU flags", ", ".join(m["cpu_flags"]) or "—"],
-            ["memory", fmt_bytes(m["memory_bytes"])],
-            ["load average at start / end", f"{m['load_average_at_start']} / {m.get('load_average_at_end')}"],
-            ["platform", m["platform"]],
-            ["python", m["python"]],
-        ] + [[k, val] for k, val in v.items()]),
-        "",
-    ]
-    for note in results.get("notes", []):
-        lines += [f"**Note:** {note}", ""]
-    if results.get("framework_errors"):
-        lines += ["Framework import errors: " + "; ".join(f"{k}: {e}" for k, e in results["framework_errors"].items()), ""]
-
-    targets = results.get("targets", [])
-    if targets:
-        lines += ["## Targets (ratios measured in this run)", "",
-                  table(["target", "measured", "limit", "met?", "notes"],
-                        [[t["target"], t["measured_text"], _limit_text(t), t["verdict"], t["detail"]] for t in targets]),
-                  ""]
-        missed = [t for t in targets if t["met"] is False]
-        if missed:
-            lines += ["Missed: " + "; ".join(f"{t['target']} {t['verdict'].replace('NO ', '')}" for t in missed)
-                      + ". See the sections below for every case.", ""]
-
-    imp = results.get("import")
-    if imp is not None:
-        lines += ["## `import encdec`", ""]
-        if imp.get("available"):
-            lines += [f"Median of {len(imp['times'])} fresh interpreters (after one dropped warm-up): "
-                      f"**{fmt_time(imp['median_s'])}** (runs: {', '.join(fmt_time(t) for t in imp['times'])}); "
-                      f"frameworks imported: {', '.join(imp['frameworks_imported']) or 'none'}; "
-                      f"{imp['modules']} modules in sys.modules.", ""]
-        else:
-            lines += [f"not available: {imp.get('reason')}", ""]
-
-    mm = results.get("matmul")
-    if mm is not None:
-        lines += ["## Machine matmul rate", ""]
-        if mm.get("available"):
-            lines += [f"`torch.matmul` of two float32 {mm['n']}x{mm['n']} matrices, {mm['threads']} threads, "
-                      f"median of {mm['runs']}: **{mm['gflops']:.1f} GFLOP/s** ({fmt_time(mm['median_s'])}; "
-                      f"best run {mm['best_gflops']:.1f} GFLOP/s"
-                      + (f"; measured again after the forward and generation sections: {mm['gflops_after']:.1f} GFLOP/s"
-                         if mm.get("gflops_after") else "")
-                      + "). On a shared machine this rate moves with the load, so the same matmul is also timed "
-                      "within each forward case's alternated rounds (row `torch.matmul reference`); the forward tables "
-                      "divide each achieved rate by the higher of the two (the stricter).", ""]
-        else:
-            lines += [f"not available: {mm.get('reason')}", ""]
-
-    fwd = results.get("forward")
-    if fwd is not None:
-        lines += ["## Forward pass", "",
-                  "`model(input_ids, attention_mask, decoder_input_ids).logits`, decoder length = input length, "
-                  "no gradients (`torch.inference_mode`; TF `training=False`). FLOPs counted from the config: "
-                  "2 x weights-in-matmuls x tokens (encoder, decoder self/cross, cross K/V over the encoder tokens, "
-                  "LM head) + attention score and value matmuls over the full square. "
-                  "TF XLA is `tf.function(model.call, jit_compile=True)`; Flax is the port's own `jax.jit`.", ""]
-        for name, info in fwd.get("checkpoints", {}).items():
-            loads = ", ".join(f"{k} {fmt_time(s)}" for k, s in info.get("load_seconds", {}).items() if s is not None)
-            lines += [f"- **{name}**: {info.get('how', '')}; weights {fmt_bytes(info.get('folder_bytes'))}"
-                      + (f"; from_pretrained: {loads}" if loads else ""), ""]
-        rows = []
-        for c in fwd.get("cases", []):
-            for name, rec in c["impls"].items():
-                case = f"{c['model']} b{c['batch']} L{c['source_length']}"
-                if not rec.get("available"):
-                    rows.append([case, name, rec.get("reason"), "", "", "", "", "", "", "", ""])
-                    continue
-                frac = rec.get("fraction_of_matmul")
-                is_ref = name == MATMUL
-                rows.append([
-                    case, name, fmt_time(rec["first_s"]), fmt_time(rec["median_s"]), rec["runs"],
-                    _cpu(rec),
-                    "—" if is_ref else (fmt_ratio(ratio(c["impls"], name, HF)) if name != HF else "1.00x"),
-                    f"{(rec['gflops'] * rec['median_s'] if is_ref else c['flops']['total']) / 1e9:.1f}",
-                    f"{rec['gflops']:.1f}",
-                    "—" if frac is None else f"{100 * frac:.0f}%",
-                    "—" if rec.get("max_abs_diff") is None else f"{rec['max_abs_diff']:.1e}",
-                ])
-        lines += [table(["case", "implementation", "first call", "median", "runs", "CPU/wall",
-                         "vs transformers", "GFLOP", "GFLOP/s", "% of matmul", "max |Δ logits| vs transformers"],
-                        rows), ""]
-        rows = [[f"{c['model']} b{c['batch']} L{c['source_length']}", fmt_ratio(c["pt_vs_transformers"]),
-                 verdict(c["pt_vs_transformers"], TARGETS["forward_pt"])] for c in fwd.get("cases", [])]
-        lines += [table(["case", "encdec PT / transformers", f"<= {TARGETS['forward_pt']}x met?"], rows), ""]
-
-    gen = results.get("generate")
-    if gen is not None:
-        lines += ["## Generation", "",
-                  "MiniLM bert2bert, `generate(input_ids, attention_mask, max_length, num_beams, do_sample=False)`, "
-                  "input length as given, no eos token: every implementation generates `max_length - 1` tokens. "
-                  "\"first call\" includes compilation (TF XLA, Flax jit); \"compile\" is first call minus the warm "
-                  "median. \"2nd call compiled?\" reads the ports' counters (TF: `experimental_get_tracing_count()` of "
-                  "the tf.functions in `model._generation_functions`; Flax: `_cache_size()` of the jitted functions in "
-                  "`model._generate_fns` and `jax.monitoring` backend-compile events) before and after the second call; "
-                  "XLA's own per-shape cache inside a TF function has no public counter, so the ratio of the second "
-                  "call to the warm median is shown next to it.", ""]
-        rows = []
-        for c in gen.get("cases", []):
-            case = f"{c['mode']} b{c['batch']} in{c['input_length']} max{c['max_length']}"
-            for name, rec in c["impls"].items():
-                if not rec.get("available"):
-                    rows.append([case, name, rec.get("reason"), "", "", "", "", "", "", "", ""])
-                    continue
-                comp = rec.get("second_call_compiled")
-                rows.append([
-                    case, name, fmt_time(rec["first_s"]),
-                    fmt_time(rec["compile_s"]) if name in (TF_XLA, FLAX) else "",
-                    fmt_time(rec["median_s"]), rec["runs"], _cpu(rec),
-                    "1.00x" if name == HF else fmt_ratio(ratio(c["impls"], name, HF)),
-                    fmt_ratio(ratio(c["impls"], name, PT)) if name != PT else "1.00x",
-                    {True: "yes", False: "no", None: "—"}[rec.get("same_ids_as_transformers")] if name != HF else "",
-                    "" if comp is None else (("YES" if comp else "no") + f" ({rec['second_over_median']:.2f}x)"),
-                ])
-        lines += [table(["case", "implementation", "first call", "compile", "warm median", "runs", "CPU/wall", "vs transformers",
-                         "vs encdec PT", "same ids", "2nd call compiled? (2nd / median)"], rows), ""]
-        keys = ["encdec PT / transformers", "encdec Flax jit / encdec PT", "encdec TF XLA / encdec PT",
-                "encdec TF XLA / encdec TF eager"]
-        limits = [TARGETS["generate_pt"], TARGETS["generate_compiled_vs_pt"], TARGETS["generate_compiled_vs_pt"],
-                  TARGETS["tf_xla_vs_eager"]]
-        rows = []
-        for c in gen.get("cases", []):
-            row = [f"{c['mode']} b{c['batch']} max{c['max_length']}"]
-            for key, limit in zip(keys, limits):
-                value = c["ratios"][key]
-                row.append(f"{fmt_ratio(value)} {'' if value is None else ('✓' if value <= limit else '✗')}")
-            rows.append(row)
-        lines += [table(["case"] + [f"{k} (<= {l}x)" for k, l in zip(keys, limits)], rows), ""]
-
-    conv = results.get("convert")
-    if conv is not None:
-        lines += ["## Checkpoint conversion", ""]
-        if conv.get("available"):
-            lines += [f"`{conv['command']}`: a bert2bert of {conv['parameters'] / 1e6:.1f}M parameters, safetensors "
-                      f"checkpoint {fmt_bytes(conv['checkpoint_bytes'])}; each conversion in a fresh process, peak RSS "
-                      f"from its VmHWM. A process that only imports the converter peaks at "
-                      f"{fmt_bytes(conv['import_only_rss'])}.", ""]
-            hf_row = next((r for r in conv["rows"] if r["what"].startswith("transformers")), None)
-            rows = []
-            for r in conv["rows"]:
-                rows.append([r["what"], fmt_time(r["seconds"]), fmt_bytes(r["peak_rss"]), f"{r['peak_over_size']:.2f}x",
-                             "—" if r.get("extra_over_size") is None else f"{r['extra_over_size']:.2f}x",
-                             fmt_ratio(r["seconds"] / hf_row["seconds"]) if hf_row else "—",
-                             verdict(r["peak_over_size"], TARGETS["convert_peak"]) if r["what"].startswith("encdec") else ""])
-            lines += [table(["what", "time", "peak RSS", "peak / size", "(peak − import-only) / size",
-                             "time vs transformers load", f"peak <= {TARGETS['convert_peak']}x size?"], rows), "",
-                      "The time column is for information, not a target: DESIGN.md asks for conversion faster than "
-                      "transformers' `from_pt` loading into TF/Flax, which transformers 5 no longer has; its PyTorch "
-                      "`from_pretrained` maps the safetensors file and writes nothing, while a conversion reads, "
-                      "converts and writes every tensor.", ""]
-        else:
-            lines += [f"not available: {conv.get('reason')}", ""]
-
-    if results.get("errors"):
-        lines += ["## Errors", ""] + [f"- {k}: {e}" for k, e in results["errors"].items()] + [""]
-    return "\n".join(lines)
-
-
-def add_flop_fractions(results: dict) -> None:
-    """Each forward rate as a fraction of the machine's matmul rate.
-
-    The rate divided by is the higher of the matmul section's (measured before any model
-    ran) and that of the same matmul timed within the case's own alternated rounds (the
-    same load as the forward passes, on a shared machine): the higher one is the stricter.
-    """
-    mm = results.get("matmul") or {}
-    section = mm.get("gflops") if mm.get("available") else None
-    for case in (results.get("forward") or {}).get("cases", []):
-        in_case = (case["impls"].get(MATMUL) or {}).get("gflops")
-        rates = [r for r in (section, in_case) if r]
-        case["matmul_gflops"] = max(rates) if rates else None
-        for rec in case["impls"].values():
-            if rec.get("available") and rec.get("gflops") is not None:
-                rec["fraction_of_matmul"] = rec["gflops"] / case["matmul_gflops"] if case["matmul_gflops"] else None
-
-
 def run_notes(results: dict, threads: int) -> list[str]:
     """Facts about this run that change how its numbers read."""
     notes = []
@@ -800,22 +504,6 @@ def run_notes(results: dict, threads: int) -> list[str]:
     if threads != 2:
         notes.append(f"run with {threads} thread(s) per framework (`--threads {threads}`), not the default 2.")
     return notes
-
-
-def _cpu(rec: dict) -> str:
-    value = rec.get("cpu_over_wall_median")
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _limit_text(t: dict) -> str:
-    name = t["target"]
-    if "FLOP" in name:
-        return f">= {100 * t['limit']:.0f}%"
-    if "compiles nothing" in name:
-        return "0 cases"
-    if name.startswith("`import"):
-        return f"< {fmt_time(t['limit'])}"
-    return f"<= {t['limit']}x"
 
 
 def _jsonable(value):
@@ -846,11 +534,7 @@ def main(argv=None) -> int:
     if args.render:
         with open(args.render) as f:
             results = json.load(f)
-        add_flop_fractions(results)
-        results["targets"] = evaluate_targets(results)
-        for path, text in ((args.out, render_markdown(results)), (args.json, json.dumps(results, indent=1) + "\n")):
-            with open(path, "w") as f:
-                f.write(text)
+        render.write_report(results, args.out, args.json)
         print(f"wrote {args.out} and {args.json} from {args.render}")
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -916,16 +600,8 @@ def main(argv=None) -> int:
     results["machine"]["load_average_at_end"] = common.load_average()
     results["notes"] = run_notes(results, args.threads)
     results["wall_s"] = time.perf_counter() - started
-    add_flop_fractions(results)
-    results["targets"] = evaluate_targets(results)
     results = _jsonable(results)
-    for path, text in ((args.out, render_markdown(results)), (args.json, json.dumps(results, indent=1) + "\n")):
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
+    render.write_report(results, args.out, args.json)
     log(f"wrote {args.out} and {args.json}")
     for t in results["targets"]:
         print(f"  {t['target']:70s} {t['measured_text']:40s} {t['verdict']}")

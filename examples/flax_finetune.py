@@ -67,7 +67,8 @@ def main() -> None:
         arch, arch, decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS
     )
     model = FlaxEncoderDecoderModel(config, seed=args.seed)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, args.learning_rate, 50, args.steps, args.learning_rate / 10)
+    warmup = min(50, max(1, args.steps // 4))  # optax needs the decay to outlast the warm-up
+    schedule = optax.warmup_cosine_decay_schedule(0.0, args.learning_rate, warmup, args.steps, args.learning_rate / 10)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
     step = jax.jit(make_train_step(model, optimizer))
 

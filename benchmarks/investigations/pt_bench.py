@@ -7,7 +7,7 @@ input length 64, max_length 32, torch threads 2; the median of several runs,
 after a warm-up, the two implementations alternating run by run. Prints the
 times and our/transformers ratios (targets: forward <= 0.9, generation <= 0.6).
 
-    .venv/bin/python benchmarks/pt_bench.py [--runs 9] [--threads 2] [--random] [--device cuda]
+    .venv/bin/python benchmarks/investigations/pt_bench.py [--runs 9] [--threads 2] [--random] [--device cuda]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def build_models(random_weights: bool = False):
     config = EncoderDecoderConfig.from_dict(hf.config.to_dict())
     hf_state = hf.state_dict()
     state = {p.name: hf_state[p.name].numpy() for p in model_spec(config)}
-    ours = EncoderDecoderModel._from_state(config, state).eval()
+    ours = EncoderDecoderModel.from_state(config, state).eval()
     ours.generation_config = GenerationConfig(**special)
     return hf, ours
 

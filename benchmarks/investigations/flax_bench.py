@@ -8,7 +8,7 @@ made (0: same shapes compile nothing). With `--compare`, encdec's PyTorch port a
 transformers' PyTorch model (same weights, same threads) run the same generations, and
 the ids are checked to be the same.
 
-    .venv/bin/python benchmarks/flax_bench.py [--runs 9] [--threads 2] [--compare] [--random]
+    .venv/bin/python benchmarks/investigations/flax_bench.py [--runs 9] [--threads 2] [--compare] [--random]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# common.py is in benchmarks/, the scripts this one may import are here.
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 import common  # noqa: E402
 
 MINILM_CONFIG = dict(
@@ -73,12 +74,15 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     import jax
-    from jax._src import dispatch, monitoring
+    import jax.monitoring
 
     compiles = [0]
-    monitoring.register_event_duration_secs_listener(
-        lambda event, duration, **kw: compiles.__setitem__(0, compiles[0] + (event == dispatch.BACKEND_COMPILE_EVENT))
-    )
+
+    def count_compiles(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(count_compiles)
     model = build(args.random)
     ids, mask = inputs(args.batch, args.length)
     cases = {"greedy": dict(num_beams=1), "beam4": dict(num_beams=4)}
@@ -122,17 +126,16 @@ def _compare(model, ids, mask, cases, args) -> None:
     import torch
     import transformers
 
-    from encdec.flax.encoder_decoder import _params_to_state
     from encdec.pt import EncoderDecoderModel
-    from encdec.weights.names import expand_tied
+    from encdec.weights import expand_tied, model_spec
 
     torch.set_num_threads(args.threads)
-    state = _params_to_state(model.spec, model.params)
+    state = model.canonical_state()
     hf = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig.from_dict(model.config.to_dict()))
-    hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in expand_tied(model.spec, state).items()},
+    hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in expand_tied(model_spec(model.config), state).items()},
                        strict=False)
     hf.eval()
-    pt = EncoderDecoderModel._from_state(model.config, state).eval()
+    pt = EncoderDecoderModel.from_state(model.config, state).eval()
     t_ids, t_mask = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
     print(f"\ntorch {torch.__version__}, transformers {transformers.__version__}, torch threads {torch.get_num_threads()}")
     print(f"{'case':8s} {'flax jit':>10s} {'encdec pt':>10s} {'transformers':>13s} {'flax/pt':>8s}  same ids")

@@ -9,11 +9,11 @@ distinct array (as in a model: they do not fit in the CPU's caches), as
 * `jax.jit` of `x @ kernel` (kernels `[in, out]`, as the Flax port stores them;
   XLA's CPU dot is what the Flax and TF XLA generation loops run),
 * `F.linear` (what transformers' PyTorch classes run),
-* encdec's PyTorch `_linear` on oneDNN-packed weights (what its generation runs),
+* encdec's PyTorch `fast_linear.linear` on oneDNN-packed weights (what its generation runs),
 
 for 1, 4 and 16 rows: the median of several runs of the whole set, in ms.
 
-    .venv/bin/python benchmarks/xla_dot_bench.py [--threads 2] [--runs 15]
+    .venv/bin/python benchmarks/investigations/xla_dot_bench.py [--threads 2] [--runs 15]
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# common.py is in benchmarks/, the scripts this one may import are here.
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 from common import median_ms  # noqa: E402
 
 H, FFN, VOCAB, LAYERS = 384, 1536, 30522, 6
@@ -46,7 +47,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from encdec.pt.common import _linear, _onednn_linear_available, _pack
+    from encdec.pt.fast_linear import linear, onednn_available, pack
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -56,8 +57,8 @@ def main() -> None:
     jax_embedding = jax.device_put(embedding)
     weights = [torch.from_numpy(np.ascontiguousarray(k.T)) for k in kernels]  # torch's [out, in]
     head = torch.from_numpy(embedding)
-    packed = [_pack(w) for w in weights] if _onednn_linear_available() else [None] * len(weights)
-    head_packed = _pack(head) if _onednn_linear_available() else None
+    packed = [pack(w) for w in weights] if onednn_available() else [None] * len(weights)
+    head_packed = pack(head) if onednn_available() else None
 
     @jax.jit
     def xla_layers(x, x_ffn, kernels):
@@ -85,12 +86,12 @@ def main() -> None:
                 "layers": (
                     lambda: jax.block_until_ready(xla_layers(x, x_ffn, jax_kernels)),
                     lambda: [F.linear(inputs_for(w), w) for w in weights],
-                    lambda: [_linear(inputs_for(w), w, None, p) for w, p in zip(weights, packed)],
+                    lambda: [linear(inputs_for(w), w, None, p) for w, p in zip(weights, packed)],
                 ),
                 "head": (
                     lambda: jax.block_until_ready(xla_head(x, jax_embedding)),
                     lambda: F.linear(tx, head),
-                    lambda: _linear(tx, head, None, head_packed),
+                    lambda: linear(tx, head, None, head_packed),
                 ),
             }
             for name, (xla, plain, ours) in cases.items():

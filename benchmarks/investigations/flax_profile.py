@@ -8,14 +8,14 @@ summed by name with the trailing number dropped (`transpose_copy_fusion.17` ->
 generation: its total time and how many times it ran. The two threads may run
 operations side by side, so the total can exceed the wall time.
 
-    .venv/bin/python benchmarks/flax_profile.py [--beams 4] [--batch 4] [--max-length 64] [--top 15]
+    .venv/bin/python benchmarks/investigations/flax_profile.py [--beams 4] [--batch 4] [--max-length 64] [--top 15]
 
 With the caches laid out `[B, L, H, D]` (the port before they went heads-first,
 commit 8a3b4d2) a third of the operation time went to `transpose_copy_fusion`:
 XLA copying every cache into the batched dot's layout on every step. To see it:
 
     git worktree add /tmp/encdec-8a3b4d2 8a3b4d2
-    PYTHONPATH=/tmp/encdec-8a3b4d2 .venv/bin/python benchmarks/flax_profile.py
+    PYTHONPATH=/tmp/encdec-8a3b4d2 .venv/bin/python benchmarks/investigations/flax_profile.py
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import tempfile
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# common.py is in benchmarks/, the scripts this one may import are here.
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 import common  # noqa: E402
 import flax_bench  # noqa: E402
 

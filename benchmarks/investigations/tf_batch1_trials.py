@@ -3,9 +3,10 @@
 At batch 1 XLA compiles the decode loop's vocabulary product (a row times the
 tied [V, hidden] word-embedding table, as a plain `einsum`) into a transpose of
 the whole table on every step followed by a reduction; from two rows on it
-stays a dot (see README, "Why the misses"). Each trial replaces the TF port's vocabulary product
-for decode steps with another formulation, in this process only, and times
-warm greedy generation (MiniLM bert2bert, input 64, max_length 32):
+stays a dot (docs/performance.md). Each trial replaces the BERT decoder's LM head
+(`compute_logits`, on this one model instance) with the same head computing the
+vocabulary product another way, and times warm greedy generation (MiniLM
+bert2bert, input 64, max_length 32):
 
 * `base`: the port as it is (a single row goes as two, as `pad_single`);
 * `einsum`: the plain `einsum` of the row with the table, as the port did first;
@@ -14,7 +15,7 @@ warm greedy generation (MiniLM bert2bert, input 64, max_length 32):
 * `matvec`: `tf.linalg.matvec(table, row)`;
 * `pad_single`: only when there is a single row, the sequence axis padded to two.
 
-    .venv/bin/python benchmarks/tf_batch1_trials.py [--batch 1] [--runs 5] [--trials base,pad_single,...]
+    .venv/bin/python benchmarks/investigations/tf_batch1_trials.py [--batch 1] [--runs 5] [--trials base,pad_single,...]
 
 Each trial runs in a fresh process (XLA compiles each formulation anew) and
 prints its warm median and the first generated ids (the same in every trial).
@@ -31,22 +32,23 @@ TRIALS = ("base", "einsum", "pad", "pad_single", "reduce", "matvec")
 
 
 def run_trial(trial: str, batch: int, runs: int, threads: int) -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    # common.py is in benchmarks/, tf_bench.py here.
+    sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
     import keras
     import tensorflow as tf
 
-    import encdec.tf.bert as bert
     import tf_bench
     from common import median_ms
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    original = bert._project_to_vocab
+    model = tf_bench.build(False)
+    decoder = model.get_decoder()  # TFBertLMHeadModel: compute_logits(h) = cls.predictions(h)
+    head = decoder.cls.predictions
+    if not isinstance(head.decoder, keras.layers.Embedding):
+        raise SystemExit("the trials need a decoder whose LM head is tied to its word embeddings")
 
-    def project(projection, hidden_states):
-        if not isinstance(projection, keras.layers.Embedding):  # generation only runs one-token steps here
-            return original(projection, hidden_states)
-        table = projection.embeddings  # [V, H]
+    def project(hidden_states, table):
         if trial == "einsum":
             return tf.einsum("bsh,vh->bsv", hidden_states, table)
         if trial == "pad":
@@ -62,10 +64,17 @@ def run_trial(trial: str, batch: int, runs: int, threads: int) -> None:
             return tf.reduce_sum(table[None, None] * hidden_states[:, :, None, :], axis=-1)  # [B, 1, V]
         if trial == "matvec":
             return tf.linalg.matvec(table, hidden_states)  # [B, 1, V]
-        return original(projection, hidden_states)
+        raise AssertionError(trial)
 
-    bert._project_to_vocab = project
-    model = tf_bench.build(False)
+    def compute_logits(hidden_states):
+        # The LM head of TFBertLMPredictionHead with the vocabulary product of the trial:
+        # transform [B, S, H], times the tied table [V, H], plus the bias [V].
+        return project(head.transform(hidden_states), head.decoder.embeddings) + head.bias
+
+    if trial != "base":
+        # An instance attribute, set past Keras' attribute tracking: the decoder's forward
+        # calls self.compute_logits for every decode step.
+        object.__setattr__(decoder, "compute_logits", compute_logits)
     ids, mask = tf_bench.inputs(batch, 64)
 
     def generate():
