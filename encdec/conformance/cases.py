@@ -30,6 +30,7 @@ from encdec.config import (
     GPT2Config,
     RobertaConfig,
 )
+from encdec.inputs import shift_tokens_right
 
 # The fixture folders (tests/fixtures/hf) that are model cases of the suite.
 FIXTURE_NAMES = ("bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen", "bert2bert_proj")
@@ -76,15 +77,6 @@ def _free_ids(vocab: int, special: set[int], count: int, rng: np.random.Generato
     """Random token ids that are none of the special ids (pad, eos, bos, start)."""
     pool = np.array([i for i in range(vocab) if i not in special], np.int64)
     return rng.choice(pool, size=count)
-
-
-def shift_tokens_right(labels: np.ndarray, pad: int, start: int) -> np.ndarray:
-    """transformers' shift: start token first, labels moved right, -100 -> pad."""
-    out = np.empty_like(labels)
-    out[:, 1:] = labels[:, :-1]
-    out[:, 0] = start
-    out[out == -100] = pad
-    return out
 
 
 def make_inputs(case: InputCase, config: EncoderDecoderConfig) -> dict[str, np.ndarray]:

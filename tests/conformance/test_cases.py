@@ -80,7 +80,10 @@ def test_inputs_follow_their_padding_pattern(case):
     assert ((inp["input_ids"] == pad) == (inp["attention_mask"] == 0)).all()
     labels, dec = inp["labels"], inp["decoder_input_ids"]
     assert (dec[:, 0] == config.decoder_start_token_id).all()
-    assert np.array_equal(dec, cases.shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id))
+    # transformers' shift, written out: the start token, the labels moved right, -100 -> pad.
+    expected = np.concatenate([np.full((case.batch, 1), config.decoder_start_token_id), labels[:, :-1]], axis=1)
+    expected[expected == -100] = config.pad_token_id
+    assert np.array_equal(dec, expected)
     # The decoder mask covers the start token and every kept label but the last.
     assert inp["decoder_attention_mask"].sum(1).tolist() == [1 + min(n, case.dec_len - 1)
                                                              for n in (labels != -100).sum(1)]
