@@ -214,6 +214,15 @@ class ModelSpec:
             if shared_with_encoder is None or t.shared_with_encoder == shared_with_encoder
         ]
 
+    def names_of(self, stored: str) -> list[str]:
+        """A stored name and every tied name that holds the same tensor."""
+        return [stored] + [t.name for t in self.tied if t.source == stored]
+
+    def decoder_copies(self) -> dict[str, str]:
+        """With `tie_encoder_decoder`: each stored encoder name the decoder's body shares -> the decoder's
+        (tied) name of it; empty otherwise."""
+        return {source: name for name, source in self.tied_pairs(shared_with_encoder=True)}
+
 
 class _Scope:
     """Three parallel prefixes: canonical (dots), TF (slashes, `layer_._i`), Flax (slashes)."""
@@ -514,6 +523,14 @@ def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role:
             value = np.zeros(p.shape, np.float32)
         out[p.name] = value
     return out
+
+
+def vocab_changes(config: EncoderDecoderConfig, new_num_tokens: int) -> bool:
+    """Whether a decoder vocabulary of `new_num_tokens` differs from `config`'s; ConfigError unless
+    `new_num_tokens` is a positive int."""
+    if not isinstance(new_num_tokens, int) or new_num_tokens <= 0:
+        raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
+    return new_num_tokens != config.decoder.vocab_size
 
 
 def resize_decoder_vocab(
