@@ -12,6 +12,13 @@ Semantics are transformers 5's: the start token is `decoder_start_token_id` (els
 to the first eos id; the start token goes in front of a decoder prompt none of whose
 rows begins with it; lengths count the prompt (`GenerationConfig.lengths`); the
 processors run in transformers' order, sampling warpers last.
+
+Beam search, the same in every port (transformers 5's vectorized `_beam_search`): running
+beams and finished hypotheses are each `num_beams` fixed-length rows per batch item;
+each step keeps the best `beams_to_keep` continuations over all beams, the best
+`num_beams` unfinished ones run on, and finished ones replace worse finished hypotheses
+(scores divided by `length_penalty_table[n]` for n generated tokens). `beam_options`
+are the inputs that change no shape (the table and the reading of `early_stopping`).
 """
 
 from __future__ import annotations
@@ -88,6 +95,32 @@ class ProcessorSpec:
             else:
                 out[key] = np.float32(value)
         return out
+
+
+# Each processor's class in the ports (prefixed TF / Flax there), by ProcessorSpec name.
+PROCESSOR_CLASSES = {
+    "repetition_penalty": "RepetitionPenaltyLogitsProcessor", "no_repeat_ngram": "NoRepeatNGramLogitsProcessor",
+    "bad_words": "NoBadWordsLogitsProcessor", "min_length": "MinLengthLogitsProcessor",
+    "forced_bos": "ForcedBOSTokenLogitsProcessor", "forced_eos": "ForcedEOSTokenLogitsProcessor",
+    "temperature": "TemperatureLogitsWarper", "top_k": "TopKLogitsWarper", "top_p": "TopPLogitsWarper",
+}
+
+
+def build_processors(specs: Iterable[ProcessorSpec], lookup, **bad_words_extra: Any) -> list:
+    """A port's processors for a plan's specs, in their order: `lookup(name)` is the port's class of a
+    PROCESSOR_CLASSES name, called with the spec's options by name (bad words: its arrays and `bad_words_extra`)."""
+    return [
+        lookup(PROCESSOR_CLASSES[s.name])(**s.arrays(), **bad_words_extra) if s.name == "bad_words"
+        else lookup(PROCESSOR_CLASSES[s.name])(**s.as_dict())
+        for s in specs
+    ]
+
+
+def apply_processors(processors, sequences, cur_len, scores):
+    """`scores` through each processor in turn (every port calls one as `processor(sequences, cur_len, scores)`)."""
+    for processor in processors:
+        scores = processor(sequences, cur_len, scores)
+    return scores
 
 
 def _spec(name: str, **options: Any) -> ProcessorSpec:
@@ -405,3 +438,142 @@ def plan_generation(config: EncoderDecoderConfig, generation_config: Optional[Ge
         port_options=port,
         explicit_max_length=explicit_max_length,
     )
+
+
+# ---------------------------------------------------------------------------
+# What the ports share around their search loops: the key and traced inputs of a compiled
+# loop, and the host-side end of generate (numpy in, numpy out).
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticPlan:
+    """What decides shapes or which code runs in a loop compiled with static shapes: the key of its cache.
+
+    Static (a change compiles a new loop): shapes (batch, input length, decoder prompt
+    length, max_length, num_beams; num_return_sequences when sampling without beams),
+    do_sample, output_scores, the number of eos ids (0 and 1 share a compilation), and
+    which processors exist (repetition penalty, n-gram size, the bad words' lengths,
+    forced bos/eos). Everything else is an input of the loop (`loop_options`, and the
+    port's random key), so changing it compiles nothing: eos/pad/start ids, min_length,
+    length_penalty, early_stopping, num_return_sequences of a beam search, temperature,
+    top_k, top_p, the penalty, the forced ids, the bad words' ids.
+    """
+
+    batch: int
+    source_length: int
+    has_token_types: bool
+    prompt_length: int
+    max_length: int
+    num_beams: int
+    expand: int  # rows per batch item: num_beams, or num_return_sequences without beams
+    do_sample: bool
+    output_scores: bool
+    eos_slots: int  # length of the eos id array (at least 1, padded with the vocabulary size)
+    beams_to_keep: int
+    processors: tuple  # (name, structure) per processor that runs: only what fixes shapes and ops
+
+
+def processor_structure(spec: ProcessorSpec):
+    """The part of a processor's options that fixes shapes and ops (None for one whose options are all
+    values): the n-gram size, whether bad words ban single tokens and their (count, prefix length)
+    groups, the number of forced eos ids."""
+    if spec.name == "no_repeat_ngram":
+        return spec["ngram_size"]
+    if spec.name == "bad_words":
+        return bool(spec["single"]), tuple((len(last), len(prefixes[0])) for prefixes, last in spec["groups"])
+    if spec.name == "forced_eos":
+        return len(spec["eos_token_ids"])
+    return None
+
+
+# Processors a compiled loop keys on; min_length and the sampling warpers always run there (their values
+# may be no-ops), so they are not part of its key.
+_KEYED_PROCESSORS = ("repetition_penalty", "no_repeat_ngram", "bad_words", "forced_bos", "forced_eos")
+
+
+def static_plan(plan: GenerationPlan, batch: int, source_length: int, has_token_types: bool) -> StaticPlan:
+    """The compiled loop's key for a plan and the input shapes."""
+    return StaticPlan(
+        batch=batch,
+        source_length=source_length,
+        has_token_types=has_token_types,
+        prompt_length=plan.prompt_length,
+        max_length=plan.max_length,
+        num_beams=plan.num_beams,
+        expand=plan.rows_per_item,
+        do_sample=plan.do_sample,
+        output_scores=plan.output_scores,
+        eos_slots=max(1, len(plan.eos_token_ids)),
+        beams_to_keep=plan.beams_to_keep,
+        processors=tuple((s.name, processor_structure(s)) for s in plan.processors if s.name in _KEYED_PROCESSORS),
+    )
+
+
+def beam_options(setup: GenerationSetup) -> tuple:
+    """The beam search options that change no shape or op, as numpy (inputs of a compiled loop): the
+    length-penalty table, whether early_stopping is True, whether the heuristic looks at max_length."""
+    return setup.length_penalty_table, np.bool_(setup.early_stopping_true), np.bool_(setup.heuristic_at_max_length)
+
+
+def loop_options(setup: GenerationSetup, vocab: int) -> dict:
+    """The plan's values a compiled loop reads as inputs (numpy). Processors the plan leaves out that
+    such a loop always runs get values that change nothing: min length 0; when sampling, temperature
+    1, top-k the whole vocabulary, top-p 1."""
+    plan = setup.plan
+    arrays = {spec.name: spec.arrays() for spec in plan.processors}
+    sampling = {**arrays.get("top_p", {}), **arrays.get("top_k", {})}
+    single = arrays.get("bad_words", {}).get("single")
+    return dict(
+        # No eos id: one slot holding the vocabulary size, an id no token has.
+        eos_token_ids=np.asarray(plan.eos_token_ids or (vocab,), np.int32),
+        pad_token_id=np.int32(plan.fill_token_id),
+        output_fill=np.int32(plan.beam_fill_token_id),
+        min_length=np.int32(plan.min_length),
+        **dict(zip(("length_penalty_table", "early_stopping_true", "heuristic_at_max_length"), beam_options(setup))),
+        repetition_penalty=arrays.get("repetition_penalty", {}).get("penalty", np.float32(1.0)),
+        temperature=arrays.get("temperature", {}).get("temperature", np.float32(1.0)),
+        top_k=sampling.get("top_k", np.int32(vocab)),
+        top_p=sampling.get("top_p", np.float32(1.0)),
+        min_tokens_to_keep=sampling.get("min_tokens_to_keep", np.int32(1)),
+        forced_bos_token_id=arrays.get("forced_bos", {}).get("token_id", np.int32(0)),
+        forced_eos_token_ids=arrays.get("forced_eos", {}).get("eos_token_ids", np.zeros(0, np.int32)),
+        bad_words_single=np.zeros(1, bool) if single is None else single,
+        bad_words_groups=arrays.get("bad_words", {}).get("groups", ()),
+    )
+
+
+def nan_message(step) -> str:
+    """The NonFiniteError text for logits that held a NaN at generation step `step`."""
+    return (f"the scores became NaN at step {step}; check the weights for non-finite values "
+            "(encdec inspect lists them)")
+
+
+def returned_beams(num_return_sequences: int, prompt_length: int, sequences, beam_scores, beam_indices,
+                   crop: bool = True) -> tuple:
+    """The best `num_return_sequences` finished hypotheses of each batch item, flattened, best first.
+
+    sequences `[B, K, L]`, beam_scores `[B, K]`, beam_indices `[B, K, L - P]` (-1 past each one's
+    end) -> (sequences `[B * r, P + n]`, scores `[B * r]`, beam indices `[B * r, n]`), n the steps of
+    the longest returned hypothesis; with `crop=False` (fixed shapes) n = L - P.
+    """
+    r = num_return_sequences
+    rows = sequences.shape[0] * r
+    beam_indices = beam_indices[:, :r].reshape(rows, -1)
+    generated = int(np.max(np.sum(beam_indices != -1, axis=1))) if crop else beam_indices.shape[1]
+    return (sequences[:, :r].reshape(rows, -1)[:, : prompt_length + generated], beam_scores[:, :r].reshape(-1),
+            beam_indices[:, :generated])
+
+
+def generate_outputs(plan: GenerationPlan, gc: GenerationConfig, classes: tuple, sequences, scores=None,
+                     sequences_scores=None, beam_indices=None, plain=None):
+    """What `generate` returns, from its results as the port's tensors.
+
+    `classes` are the port's (greedy/sampling, beam) output containers, used with
+    `return_dict_in_generate`; otherwise `plain(sequences, sequences_scores)` (the ids alone by default).
+    """
+    if not plan.return_dict_in_generate:
+        return sequences if plain is None else plain(sequences, sequences_scores)
+    if not plan.is_beam_search:
+        return classes[0](sequences=sequences, scores=scores)
+    return classes[1](sequences=sequences, sequences_scores=sequences_scores if gc.output_scores else None,
+                      scores=scores, beam_indices=beam_indices)

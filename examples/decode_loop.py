@@ -87,8 +87,9 @@ def main() -> None:
     ours = greedy(model, args.framework, ids, mask, args.max_length)
     put = to_port(args.framework)
     with no_grad(args.framework):
-        expected = np.asarray(model.generate(put(ids), attention_mask=put(mask), max_length=args.max_length,
-                                             num_beams=1, do_sample=False))
+        out = model.generate(put(ids), attention_mask=put(mask), max_length=args.max_length, num_beams=1,
+                             do_sample=False)
+        expected = np.asarray(getattr(out, "sequences", out))  # Flax returns an output object
     print(ours)
     same = ours.shape == expected.shape and bool((ours == expected).all())
     print(f"{CLASSES[args.framework]}: the contract loop {'equals' if same else 'DIFFERS from'} generate()")

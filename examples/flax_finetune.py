@@ -42,7 +42,7 @@ def make_batch(rng: np.random.Generator, size: int) -> dict:
 
 def exact_match(model: FlaxEncoderDecoderModel, batch: dict, params) -> float:
     out = np.asarray(model.generate(batch["input_ids"], batch["attention_mask"], params=params,
-                                    max_length=MAX_LEN + 2, num_beams=1))
+                                    max_length=MAX_LEN + 2, num_beams=1).sequences)
     hits = 0
     for row, labels in zip(out, batch["labels"]):
         want = [t for t in labels.tolist() if t != -100]

@@ -12,21 +12,14 @@ positions), so every step has the same shapes. A processor is called as
 The plan (special tokens, lengths, prompt, processors and their options) is the core's
 (`encdec.generation.plan_generation`); each step is the model's `decode_step` and
 `reorder_cache` (their pure halves); a step whose logits hold a NaN is recorded in
-the loop and raised as NonFiniteError on the host.
-
-What is static (a change compiles a new loop): shapes (batch, input length,
-decoder prompt length, max_length, num_beams; num_return_sequences when
-sampling without beams), do_sample, output_scores, the number of eos ids (0 and
-1 share a compilation), and which processors exist (repetition penalty, n-gram
-size, the bad words' lengths, forced bos/eos). Everything else is a traced
-argument, so changing it compiles nothing: eos/pad/start ids, min_length,
-length_penalty, early_stopping, num_return_sequences of a beam search,
-temperature, top_k, top_p, the penalty, the forced ids, the bad words' ids, the key.
+the loop and raised as NonFiniteError on the host. The compiled loop is kept per
+`encdec.generation.StaticPlan` (what is static); the rest are traced inputs. Inside
+a user's `jax.jit`, `generate` runs the same loop and returns its fixed-size buffers.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from typing import Any, Optional
 
 import jax
@@ -38,8 +31,17 @@ from jax import lax
 from .. import inputs
 from ..config import GenerationConfig
 from ..errors import InputError, NonFiniteError
-from ..generation import plan_generation
-from .common import _is_concrete, _reorder_cache
+from ..generation import (
+    StaticPlan,
+    apply_processors,
+    generate_outputs,
+    loop_options,
+    nan_message,
+    plan_generation,
+    returned_beams,
+    static_plan,
+)
+from .common import _fact, _is_concrete, _reorder_cache
 
 _NEG = -1.0e9  # transformers' "very large negative" beam score
 
@@ -182,88 +184,7 @@ class FlaxTopPLogitsWarper:
         return jnp.where(remove, -jnp.inf, scores)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Static:
-    """What decides shapes or which code runs in the compiled loop: the key of its cache.
-
-    Read off the core's plan (`encdec.generation.GenerationPlan`); the plan's other
-    values (token ids, min_length, the processors' options) are traced inputs, so
-    changing them compiles nothing.
-    """
-
-    batch: int
-    source_length: int
-    has_token_types: bool
-    prompt_length: int
-    max_length: int
-    num_beams: int
-    expand: int  # rows per batch item: num_beams, or num_return_sequences without beams
-    do_sample: bool
-    output_scores: bool
-    eos_slots: int  # length of the eos id array (at least 1, padded with the vocabulary size)
-    beams_to_keep: int
-    processors: tuple  # (name, structure) per processor that runs: only what fixes shapes and ops
-
-
-def _static(plan, batch: int, source_length: int, has_token_types: bool) -> _Static:
-    """The compiled loop's key for a plan and the input shapes."""
-    processors = []
-    for spec in plan.processors:
-        if spec.name in ("repetition_penalty", "forced_bos"):
-            processors.append((spec.name, None))
-        elif spec.name == "no_repeat_ngram":
-            processors.append((spec.name, spec["ngram_size"]))
-        elif spec.name == "bad_words":
-            groups = tuple((len(last), len(prefixes[0])) for prefixes, last in spec["groups"])
-            processors.append((spec.name, (bool(spec["single"]), groups)))
-        elif spec.name == "forced_eos":
-            processors.append((spec.name, len(spec["eos_token_ids"])))
-    return _Static(
-        batch=batch,
-        source_length=source_length,
-        has_token_types=has_token_types,
-        prompt_length=plan.prompt_length,
-        max_length=plan.max_length,
-        num_beams=plan.num_beams,
-        expand=plan.rows_per_item,
-        do_sample=plan.do_sample,
-        output_scores=plan.output_scores,
-        eos_slots=max(1, len(plan.eos_token_ids)),
-        beams_to_keep=plan.beams_to_keep,
-        processors=tuple(processors),
-    )
-
-
-def _options(setup, vocab: int) -> dict:
-    """The plan's values the loop reads as traced inputs. Processors the plan leaves out that the
-    compiled loop always runs get values that change nothing: min length 0; when sampling,
-    temperature 1, top-k the whole vocabulary, top-p 1."""
-    plan = setup.plan
-    arrays = {spec.name: spec.arrays() for spec in plan.processors}
-    sampling = {**arrays.get("top_p", {}), **arrays.get("top_k", {})}
-    single = arrays.get("bad_words", {}).get("single")
-    return dict(
-        # No eos id: one slot holding the vocabulary size, an id no token has.
-        eos_token_ids=np.asarray(plan.eos_token_ids or (vocab,), np.int32),
-        pad_token_id=np.int32(plan.fill_token_id),
-        output_fill=np.int32(plan.beam_fill_token_id),
-        min_length=np.int32(plan.min_length),
-        length_penalty_table=setup.length_penalty_table,
-        early_stopping_true=np.bool_(setup.early_stopping_true),
-        heuristic_at_max_length=np.bool_(setup.heuristic_at_max_length),
-        repetition_penalty=arrays.get("repetition_penalty", {}).get("penalty", np.float32(1.0)),
-        temperature=arrays.get("temperature", {}).get("temperature", np.float32(1.0)),
-        top_k=sampling.get("top_k", np.int32(vocab)),
-        top_p=sampling.get("top_p", np.float32(1.0)),
-        min_tokens_to_keep=sampling.get("min_tokens_to_keep", np.int32(1)),
-        forced_bos_token_id=arrays.get("forced_bos", {}).get("token_id", np.int32(0)),
-        forced_eos_token_ids=arrays.get("forced_eos", {}).get("eos_token_ids", np.zeros(0, np.int32)),
-        bad_words_single=np.zeros(1, bool) if single is None else single,
-        bad_words_groups=arrays.get("bad_words", {}).get("groups", ()),
-    )
-
-
-def build_logits_processors(static: _Static, opts: dict) -> list:
+def build_logits_processors(static: StaticPlan, opts: dict) -> list:
     """The processors of the plan, in transformers' order (sampling warpers last). Min length and,
     when sampling, the three warpers always run (their values may be no-ops): changing them
     compiles nothing."""
@@ -290,14 +211,34 @@ def build_logits_processors(static: _Static, opts: dict) -> list:
     return processors
 
 
-def _apply(processors, sequences, cur_len, scores):
-    for processor in processors:
-        scores = processor(sequences, cur_len, scores)
-    return scores
-
-
 # ---------------------------------------------------------------------------
 # Outputs
+
+
+# transformers 4.x's Flax outputs of `generate` (what it returns without `return_dict_in_generate`).
+
+
+@struct.dataclass
+class FlaxGreedySearchOutput:
+    """Greedy search ids: `sequences` `[B, length]`."""
+
+    sequences: Any = None
+
+
+@struct.dataclass
+class FlaxSampleOutput:
+    """Sampled ids: `sequences` `[B * num_return_sequences, length]`."""
+
+    sequences: Any = None
+
+
+@struct.dataclass
+class FlaxBeamSearchOutput:
+    """Beam search ids `sequences` `[B * num_return_sequences, length]`, best first, and `scores`
+    `[B * num_return_sequences]`: each one's log-probability divided by length ** length_penalty."""
+
+    sequences: Any = None
+    scores: Any = None
 
 
 @struct.dataclass
@@ -360,7 +301,7 @@ class _Step:
         return logits[:, -1].astype(jnp.float32), cache
 
 
-def _start(model, params, static: _Static, input_ids, attention_mask, token_type_ids, prompt):
+def _start(model, params, static: StaticPlan, input_ids, attention_mask, token_type_ids, prompt):
     """Encode once per batch item, make the cache (`max_length - 1` positions: the last token is
     never fed) with `static.expand` self-attention rows per item (beams/samples; the cross keys/values
     stay per item), and feed all but the last prompt token. -> (step, cache)."""
@@ -383,7 +324,7 @@ def _start(model, params, static: _Static, input_ids, attention_mask, token_type
 # Search loops
 
 
-def greedy_search(step, processors, sequences, cache, static: _Static, eos_token_ids, pad_token_id, key):
+def greedy_search(step, processors, sequences, cache, static: StaticPlan, eos_token_ids, pad_token_id, key):
     """Greedy decoding or sampling over the `[N, max_length]` buffer, the prompt filled.
 
     Returns (sequences `[N, max_length]`, generated length, per-step scores `[L - P, N, V]` or None,
@@ -399,7 +340,7 @@ def greedy_search(step, processors, sequences, cache, static: _Static, eos_token
         tokens = lax.dynamic_slice_in_dim(s["sequences"], cur_len - 1, 1, axis=1)  # [N, 1]
         logits, cache = step(tokens, cur_len, s["cache"])
         nan_step = _first_nan(s["nan_step"], logits, cur_len - static.prompt_length)
-        scores = _apply(processors, s["sequences"], cur_len, logits)
+        scores = apply_processors(processors, s["sequences"], cur_len, logits)
         key = s["key"]
         if static.do_sample:
             key, sub = jax.random.split(key)
@@ -447,15 +388,9 @@ def _gather_beams(x, indices):
     return jax.vmap(lambda row, idx: row[idx])(x, indices)
 
 
-def beam_search(step, processors, sequences, cache, static: _Static, eos_token_ids, opts, key):
-    """transformers 5's vectorized beam search, step for step, with static shapes.
-
-    `sequences` is the `[B * num_beams, max_length]` buffer with the prompt filled.
-    Running beams and finished hypotheses are each `num_beams` fixed-length rows per
-    batch item; each step keeps the best `beams_to_keep` continuations over all
-    beams, the best `num_beams` unfinished ones run on, and finished ones replace
-    worse finished hypotheses (scores divided by length ** length_penalty, from a
-    table computed on the host in float64 as Python computes it).
+def beam_search(step, processors, sequences, cache, static: StaticPlan, eos_token_ids, opts, key):
+    """transformers 5's vectorized beam search, step for step, with static shapes (the algorithm:
+    `encdec.generation`). `sequences` is the `[B * num_beams, max_length]` buffer with the prompt filled.
     Returns every batch item's `num_beams` finished hypotheses, best first:
     (sequences `[B, K, L]`, scores `[B, K]`, beam indices `[B, K, L - P]`, per-step scores or None).
     """
@@ -475,7 +410,7 @@ def beam_search(step, processors, sequences, cache, static: _Static, eos_token_i
         flat_running = s["running_sequences"].reshape(b * k, length)
         logits, cache = step(lax.dynamic_slice_in_dim(flat_running, cur_len - 1, 1, axis=1), cur_len, s["cache"])
         nan_step = _first_nan(s["nan_step"], logits, cur_len - p)
-        log_probs = _apply(processors, flat_running, cur_len, jax.nn.log_softmax(logits, axis=-1))
+        log_probs = apply_processors(processors, flat_running, cur_len, jax.nn.log_softmax(logits, axis=-1))
         step_scores = log_probs
         log_probs = log_probs.reshape(b, k, vocab) + s["running_beam_scores"][:, :, None]
         log_probs = log_probs.reshape(b, k * vocab)
@@ -592,7 +527,7 @@ def _to_device(array):
     return jax.device_put(np.ascontiguousarray(array))
 
 
-def _search(model, static: _Static, params, input_ids, attention_mask, token_type_ids, prompt, opts, key):
+def _search(model, static: StaticPlan, params, input_ids, attention_mask, token_type_ids, prompt, opts, key):
     """Everything `generate` runs under jit: encoder, cache, processors, the search loop."""
     prompt = _repeat_rows(prompt, static.expand)
     step, cache = _start(model, params, static, input_ids, attention_mask, token_type_ids, prompt)
@@ -623,16 +558,26 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     the generation options among `options`, planned by `encdec.generation.plan_generation`;
     the others are `prng_key` (a `jax.random` key for sampling; `seed=` makes one),
     `params` and `token_type_ids`. `decoder_input_ids` `[B, P]` is a decoder prompt
-    (the start token is put in front when no row begins with it). Returns
-    `[B * num_return_sequences, length]` ids, or an output object with
-    `return_dict_in_generate=True`. Raises NonFiniteError when the scores become NaN.
+    (the start token is put in front when no row begins with it). Returns, as
+    transformers 4.x's Flax did, a `FlaxGreedySearchOutput`, `FlaxSampleOutput` or
+    `FlaxBeamSearchOutput` whose `sequences` are `[B * num_return_sequences, length]`
+    ids, or `FlaxGenerateEncoderDecoderOutput` / `FlaxGenerateBeamEncoderDecoderOutput`
+    with `return_dict_in_generate=True`.
+
+    Called eagerly, the inputs are checked on the host, `sequences` are cut to the
+    generated length and NaN scores raise NonFiniteError. Inside a user's `jax.jit`
+    (traced inputs), `sequences` keep all `max_length` columns (padded past the end,
+    as transformers 4.x's Flax); host callbacks check the ids' values and the scores when
+    the function runs (an InputError or NonFiniteError there surfaces as JAX's runtime
+    error carrying its text); the decoder prompt must then be concrete, since its values
+    decide whether the start token goes in front.
     """
     token_type_ids = options.get("token_type_ids")
-    for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                        ("token_type_ids", token_type_ids), ("decoder_input_ids", decoder_input_ids)):
-        if value is not None and not _is_concrete(value):
-            raise InputError(f"{name} is traced; expected concrete arrays (generate compiles and runs its own jit)")
-    batch = inputs.check_encoder_inputs(model.config, input_ids, attention_mask, token_type_ids)
+    if decoder_input_ids is not None and not _is_concrete(decoder_input_ids):
+        raise InputError("decoder_input_ids is traced; expected a concrete array (its first tokens decide whether "
+                         "the start token goes in front)")
+    traced = any(v is not None and not _is_concrete(v) for v in (input_ids, attention_mask, token_type_ids))
+    batch = inputs.check_encoder_inputs(model.config, _fact(input_ids), _fact(attention_mask), _fact(token_type_ids))
     setup = plan_generation(model.config, generation_config, model.generation_config, options, decoder_input_ids,
                             batch, port_options=_PORT_OPTIONS)
     plan, port = setup.plan, setup.port_options
@@ -641,12 +586,19 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
         if port.get("seed") is None:
             raise InputError("do_sample=True needs prng_key (a jax.random key) or seed; expected generate(..., prng_key=key)")
         prng_key = jax.random.key(int(port["seed"]))
-    # Inputs are prepared on the host, in numpy: nothing but the search itself is compiled.
-    input_ids = np.asarray(input_ids, np.int32)
-    # transformers 5 infers no encoder mask for an encoder-decoder: without one every token is attended.
-    attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, np.int32)
-    static = _static(plan, batch, input_ids.shape[1], token_type_ids is not None)
     key = prng_key if prng_key is not None else jax.random.key(0)
+    if traced:
+        # Under a user's jit the values exist only when the function runs: checked then, on the host.
+        jax.debug.callback(functools.partial(_check_values, model.config), input_ids, attention_mask, token_type_ids)
+        cast = jnp.asarray
+    else:
+        # Inputs are prepared on the host, in numpy: nothing but the search itself is compiled.
+        cast = np.asarray
+    input_ids = cast(input_ids, np.int32)
+    # transformers 5 infers no encoder mask for an encoder-decoder: without one every token is attended.
+    attention_mask = cast(np.ones(input_ids.shape, np.int32) if attention_mask is None else attention_mask, np.int32)
+    token_type_ids = None if token_type_ids is None else cast(token_type_ids, np.int32)
+    static = static_plan(plan, batch, input_ids.shape[1], token_type_ids is not None)
 
     fn = model._generate_fns.get(static)
     if fn is None:
@@ -654,46 +606,58 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
             return _search(model, static, params, input_ids, attention_mask, token_type_ids, prompt, opts, key)
 
         fn = model._generate_fns[static] = model._jit(run)
-    out = fn(
-        model.params if port.get("params") is None else port["params"],
-        input_ids,
-        attention_mask,
-        None if token_type_ids is None else np.asarray(token_type_ids, np.int32),
-        setup.prompt.astype(np.int32),
-        _options(setup, model.config.decoder.vocab_size),
-        key,
-    )
+    params = model.params if port.get("params") is None else port["params"]
+    out = fn(params, input_ids, attention_mask, token_type_ids, setup.prompt.astype(np.int32),
+             loop_options(setup, model.config.decoder.vocab_size), key)
+    if traced:
+        jax.debug.callback(_check_finite, out["nan_step"])
+        return _outputs(setup, _full_length(static, plan, out), traced=True)
     out = jax.device_get(out)
     if int(out["nan_step"]) >= 0:
-        raise NonFiniteError(
-            f"the scores became NaN at step {int(out['nan_step'])}; check the weights for non-finite values "
-            "(encdec inspect lists them)"
-        )
-    return _outputs(setup, batch, out)
+        raise NonFiniteError(nan_message(int(out["nan_step"])))
+    return _outputs(setup, out, traced=False)
 
 
-def _outputs(setup, batch: int, out: dict):
-    """The loop's `[N, max_length]` buffers cut to the generated length (on the host, in numpy: a
-    device slice of a new shape would compile), as ids or an output object."""
+def _check_values(config, input_ids, attention_mask, token_type_ids) -> None:
+    """The host checks of `generate`'s encoder inputs, on the values a jitted call received."""
+    inputs.check_encoder_inputs(config, *(None if v is None else np.asarray(v)
+                                          for v in (input_ids, attention_mask, token_type_ids)))
+
+
+def _check_finite(nan_step) -> None:
+    if int(nan_step) >= 0:
+        raise NonFiniteError(nan_message(int(nan_step)))
+
+
+def _full_length(static: StaticPlan, plan, out: dict) -> dict:
+    """Traced loop outputs as fixed shapes: the whole buffers, greedy rows padded past the generated
+    length (the beam buffers are filled already)."""
+    out = dict(out)
+    if static.num_beams == 1:
+        filled = jnp.arange(static.max_length)[None, :] < out["cur_len"]  # [1, L]
+        out["sequences"] = jnp.where(filled, out["sequences"], plan.fill_token_id)
+    out["cur_len"] = static.max_length
+    return out
+
+
+def _outputs(setup, out: dict, traced: bool):
+    """The loop's `[N, max_length]` buffers as ids in an output object. Eagerly (`out` on the host)
+    cut to the generated length, in numpy: a device slice of a new shape would compile. Traced
+    (`out` from `_full_length`) every column is kept."""
     plan = setup.plan
-    prompt_length, r = plan.prompt_length, plan.num_return_sequences
+    put = (lambda x: x) if traced else _to_device
+    steps = int(out["cur_len"]) - plan.prompt_length
+    scores = None if out["scores"] is None else tuple(put(s) for s in out["scores"][:steps])
     if not plan.is_beam_search:
-        cur_len = int(out["cur_len"])
-        sequences = _to_device(out["sequences"][:, :cur_len])
-        if not plan.return_dict_in_generate:
-            return sequences
-        scores = None if out["scores"] is None else tuple(_to_device(s) for s in out["scores"][: cur_len - prompt_length])
-        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
-    # Best hypotheses first; crop to the longest one returned.
-    beam_indices = out["beam_indices"][:, :r].reshape(batch * r, -1)
-    generated = int(np.max(np.sum(beam_indices != -1, axis=1)))
-    sequences = _to_device(out["sequences"][:, :r].reshape(batch * r, -1)[:, : prompt_length + generated])
-    if not plan.return_dict_in_generate:
-        return sequences
-    steps = int(out["cur_len"]) - prompt_length
-    return FlaxGenerateBeamEncoderDecoderOutput(
-        sequences=sequences,
-        sequences_scores=_to_device(out["beam_scores"][:, :r].reshape(-1)) if setup.config.output_scores else None,
-        scores=None if out["scores"] is None else tuple(_to_device(s) for s in out["scores"][:steps]),
-        beam_indices=_to_device(beam_indices[:, :generated]),
-    )
+        sequences = put(out["sequences"][:, : plan.prompt_length + steps])
+        output = FlaxSampleOutput if plan.do_sample else FlaxGreedySearchOutput
+        plain = lambda ids, _: output(sequences=ids)  # noqa: E731
+        return generate_outputs(plan, setup.config, _OUTPUTS, sequences, scores, plain=plain)
+    sequences, sequences_scores, beam_indices = map(put, returned_beams(
+        plan.num_return_sequences, plan.prompt_length, out["sequences"], out["beam_scores"], out["beam_indices"],
+        crop=not traced))
+    plain = lambda ids, best: FlaxBeamSearchOutput(sequences=ids, scores=best)  # noqa: E731
+    return generate_outputs(plan, setup.config, _OUTPUTS, sequences, scores, sequences_scores, beam_indices, plain)
+
+
+_OUTPUTS = (FlaxGenerateEncoderDecoderOutput, FlaxGenerateBeamEncoderDecoderOutput)

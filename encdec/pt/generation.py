@@ -27,7 +27,14 @@ import torch.nn.functional as F
 
 from ..config import GenerationConfig
 from ..errors import NonFiniteError
-from ..generation import plan_generation
+from ..generation import (
+    apply_processors,
+    build_processors,
+    generate_outputs,
+    nan_message,
+    plan_generation,
+    returned_beams,
+)
 from .common import _host, _ModelOutput
 from .fast_linear import packed_weights
 
@@ -78,10 +85,10 @@ class NoRepeatNGramLogitsProcessor:
 class NoBadWordsLogitsProcessor:
     """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
 
-    def __init__(self, single, groups, vocab_size: int, device=None) -> None:
+    def __init__(self, single, groups, vocab_size, device=None) -> None:
         # The plan's arrays: single-token bans (bool [V], or None) as a [V] bias, -inf where banned,
         # and per prefix length p the banned sequences' prefixes [G, p] and last tokens [G].
-        self.single = torch.zeros(vocab_size, device=device)
+        self.single = torch.zeros(int(vocab_size), device=device)
         if single is not None:
             self.single.masked_fill_(torch.from_numpy(single).to(device), -float("inf"))
         self.groups = [
@@ -119,8 +126,8 @@ class MinLengthLogitsProcessor:
 class ForcedBOSTokenLogitsProcessor:
     """The first generated token is `bos_token_id`."""
 
-    def __init__(self, bos_token_id: int) -> None:
-        self.bos_token_id = bos_token_id
+    def __init__(self, token_id: int) -> None:
+        self.bos_token_id = token_id
 
     def __call__(self, sequences, cur_len: int, scores):
         if cur_len != 1:
@@ -183,33 +190,7 @@ class TopPLogitsWarper:
 
 def build_logits_processors(specs: tuple, device=None) -> list:
     """The PyTorch processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order."""
-    processors = []
-    for spec in specs:
-        o = spec.as_dict()
-        if spec.name == "bad_words":
-            arrays = spec.arrays()
-            processors.append(NoBadWordsLogitsProcessor(arrays["single"], arrays["groups"], o["vocab_size"], device))
-        else:
-            processors.append(_PROCESSORS[spec.name](o))
-    return processors
-
-
-_PROCESSORS = {
-    "repetition_penalty": lambda o: RepetitionPenaltyLogitsProcessor(o["penalty"]),
-    "no_repeat_ngram": lambda o: NoRepeatNGramLogitsProcessor(o["ngram_size"]),
-    "min_length": lambda o: MinLengthLogitsProcessor(o["min_length"], o["eos_token_ids"]),
-    "forced_bos": lambda o: ForcedBOSTokenLogitsProcessor(o["token_id"]),
-    "forced_eos": lambda o: ForcedEOSTokenLogitsProcessor(o["max_length"], o["eos_token_ids"]),
-    "temperature": lambda o: TemperatureLogitsWarper(o["temperature"]),
-    "top_k": lambda o: TopKLogitsWarper(o["top_k"], o["min_tokens_to_keep"]),
-    "top_p": lambda o: TopPLogitsWarper(o["top_p"], o["min_tokens_to_keep"]),
-}
-
-
-def _apply(processors, sequences, cur_len, scores):
-    for processor in processors:
-        scores = processor(sequences, cur_len, scores)
-    return scores
+    return build_processors(specs, globals().__getitem__, device=device)
 
 
 # ---------------------------------------------------------------------------
@@ -251,10 +232,7 @@ class _Step:
         logits, self.cache = self.model.decode_step(sequences[:, self.cache["index"] : cur_len], self.cache)
         logits = logits[:, -1].float()
         if bool(torch.isnan(logits).any()):
-            raise NonFiniteError(
-                f"the scores became NaN at step {cur_len - self.prompt_length}; check the weights for non-finite "
-                "values (encdec inspect lists them)"
-            )
+            raise NonFiniteError(nan_message(cur_len - self.prompt_length))
         return logits
 
     def reorder(self, rows) -> None:
@@ -277,7 +255,7 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
     cur_len = prompt_length
     while True:
         logits = step(sequences, cur_len)
-        next_scores = _apply(processors, sequences, cur_len, logits)
+        next_scores = apply_processors(processors, sequences, cur_len, logits)
         if output_scores:
             scores.append(next_scores)
         if do_sample:
@@ -332,17 +310,12 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
                 fill: int, penalties, early_stopping_true: bool, heuristic_at_max_length: bool,
                 num_return_sequences: int = 1, do_sample: bool = False, generator=None, output_scores: bool = False,
                 prompt_length: int = 1):
-    """transformers 5's vectorized beam search, step for step.
+    """transformers 5's vectorized beam search, step for step (the algorithm: `encdec.generation`).
 
     `sequences` is the `[B * num_beams, max_length]` buffer whose first `prompt_length`
     positions hold the decoder prompt; `step` a `_Step`, whose cache follows the beams.
-    Running beams and finished hypotheses are each `num_beams` fixed-length rows per
-    batch item; each step keeps the best `beams_to_keep` continuations over all
-    beams, the best `num_beams` unfinished ones run on, and finished ones replace
-    worse finished hypotheses (scores divided by `penalties[n]`, the plan's
-    `length ** length_penalty` table over n generated tokens). `fill` is the plan's
-    beam buffer fill; `early_stopping_true` and `heuristic_at_max_length` the plan's
-    reading of `early_stopping`.
+    `fill` is the plan's beam buffer fill; `penalties`, `early_stopping_true` and
+    `heuristic_at_max_length` the plan's `beam_options`.
     Returns (sequences, sequences_scores, per-step scores or None, beam_indices).
     """
     device = sequences.device
@@ -375,7 +348,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
         logits = step(flat_running, cur_len)  # [B * beams, V]
         vocab = logits.shape[-1]
         log_probs = F.log_softmax(logits, dim=-1)
-        log_probs = _apply(processors, flat_running, cur_len, log_probs)
+        log_probs = apply_processors(processors, flat_running, cur_len, log_probs)
         if output_scores:
             all_scores.append(log_probs.clone())
         # In place: the processed scores are this step's own tensor (output_scores kept a copy).
@@ -445,13 +418,10 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
             break
         step.reorder(reorder)
 
-    # Best hypotheses first; crop to the longest one returned.
-    sequences = finished_sequences[:, :num_return_sequences].reshape(batch_size * num_return_sequences, max_length)
-    sequences_scores = beam_scores[:, :num_return_sequences].reshape(-1)
-    beam_indices = beam_indices[:, :num_return_sequences].reshape(batch_size * num_return_sequences, -1)
-    generated = int((beam_indices + 1).bool().sum(dim=1).max())
-    return (sequences[:, : prompt_len + generated], sequences_scores,
-            tuple(all_scores) if output_scores else None, beam_indices[:, :generated])
+    returned = returned_beams(num_return_sequences, prompt_len,
+                              *(t.cpu().numpy() for t in (finished_sequences, beam_scores, beam_indices)))
+    sequences, sequences_scores, beam_indices = (torch.from_numpy(a).to(device) for a in returned)
+    return sequences, sequences_scores, tuple(all_scores) if output_scores else None, beam_indices
 
 
 # ---------------------------------------------------------------------------
@@ -512,15 +482,8 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
 
     # Tensors made under inference mode cannot be changed in place outside it (say, to turn the ids into
     # labels); the results are copied out as ordinary tensors.
-    sequences = sequences.clone()
+    sequences, sequences_scores, beam_indices = (None if t is None else t.clone()
+                                                 for t in (sequences, sequences_scores, beam_indices))
     scores = tuple(s.clone() for s in scores) if scores is not None else None
-    if not plan.return_dict_in_generate:
-        return sequences
-    if not plan.is_beam_search:
-        return GenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
-    return GenerateBeamEncoderDecoderOutput(
-        sequences=sequences,
-        sequences_scores=sequences_scores.clone() if gc.output_scores else None,
-        scores=scores,
-        beam_indices=beam_indices.clone(),
-    )
+    return generate_outputs(plan, gc, (GenerateEncoderDecoderOutput, GenerateBeamEncoderDecoderOutput), sequences,
+                            scores, sequences_scores, beam_indices)

@@ -17,8 +17,9 @@ runs eagerly (`tf.while_loop` runs as a Python loop) and compiled with
   token and `reorder_cache` after each beam step. The self-attention cache holds
   `max_length - 1` positions per layer, `[N, heads, max_length - 1, head_dim]`;
 * the loop stops as transformers' does (all sequences finished, or the beam search
-  cannot improve); the host crops the fixed-size buffers to the generated length,
-  and raises NonFiniteError when the logits of a step were NaN.
+  cannot improve). Eagerly, the host crops the fixed-size buffers to the generated
+  length and raises NonFiniteError when the logits of a step were NaN; traced in a
+  user's `tf.function`, `generate` returns the whole buffers and asserts in the graph.
 
 `generate` keeps one compiled function per plan (`GenerationPlan`: what fixes shapes
 and ops); its inputs leave batch and length open. A second call with the same
@@ -34,10 +35,19 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import GenerationConfig
-from ..errors import NonFiniteError
-from ..generation import GenerationPlan, GenerationSetup, plan_generation
-from ..inputs import check_encoder_inputs
-from .common import _ModelOutput
+from ..errors import InputError, NonFiniteError
+from ..generation import (
+    GenerationPlan,
+    GenerationSetup,
+    apply_processors,
+    beam_options,
+    build_processors,
+    generate_outputs,
+    nan_message,
+    plan_generation,
+)
+from ..inputs import Traced, check_encoder_inputs, token_type_table
+from .common import _host_facts, _ModelOutput
 from .roberta import create_position_ids_from_input_ids
 
 NEG_INF = float("-inf")
@@ -210,27 +220,8 @@ class TFTopPLogitsWarper:
 
 
 def build_logits_processors(specs: tuple) -> list:
-    """The TensorFlow processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order.
-
-    Each class takes its spec's options by name; bad words take their arrays.
-    """
-    return [
-        _PROCESSORS[spec.name](**(spec.arrays() if spec.name == "bad_words" else spec.as_dict())) for spec in specs
-    ]
-
-
-_PROCESSORS = {
-    "repetition_penalty": TFRepetitionPenaltyLogitsProcessor, "no_repeat_ngram": TFNoRepeatNGramLogitsProcessor,
-    "bad_words": TFNoBadWordsLogitsProcessor, "min_length": TFMinLengthLogitsProcessor,
-    "forced_bos": TFForcedBOSTokenLogitsProcessor, "forced_eos": TFForcedEOSTokenLogitsProcessor,
-    "temperature": TFTemperatureLogitsWarper, "top_k": TFTopKLogitsWarper, "top_p": TFTopPLogitsWarper,
-}
-
-
-def _apply(processors, sequences, cur_len, scores):
-    for processor in processors:
-        scores = processor(sequences, cur_len, scores)
-    return scores
+    """The TensorFlow processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order."""
+    return build_processors(specs, lambda name: globals()["TF" + name])
 
 
 # ---------------------------------------------------------------------------
@@ -345,7 +336,7 @@ def greedy_search(step, processors, sequences, max_length: int, eos_token_ids, p
     def body(cur_len, sequences, unfinished, cache, all_scores, nan_step):
         logits, cache = step(tf.gather(sequences, [cur_len - 1], axis=1), cache)
         nan_step = _first_nan(nan_step, logits, cur_len - prompt_length)
-        next_scores = _apply(processors, sequences, cur_len, logits)
+        next_scores = apply_processors(processors, sequences, cur_len, logits)
         if output_scores:
             all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - prompt_length]], next_scores[None])
         if do_sample:
@@ -370,20 +361,14 @@ def beam_search(step, reorder, processors, sequences, batch_size, num_beams: int
                 fill, cache, penalties, early_stopping_true, heuristic_at_max_length,
                 do_sample: bool = False, seed=None, output_scores: bool = False, vocab_size: int = 0,
                 prompt_length: int = 1):
-    """transformers 5's vectorized beam search, step for step.
+    """transformers 5's vectorized beam search, step for step (the algorithm: `encdec.generation`).
 
     `sequences` is the `[B * num_beams, max_length]` buffer whose first `prompt_length`
     positions hold the decoder prompt (all but its last token already in `cache`);
     `step(tokens, cache)` decodes a token per row and `reorder(cache, rows)` keeps the
-    cache rows of the beams that run on. Unfilled positions hold `fill`.
-    Running beams and finished hypotheses are each `num_beams` fixed-length rows per
-    batch item; each step keeps the best `beams_to_keep` continuations over all beams,
-    the best `num_beams` unfinished ones run on, and finished ones replace worse
-    finished hypotheses (scores divided by `penalties[length]`, the float32 value of
-    `length ** length_penalty`). The options that change no shape are tensors, so one
-    compiled function serves every length penalty and early-stopping mode:
-    `early_stopping_true` (early_stopping is True) and `heuristic_at_max_length`
-    (early_stopping == "never" with a positive length penalty).
+    cache rows of the beams that run on. Unfilled positions hold `fill`. `penalties`,
+    `early_stopping_true` and `heuristic_at_max_length` are the plan's `beam_options`,
+    as tensors: one compiled function serves every length penalty and early-stopping mode.
 
     Returns a dict: `sequences` `[B, num_beams, max_length]` (best first), `beam_scores`
     `[B, num_beams]`, `beam_indices` `[B, num_beams, max_length - prompt_length]`, `steps` run, `scores`,
@@ -424,7 +409,7 @@ def beam_search(step, reorder, processors, sequences, batch_size, num_beams: int
         nan_step = _first_nan(s["nan_step"], logits, cur_len - prompt_len)
         vocab = tf.shape(logits)[-1]
         log_probs = tf.nn.log_softmax(logits, axis=-1)
-        log_probs = _apply(processors, flat_running, cur_len, log_probs)
+        log_probs = apply_processors(processors, flat_running, cur_len, log_probs)
         all_scores = s["all_scores"]
         if output_scores:
             all_scores = tf.tensor_scatter_nd_update(all_scores, [[cur_len - prompt_len]], log_probs[None])
@@ -535,11 +520,7 @@ _PORT_OPTIONS = ("token_type_ids", "position_ids", "seed", "jit_compile")
 
 def _beam_options(setup: GenerationSetup) -> list:
     """The beam search options that are inputs of the compiled function (they change no shape), as tensors."""
-    return [
-        tf.constant(setup.length_penalty_table),
-        tf.constant(setup.early_stopping_true),
-        tf.constant(setup.heuristic_at_max_length),
-    ]
+    return [tf.constant(option) for option in beam_options(setup)]
 
 
 def _generate_tensors(model, plan: GenerationPlan, input_ids, attention_mask, prompt, token_type_ids, position_ids,
@@ -627,54 +608,78 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     `jit_compile=False` runs eagerly instead of through the XLA-compiled function.
     `decoder_input_ids` `[B, P]` is a decoder prompt (the start token is put in front
     when no row begins with it). Returns `[B * num_return_sequences, length]` int32
-    ids, or an output object with `return_dict_in_generate=True`. Every input and
-    option is checked on the host before any work (XLA drops in-graph assertions, and
-    TensorFlow on GPU returns zeros for an out-of-range lookup instead of failing).
+    ids, or an output object with `return_dict_in_generate=True`. Eagerly, every input
+    and option is checked on the host before any work (XLA drops in-graph assertions,
+    and TensorFlow on GPU returns zeros for an out-of-range lookup instead of failing).
+    Traced, the decoder prompt must be concrete; ids and NaN scores are asserted in the
+    graph (InvalidArgumentError with the InputError's text when it runs; XLA drops them).
     """
     port = {k: kwargs.pop(k) for k in list(kwargs) if k in _PORT_OPTIONS}
-    token_type_ids, position_ids = port.get("token_type_ids"), port.get("position_ids")
-    inputs = [None if t is None else np.asarray(t) for t in (input_ids, attention_mask, token_type_ids, position_ids)]
-    check_encoder_inputs(model.config, *inputs)
-    ids, mask = inputs[0], inputs[1]
+    names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+    given = dict(zip(names, (input_ids, attention_mask, port.get("token_type_ids"), port.get("position_ids"))))
+    facts = {name: _host_facts(t) for name, t in given.items()}
+    check_encoder_inputs(model.config, *facts.values())
+    traced = any(isinstance(f, Traced) for f in facts.values())
+    if traced and isinstance(_host_facts(decoder_input_ids), Traced):
+        raise InputError("decoder_input_ids is symbolic; expected concrete ids (their first tokens decide whether "
+                         "the start token goes in front)")
+    # Traced for any batch size, the batch is unknown: the prompt is then made in the graph (below), unless
+    # one is given (its rows are the batch).
+    batch = facts["input_ids"].shape[0]
+    planned = batch or (1 if decoder_input_ids is None else np.shape(decoder_input_ids)[0])
     setup = plan_generation(model.config, generation_config, model.generation_config, kwargs, decoder_input_ids,
-                            ids.shape[0], port_options=())
+                            planned, port_options=())
     plan, gc = setup.plan, setup.config
-    if mask is None:
-        # As transformers 5 for an encoder-decoder: no mask means every position is attended (pads too).
-        inputs[1] = np.ones_like(ids)
     seed = port.get("seed")
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1)) if plan.do_sample else 0
 
-    fn = _generation_function(model, plan, token_type_ids is not None, position_ids is not None,
+    tensors = {name: tf.cast(given[name], tf.int32) if isinstance(f, Traced) else tf.constant(f.astype(np.int32))
+               for name, f in facts.items() if f is not None}
+    # As transformers 5 for an encoder-decoder: no mask means every position is attended (pads too).
+    tensors.setdefault("attention_mask", tf.ones_like(tensors["input_ids"]))
+    if traced:
+        _assert_ids_in_range(model.config.encoder, tensors)
+    prompt = tf.constant(setup.prompt.astype(np.int32))
+    if decoder_input_ids is None and batch is None:
+        prompt = tf.fill(tf.stack([tf.shape(tensors["input_ids"])[0], 1]), plan.start_token_id)  # [B, 1]
+    fn = _generation_function(model, plan, "token_type_ids" in tensors, "position_ids" in tensors,
                               bool(port.get("jit_compile", True)))
-    tensors = [tf.constant(t.astype(np.int32)) for t in inputs if t is not None]
-    out = fn(*tensors[:2], tf.constant(setup.prompt.astype(np.int32)), *tensors[2:], tf.constant(int(seed), tf.int64),
-             *_beam_options(setup))
-    if int(out["nan_step"]) >= 0:
-        raise NonFiniteError(
-            f"the scores became NaN at step {int(out['nan_step'])}; check the weights for non-finite values "
-            "(encdec inspect lists them)"
-        )
-    steps = int(out["steps"])
+    out = fn(tensors["input_ids"], tensors["attention_mask"], prompt, *[tensors[n] for n in names[2:] if n in tensors],
+             tf.constant(int(seed), tf.int64), *_beam_options(setup))
+    if traced:
+        tf.debugging.assert_less(out["nan_step"], 0, message=nan_message("nan_step"))
+    elif int(out["nan_step"]) >= 0:
+        raise NonFiniteError(nan_message(int(out["nan_step"])))
+    return _outputs(plan, gc, out, crop=not traced)
+
+
+def _assert_ids_in_range(config, tensors: dict) -> None:
+    """Graph-side checks of the encoder's ids (the host's when they are concrete), with the InputError text."""
+    tables = dict(input_ids=config.vocab_size, position_ids=config.max_position_embeddings)
+    for name in ("input_ids", "token_type_ids", "position_ids"):
+        if name in tensors:
+            size = tables.get(name) or token_type_table(config)
+            message = f"{name} holds ids outside [0, {size}); expected ids in [0, {size}) (the table has {size} rows)"
+            wide = tf.cast(tensors[name], tf.int64)
+            tf.debugging.assert_non_negative(wide, message=message)
+            tf.debugging.assert_less(wide, tf.constant(size, tf.int64), message=message)
+
+
+def _outputs(plan: GenerationPlan, gc: GenerationConfig, out: dict, crop: bool):
+    """`generate`'s result: eagerly (`crop`) cut to the generated length; traced, `[N, max_length]` ids
+    (filled past each row's end: greedy rows with the pad id, beam rows with the beam fill), every step's scores."""
+    steps = int(out["steps"]) if crop else plan.max_length - plan.prompt_length
     scores = tuple(tf.unstack(out["scores"][:steps])) if "scores" in out else None
     if plan.num_beams == 1:
-        sequences = out["sequences"][:, : int(out["length"])]
-        if gc.return_dict_in_generate:
-            return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
-        return sequences
-
+        return generate_outputs(plan, gc, _OUTPUTS, out["sequences"][:, : plan.prompt_length + steps], scores)
     returned = _returned_hypotheses(out, plan.num_return_sequences, plan.max_length, plan.prompt_length)
-    length = int(returned["length"])
-    sequences = returned["sequences"][:, :length]
-    if not gc.return_dict_in_generate:
-        return sequences
-    return TFGenerateBeamEncoderDecoderOutput(
-        sequences=sequences,
-        sequences_scores=returned["sequences_scores"] if gc.output_scores else None,
-        scores=scores,
-        beam_indices=returned["beam_indices"][:, : length - plan.prompt_length],
-    )
+    length = int(returned["length"]) if crop else plan.max_length
+    return generate_outputs(plan, gc, _OUTPUTS, returned["sequences"][:, :length], scores,
+                            returned["sequences_scores"], returned["beam_indices"][:, : length - plan.prompt_length])
+
+
+_OUTPUTS = (TFGenerateEncoderDecoderOutput, TFGenerateBeamEncoderDecoderOutput)
 
 
 def _returned_hypotheses(out: dict, num_return_sequences: int, max_length: int, prompt_length: int = 1) -> dict:

@@ -326,3 +326,71 @@ def test_plan_is_a_hashable_key():
     assert plan({"num_beams": 2, "bad_words_ids": [[5]]}, batch=5).plan == a.plan
     assert plan({"num_beams": 2, "bad_words_ids": [[5]], "length_penalty": 3.0}).plan == a.plan
     assert plan({"num_beams": 2, "bad_words_ids": [[5]], "max_length": 30}).plan != a.plan
+
+
+# ---------------------------------------------------------------------------- what the ports share around their loops
+
+
+def test_returned_beams_picks_the_best_per_item_and_crops_to_the_longest():
+    # 2 items x 3 hypotheses (best first) of max_length 5 after a 1-token prompt; beam indices -1 past the end.
+    sequences = np.arange(2 * 3 * 5).reshape(2, 3, 5)
+    scores = np.array([[-1.0, -2.0, -3.0], [-4.0, -5.0, -6.0]], np.float32)
+    steps = np.array([[2, 1, 4], [1, 3, 4]])  # generated tokens of each hypothesis
+    beam_indices = np.where(np.arange(4)[None, None, :] < steps[..., None], 7, -1)
+    ids, best, indices = G.returned_beams(2, 1, sequences, scores, beam_indices)
+    # The longest of the returned hypotheses (items' first two) has 3 tokens: 1 + 3 columns.
+    np.testing.assert_array_equal(ids, [[0, 1, 2, 3], [5, 6, 7, 8], [15, 16, 17, 18], [20, 21, 22, 23]])
+    np.testing.assert_array_equal(best, [-1.0, -2.0, -4.0, -5.0])
+    np.testing.assert_array_equal(indices, [[7, 7, -1], [7, -1, -1], [7, -1, -1], [7, 7, 7]])
+    ids, _, indices = G.returned_beams(1, 1, sequences, scores, beam_indices, crop=False)
+    assert ids.shape == (2, 5) and indices.shape == (2, 4)
+
+
+def test_static_plan_keys_on_what_fixes_shapes_and_ops_only():
+    base = dict(max_length=8, num_beams=2, no_repeat_ngram_size=2, repetition_penalty=1.5)
+    key = G.static_plan(plan(base).plan, 2, 5, False)
+    # Values that are inputs of the loop change nothing.
+    for change in (dict(eos_token_id=5), dict(min_length=4), dict(repetition_penalty=2.0), dict(length_penalty=2.0)):
+        assert G.static_plan(plan(dict(base, **change)).plan, 2, 5, False) == key, change
+    # Shapes and the processors' structure do.
+    assert key.processors == (("repetition_penalty", None), ("no_repeat_ngram", 2))
+    for change in (dict(no_repeat_ngram_size=3), dict(max_length=9), dict(eos_token_id=[2, 5]),
+                   dict(bad_words_ids=[[7, 8]]), dict(num_beams=3)):
+        assert G.static_plan(plan(dict(base, **change)).plan, 2, 5, False) != key, change
+    assert G.static_plan(plan(base).plan, 3, 5, False) != key
+
+
+def test_loop_options_make_absent_processors_no_ops():
+    opts = G.loop_options(plan(dict(max_length=8, eos_token_id=None)), VOCAB)
+    assert opts["eos_token_ids"].tolist() == [VOCAB]  # an id no token has
+    assert (opts["temperature"], opts["top_k"], opts["top_p"], opts["repetition_penalty"]) == (1.0, VOCAB, 1.0, 1.0)
+    opts = G.loop_options(plan(dict(max_length=8, do_sample=True, top_k=5, temperature=0.5, length_penalty=2.0)), VOCAB)
+    assert (opts["temperature"], opts["top_k"], opts["eos_token_ids"].tolist()) == (0.5, 5, [2])
+    assert opts["length_penalty_table"][3] == np.float32(9.0)
+
+
+def test_generate_outputs_packs_results_as_asked():
+    classes = (lambda **f: ("greedy", f), lambda **f: ("beam", f))
+    greedy = plan(dict(max_length=8, return_dict_in_generate=True))
+    assert G.generate_outputs(plan(dict(max_length=8)).plan, greedy.config, classes, "ids") == "ids"
+    assert G.generate_outputs(greedy.plan, greedy.config, classes, "ids", "s") == ("greedy", dict(sequences="ids",
+                                                                                                 scores="s"))
+    beam = plan(dict(max_length=8, num_beams=2, return_dict_in_generate=True))
+    out = G.generate_outputs(beam.plan, beam.config, classes, "ids", None, "best", "bi")
+    assert out == ("beam", dict(sequences="ids", sequences_scores=None, scores=None, beam_indices="bi"))
+    scored = plan(dict(max_length=8, num_beams=2, return_dict_in_generate=True, output_scores=True))
+    out = G.generate_outputs(scored.plan, scored.config, classes, "ids", "s", "best", "bi")
+    assert out[1]["sequences_scores"] == "best"
+
+
+def test_build_processors_calls_each_class_with_its_options_in_order():
+    setup = plan(dict(max_length=8, repetition_penalty=1.5, bad_words_ids=[[7], [8, 9]], do_sample=True, top_k=4))
+    made = G.build_processors(setup.plan.processors, lambda name: (lambda **kw: (name, kw)), device="here")
+    # No min_length processor: min_length 0 bans nothing.
+    assert [name for name, _ in made] == ["RepetitionPenaltyLogitsProcessor", "NoBadWordsLogitsProcessor",
+                                          "TopKLogitsWarper"]
+    assert made[0][1] == {"penalty": 1.5} and made[2][1] == {"top_k": 4, "min_tokens_to_keep": 1}
+    bad = made[1][1]
+    assert bad["device"] == "here" and bad["single"].nonzero()[0].tolist() == [7]
+    np.testing.assert_array_equal(bad["groups"][0][0], [[8]])
+    assert G.apply_processors([lambda s, n, x: x + n, lambda s, n, x: x * 2], None, 3, 1) == 8

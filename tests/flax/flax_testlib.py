@@ -10,7 +10,8 @@ import pytest
 
 from encdec.conformance import tolerances
 from encdec.config import EncoderDecoderConfig
-from encdec.weights.names import expand_tied, init_weights, model_spec
+from encdec.weights.names import init_weights, model_spec
+from tiny_models import hf_model  # noqa: F401  (re-exported for the Flax tests)
 
 
 # The tests compile many small programs on a 2-core machine: LLVM's -O0 halves XLA's CPU compile
@@ -26,22 +27,6 @@ def flax_model(config: EncoderDecoderConfig, state: dict, dtype=None, compiler_o
     model = FlaxEncoderDecoderModel(config, dtype=dtype or jnp.float32, compiler_options=compiler_options)
     model.load_canonical_state(state)
     return model
-
-
-def hf_model(config: EncoderDecoderConfig, state: dict):
-    """transformers' PyTorch EncoderDecoderModel holding `state` (canonical names: its own state_dict's)."""
-    import torch
-    import transformers
-
-    model = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig.from_dict(config.to_dict()))
-    full = expand_tied(model_spec(config), state)
-    missing, unexpected = model.load_state_dict(
-        {k: torch.from_numpy(np.array(v)) for k, v in full.items()}, strict=False
-    )
-    # Only non-persistent buffers may be left to the model.
-    assert not unexpected, unexpected
-    assert all(k.endswith(("position_ids", "token_type_ids", ".attn.bias", ".masked_bias")) for k in missing), missing
-    return model.eval()
 
 
 def pt_model(config: EncoderDecoderConfig, state: dict, tmp_path):

@@ -42,7 +42,7 @@ def model():
 def test_beam_search_options_are_traced(model):
     g = golden("bert2bert")
     ids, mask = g["input_ids"], g["attention_mask"]
-    first = np.asarray(model.generate(ids, mask, max_length=10, num_beams=3))
+    first = np.asarray(model.generate(ids, mask, max_length=10, num_beams=3).sequences)
     outputs = []
     with count_compiles() as n:
         for options in (
@@ -51,7 +51,7 @@ def test_beam_search_options_are_traced(model):
             dict(eos_token_id=int(first[0, 2]), pad_token_id=7, min_length=4),
             dict(eos_token_id=None, decoder_start_token_id=5),
         ):
-            outputs.append(np.asarray(model.generate(ids, mask, max_length=10, num_beams=3, **options)))
+            outputs.append(np.asarray(model.generate(ids, mask, max_length=10, num_beams=3, **options).sequences))
     assert n[0] == 0, f"{n[0]} compilation(s) on calls that change no shape"
     # The options took effect: more rows, an earlier eos (pad after it), another start token.
     assert outputs[1].shape[0] == 3 * len(ids)
@@ -70,7 +70,7 @@ def test_sampling_options_are_traced(model):
             dict(temperature=1.0, top_k=0, top_p=0.5, min_length=6),
         )):
             samples.append(np.asarray(model.generate(ids, mask, max_length=9, do_sample=True,
-                                                     prng_key=jax.random.key(seed + 1), **options)))
+                                                     prng_key=jax.random.key(seed + 1), **options).sequences))
     assert n[0] == 0, f"{n[0]} compilation(s) on calls that change no shape"
     assert len({s.tobytes() for s in samples}) == 3
 

@@ -102,7 +102,8 @@ def test_unsigned_ids_are_ids(models):
     for dtype in (np.uint8, np.uint32, np.int16):
         got = model(ids.astype(dtype), mask.astype(dtype), decoder_input_ids=dids.astype(dtype)).logits
         np.testing.assert_array_equal(np.asarray(got), expected)
-    np.testing.assert_array_equal(np.asarray(model.generate(ids.astype(np.uint8), mask, max_length=12)), g["greedy"])
+    got = model.generate(ids.astype(np.uint8), mask, max_length=12).sequences
+    np.testing.assert_array_equal(np.asarray(got), g["greedy"])
 
 
 def test_special_tokens_outside_the_vocabulary(models, no_compute):

@@ -73,7 +73,7 @@ def test_logits_match_transformers(joined):
 @pytest.mark.slow
 def test_four_beams_match_transformers(joined):
     model, hf, _, ids, mask = joined
-    got = model.generate(ids, mask, num_beams=4, max_length=16)
+    got = model.generate(ids, mask, num_beams=4, max_length=16).sequences
     with torch.no_grad():
         ref = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), num_beams=4, max_length=16, **SPECIALS)
     assert_same_ids("minilm 4 beams", got, ref.numpy())

@@ -81,7 +81,7 @@ def test_generation_from_a_decoder_prompt():
     hf = hf_model(model.config, model.canonical_state())
     prompt = np.array([[0, 17, 23], [0, 1, 40], [0, 5, 1]])  # pad (1) inside: RoBERTa positions skip it
     options = dict(max_length=10, num_beams=2, decoder_start_token_id=0, pad_token_id=1, eos_token_id=2)
-    got = model.generate(g["input_ids"], g["attention_mask"], decoder_input_ids=prompt, **options)
+    got = model.generate(g["input_ids"], g["attention_mask"], decoder_input_ids=prompt, **options).sequences
     with torch.no_grad():
         ref = hf.generate(torch.tensor(g["input_ids"]), attention_mask=torch.tensor(g["attention_mask"]),
                           decoder_input_ids=torch.tensor(prompt), **options)
@@ -128,7 +128,8 @@ def test_bfloat16_computation():
     loss = model(g["input_ids"], g["attention_mask"], labels=g["labels"]).loss
     assert loss.dtype == jnp.float32  # the loss is computed in float32
     assert abs(float(loss) - float(g["loss"])) / float(g["loss"]) <= tolerances.BF16_LOSS_REL
-    assert_same_ids("bf16 greedy", model.generate(g["input_ids"], g["attention_mask"], max_length=12), g["greedy"])
+    got = model.generate(g["input_ids"], g["attention_mask"], max_length=12).sequences
+    assert_same_ids("bf16 greedy", got, g["greedy"])
 
 
 def test_generation_scores_match_transformers():

@@ -146,7 +146,7 @@ class Bundle:
 
     def flax_generate(self, **options):
         options = dict(dict(decoder_start_token_id=self.start, pad_token_id=self.pad), **options)
-        return np.asarray(self.flax.generate(self.ids, self.mask, **options))
+        return np.asarray(self.flax.generate(self.ids, self.mask, **options).sequences)
 
 
 @pytest.fixture(scope="module")
