@@ -21,7 +21,11 @@ FILES = (
     "gpt2.py",
     "encoder_decoder.py",
     "generation.py",
+    "pretrained.py",
 )
+# Not mirrored, each for its reason: pt/fast_linear.py (oneDNN, PyTorch on the CPU only), flax/training.py
+# (optax), and distributed.py in every port, whose public names follow each framework's own engine
+# (DDP/FSDP2, Keras distribution strategies, JAX meshes: docs/distributed.md).
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "encdec"
 SAME_METHOD = {"forward": "forward", "call": "forward", "__call__": "forward"}
 # Methods one port has because its framework's API asks for them, by (port, class).
@@ -31,7 +35,24 @@ PORT_ONLY = {
     ("flax", "EncoderDecoderModel"): {"decode"},
     # Keras' compile/fit/evaluate hooks and the SavedModel serving signature.
     ("tf", "EncoderDecoderModel"): {"compute_loss", "train_step", "test_step", "serving_generate_function"},
+    # Linen modules hold no params: the Flax architecture classes save params given or bound.
+    ("flax", "PreTrainedModel"): {"params"},
 }
+# Methods only the PyTorch port has, by class: transformers' PyTorch conveniences (`model.device`,
+# `model.dtype`; Keras layers and the Flax model have their own `dtype`), and gradient checkpointing,
+# which transformers' TF classes never had (the Flax model has it).
+PT_ONLY = {
+    "EncoderDecoderModel": {"tf": {"device", "dtype", "gradient_checkpointing_enable",
+                                   "gradient_checkpointing_disable", "is_gradient_checkpointing"},
+                            "flax": {"device", "dtype"}},
+}
+# Classes transformers named differently in one framework (transformers 4.57), by (port, name without
+# the prefix): the PyTorch port's name. The Flax BERT decoder is FlaxBertForCausalLM, where PyTorch and
+# TF have (TF)BertLMHeadModel.
+TRANSFORMERS_NAMES = {("flax", "BertForCausalLM"): "BertLMHeadModel"}
+# Classes only one port has, by (port, file), because transformers' API in that framework differs: its
+# Flax `generate` returned FlaxGreedySearchOutput, FlaxSampleOutput or FlaxBeamSearchOutput (4.57).
+PORT_ONLY_CLASSES = {("flax", "generation.py"): {"GreedySearchOutput", "SampleOutput", "BeamSearchOutput"}}
 HOOKS = {"__init__", "setup", "build", "get_config", "__post_init__", "compute_output_shape"}
 
 
@@ -55,7 +76,8 @@ def _outline(port: str, filename: str) -> list[tuple[str, str, tuple[str, ...]]]
                     and (not item.name.startswith("_") or item.name in SAME_METHOD)
                 }
             )
-            out.append(("class", _strip(node.name, prefix), tuple(methods)))
+            name = _strip(node.name, prefix)
+            out.append(("class", TRANSFORMERS_NAMES.get((port, name), name), tuple(methods)))
         elif isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
             out.append(("function", node.name, ()))
     return out
@@ -63,7 +85,8 @@ def _outline(port: str, filename: str) -> list[tuple[str, str, tuple[str, ...]]]
 
 @pytest.mark.parametrize("filename", FILES)
 def test_ports_define_the_same_classes_in_the_same_order(filename):
-    names = {port: [(kind, name) for kind, name, _ in _outline(port, filename)] for port in PORTS}
+    names = {port: [(kind, name) for kind, name, _ in _outline(port, filename)
+                    if name not in PORT_ONLY_CLASSES.get((port, filename), ())] for port in PORTS}
     assert names["tf"] == names["pt"], f"encdec/tf/{filename} does not mirror encdec/pt/{filename}"
     assert names["flax"] == names["pt"], f"encdec/flax/{filename} does not mirror encdec/pt/{filename}"
 
@@ -76,6 +99,7 @@ def test_mirrored_classes_have_the_same_public_methods(filename):
             got = methods[port].get(name)
             if got is not None:
                 got = tuple(m for m in got if m not in PORT_ONLY.get((port, name), ()))
+            expected = tuple(m for m in expected if m not in PT_ONLY.get(name, {}).get(port, ()))
             assert got == expected, (
                 f"{PORTS[port]}{name} in encdec/{port}/{filename} has methods {got}; "
                 f"expected the PyTorch port's {expected}"
@@ -90,6 +114,14 @@ def test_outline_sees_a_class_only_one_port_has(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     assert _outline("pt", "x.py") == [("class", "A", ("forward",))]
     assert _outline("tf", "x.py") == [("class", "A", ("forward",)), ("class", "B", ())]
+
+
+def test_outline_knows_transformers_per_framework_names(tmp_path, monkeypatch):
+    for port in PORTS:
+        (tmp_path / port).mkdir()
+    (tmp_path / "flax" / "x.py").write_text("class FlaxBertForCausalLM:\n    pass\nFlaxBertLMHeadModel = 1\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert _outline("flax", "x.py") == [("class", "BertLMHeadModel", ())]
 
 
 # -- the port contract -------------------------------------------------------------------------
@@ -227,3 +259,37 @@ def test_the_cache_is_the_same_nest_in_every_port():
     assert logits == (2, 2, config.decoder.vocab_size) and stepped["index"] == 2
     for port, outline in outlines.items():
         assert outline == outlines[first], f"{port}'s cache {outline} differs from {first}'s {outlines[first]}"
+
+
+# -- the architecture classes' transformers methods ------------------------------------------
+
+ARCHITECTURES = ("BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "BertGenerationEncoder",
+                 "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel")
+# Methods of transformers' model classes that the architecture classes have, where a port has them.
+ARCHITECTURE_METHODS = ("get_input_embeddings", "gradient_checkpointing_enable", "gradient_checkpointing_disable",
+                        "is_gradient_checkpointing")
+# What a port lacks, by port: transformers' TF classes had no gradient checkpointing, and neither has
+# the TF port.
+ARCHITECTURE_LACKS = {
+    "tf": {"gradient_checkpointing_enable", "gradient_checkpointing_disable", "is_gradient_checkpointing"},
+}
+
+
+def _architecture_class(port: str, name: str):
+    pt_to_port = {v: k for (p, k), v in TRANSFORMERS_NAMES.items() if p == port}
+    return getattr(importlib.import_module(f"encdec.{port}"), PORTS[port] + pt_to_port.get(name, name))
+
+
+@pytest.mark.parametrize("port", list(PORTS))
+def test_architecture_classes_have_transformers_methods(port):
+    missing = [m for m in FRAMEWORKS[port] if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{port}: {', '.join(missing)} not installed")
+    expected = [m for m in ARCHITECTURE_METHODS if m not in ARCHITECTURE_LACKS.get(port, ())]
+    lacking = sorted(ARCHITECTURE_LACKS.get(port, ()))
+    for name in ARCHITECTURES:
+        cls = _architecture_class(port, name)
+        assert [m for m in expected if not hasattr(cls, m)] == [], f"{cls.__name__} lacks transformers' methods"
+        assert [m for m in lacking if hasattr(cls, m)] == [], (
+            f"{cls.__name__} has {lacking}; remove them from ARCHITECTURE_LACKS[{port!r}]"
+        )

@@ -1,6 +1,9 @@
-"""The JAX / Flax port: Linen modules and `FlaxEncoderDecoderModel`. Imports only JAX, Flax and optax."""
+"""The JAX / Flax port: Linen modules and `FlaxEncoderDecoderModel`, named as in transformers' Flax classes.
 
-from .bert import FlaxBertLMHeadModel, FlaxBertModel
+Imports only JAX, Flax and optax.
+"""
+
+from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .encoder_decoder import FlaxEncoderDecoderModel, shift_tokens_right
 from .gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
@@ -8,9 +11,9 @@ from .roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
 from .training import loss_fn, make_train_step, train_step
 
 __all__ = [
+    "FlaxBertForCausalLM",
     "FlaxBertGenerationDecoder",
     "FlaxBertGenerationEncoder",
-    "FlaxBertLMHeadModel",
     "FlaxBertModel",
     "FlaxEncoderDecoderModel",
     "FlaxGPT2LMHeadModel",

@@ -1,5 +1,5 @@
 """BERT as Linen modules: the encoder (`FlaxBertModel`) and the decoder with cross-attention
-and LM head (`FlaxBertLMHeadModel`). RoBERTa and BertGeneration reuse this body.
+and LM head (`FlaxBertForCausalLM`, transformers' Flax name). RoBERTa and BertGeneration reuse this body.
 
 Parameter paths are the Flax names of `encdec.weights.names` (transformers'
 flax_model.msgpack layout): `embeddings/word_embeddings/embedding`,
@@ -21,20 +21,23 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ..config import ArchConfig
 from ..errors import ConfigError
+from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    CausalLMOutput,
     _attend,
+    _causal_lm_output,
     _check_stack_inputs,
     _fold_beams_attend,
+    _GradientCheckpointing,
     _heads_first,
+    _layer_class,
+    _run_layers,
     attention_bias,
     causal_bias,
 )
@@ -51,11 +54,14 @@ class FlaxBertEmbeddings(nn.Module):
     config: ArchConfig
     dtype: Any = jnp.float32
 
+    has_token_types = True
+
     def setup(self):
         cfg = self.config
         self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype)
         self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=self.dtype)
-        self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=self.dtype)
+        if self.has_token_types:
+            self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=self.dtype)
         self.LayerNorm = _layer_norm(cfg, self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
@@ -190,19 +196,8 @@ class FlaxBertIntermediate(nn.Module):
         return ACT2FN[self.config.hidden_act](self.dense(hidden_states))
 
 
-class FlaxBertOutput(nn.Module):
-    config: ArchConfig
-    dtype: Any = jnp.float32
-
-    def setup(self):
-        cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype)
-        self.LayerNorm = _layer_norm(cfg, self.dtype)
-        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
-
-    def __call__(self, hidden_states, input_tensor, deterministic=True):
-        hidden_states = self.dropout(self.dense(hidden_states), deterministic=deterministic)
-        return self.LayerNorm(hidden_states + input_tensor)
+class FlaxBertOutput(FlaxBertSelfOutput):
+    """The feed-forward's output: FlaxBertSelfOutput's computation (Dense infers the intermediate width)."""
 
 
 class FlaxBertLayer(nn.Module):
@@ -269,10 +264,12 @@ class _FlaxBertLayerCollection(nn.Module):
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     def setup(self):
+        layer_class = _layer_class(FlaxBertLayer, self.gradient_checkpointing)
         n = self.config.num_hidden_layers
-        self.layers = [FlaxBertLayer(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
+        self.layers = [layer_class(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
 
 
 class FlaxBertEncoder(nn.Module):
@@ -280,9 +277,10 @@ class FlaxBertEncoder(nn.Module):
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     def setup(self):
-        self.layer = _FlaxBertLayerCollection(self.config, self.dtype)
+        self.layer = _FlaxBertLayerCollection(self.config, self.dtype, self.gradient_checkpointing)
 
     def _cross_key_values(self, encoder_hidden_states):
         return [layer._cross_key_value(encoder_hidden_states) for layer in self.layer.layers]
@@ -299,30 +297,9 @@ class FlaxBertEncoder(nn.Module):
         deterministic=True,
     ):
         """-> (hidden [B, T, H], all hidden states, self-attention probs, cross-attention probs, new cache layers)."""
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_self = () if output_attentions else None
-        has_cross = encoder_hidden_states is not None or cache is not None
-        all_cross = () if output_attentions and has_cross else None
-        new_layers = []
-        for i, layer in enumerate(self.layer.layers):
-            hidden_states, self_probs, cross_probs, new_layer_cache = layer(
-                hidden_states,
-                attention_bias,
-                encoder_hidden_states,
-                encoder_bias,
-                layer_cache=None if cache is None else cache["layers"][i],
-                cache_index=None if cache is None else cache["index"],
-                output_attentions=output_attentions,
-                deterministic=deterministic,
-            )
-            new_layers.append(new_layer_cache)
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            if output_attentions:
-                all_self += (self_probs,)
-                if all_cross is not None:
-                    all_cross += (cross_probs,)
-        return hidden_states, all_hidden, all_self, all_cross, tuple(new_layers)
+        return _run_layers(self.layer.layers, hidden_states, attention_bias, encoder_hidden_states, encoder_bias,
+                           cache, None if cache is None else cache["index"], output_attentions, output_hidden_states,
+                           deterministic)
 
 
 class FlaxBertPooler(nn.Module):
@@ -388,7 +365,7 @@ class FlaxBertOnlyMLMHead(nn.Module):
         return self.predictions(hidden_states, shared_embedding)
 
 
-class FlaxBertModel(nn.Module):
+class FlaxBertModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     """BERT body: embeddings, layers, and (as an encoder) the pooler.
 
     With `config.is_decoder` the self-attention is causal, a cache may be given,
@@ -398,6 +375,7 @@ class FlaxBertModel(nn.Module):
     config: ArchConfig
     dtype: Any = jnp.float32
     add_pooling_layer: bool = True
+    gradient_checkpointing: bool = False
 
     embeddings_class = FlaxBertEmbeddings
     has_token_types = True
@@ -405,7 +383,7 @@ class FlaxBertModel(nn.Module):
     def setup(self):
         cfg = self.config
         self.embeddings = self.embeddings_class(cfg, self.dtype)
-        self.encoder = FlaxBertEncoder(cfg, self.dtype)
+        self.encoder = FlaxBertEncoder(cfg, self.dtype, self.gradient_checkpointing)
         if self.add_pooling_layer and not cfg.is_decoder:
             self.pooler = FlaxBertPooler(cfg, self.dtype)
 
@@ -414,11 +392,6 @@ class FlaxBertModel(nn.Module):
 
     def _cross_key_values(self, encoder_hidden_states):
         return self.encoder._cross_key_values(encoder_hidden_states)
-
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
-        """Shapes and dtypes always; id ranges when the arrays are concrete (not traced)."""
-        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
-                            cache_length)
 
     def _self_attention_bias(self, attention_mask, length, past_length, cache_length):
         """`[B or 1, 1, T, K]` float32 bias (K = T, or the cache length), or None."""
@@ -444,7 +417,9 @@ class FlaxBertModel(nn.Module):
         cache = past_key_values if self.config.is_decoder else None
         past_length = 0 if cache is None else cache["index"]
         cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
-        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
+        # Shapes and dtypes always; id ranges when the arrays are concrete (not traced).
+        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
+                            cache_length)
         length = input_ids.shape[1]
         if self.has_token_types:
             hidden = self.embeddings(input_ids, token_type_ids, position_ids, past_length, deterministic=deterministic)
@@ -474,16 +449,18 @@ class FlaxBertModel(nn.Module):
         )
 
 
-class FlaxBertLMHeadModel(nn.Module):
+class FlaxBertForCausalLM(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     base_model_prefix = "bert"
 
     def setup(self):
-        self.bert = FlaxBertModel(self.config, self.dtype, add_pooling_layer=False)
+        self.bert = FlaxBertModel(self.config, self.dtype, add_pooling_layer=False,
+                                  gradient_checkpointing=self.gradient_checkpointing)
         self.cls = FlaxBertOnlyMLMHead(self.config, self.dtype)
 
     @property
@@ -522,43 +499,8 @@ class FlaxBertLMHeadModel(nn.Module):
         deterministic=True,
     ):
         out = self.base_model(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            encoder_hidden_states,
-            encoder_attention_mask,
-            past_key_values=past_key_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            deterministic=deterministic,
+            input_ids, attention_mask, token_type_ids, position_ids, encoder_hidden_states, encoder_attention_mask,
+            past_key_values=past_key_values, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, deterministic=deterministic,
         )
         return _causal_lm_output(self, out, labels)
-
-
-def _cross_entropy(logits, labels):
-    """Mean cross-entropy over the labels that are not -100, in float32 (NaN when none counts)."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    keep = labels != -100
-    picked = jnp.take_along_axis(log_probs, jnp.where(keep, labels, 0)[..., None], axis=-1)[..., 0]
-    return -jnp.sum(jnp.where(keep, picked, 0.0)) / jnp.sum(keep)
-
-
-def _causal_lm_loss(logits, labels):
-    """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
-    shifted = jnp.concatenate([labels[:, 1:], jnp.full_like(labels[:, :1], -100)], axis=1)  # [B, T]
-    return _cross_entropy(logits, shifted)
-
-
-def _causal_lm_output(model, base_output, labels):
-    """A decoder's output from its base model's: logits, the loss when `labels` are given,
-    and the base outputs."""
-    logits = model.compute_logits(base_output.last_hidden_state)
-    return CausalLMOutput(
-        loss=None if labels is None else _causal_lm_loss(logits, labels),
-        logits=logits,
-        past_key_values=base_output.past_key_values,
-        hidden_states=base_output.hidden_states,
-        attentions=base_output.attentions,
-        cross_attentions=base_output.cross_attentions,
-    )

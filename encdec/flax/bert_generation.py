@@ -8,27 +8,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import ArchConfig
-from .bert import FlaxBertLMHeadModel, FlaxBertModel, _layer_norm, _output_projection
+from .bert import FlaxBertEmbeddings, FlaxBertForCausalLM, FlaxBertModel, _output_projection
 
 
-class FlaxBertGenerationEmbeddings(nn.Module):
+class FlaxBertGenerationEmbeddings(FlaxBertEmbeddings):
     """Word + absolute position embeddings, then LayerNorm and dropout."""
 
-    config: ArchConfig
-    dtype: Any = jnp.float32
-
-    def setup(self):
-        cfg = self.config
-        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype)
-        self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=self.dtype)
-        self.LayerNorm = _layer_norm(cfg, self.dtype)
-        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+    has_token_types = False
 
     def __call__(self, input_ids, position_ids=None, past_length=0, deterministic=True):
-        if position_ids is None:
-            # Positions past_length .. past_length + T - 1: [1, T], broadcast over the batch.
-            position_ids = (past_length + jnp.arange(input_ids.shape[1]))[None, :]
-        embeddings = self.word_embeddings(input_ids.astype("i4")) + self.position_embeddings(position_ids.astype("i4"))
+        embeddings = self.word_embeddings(input_ids.astype("i4"))
+        embeddings = embeddings + self._position_embeddings(input_ids, position_ids, past_length)
         return self.dropout(self.LayerNorm(embeddings), deterministic=deterministic)
 
 
@@ -55,11 +45,12 @@ class FlaxBertGenerationEncoder(FlaxBertModel):
     has_token_types = False
 
 
-class FlaxBertGenerationDecoder(FlaxBertLMHeadModel):
+class FlaxBertGenerationDecoder(FlaxBertForCausalLM):
     base_model_prefix = "bert"
 
     def setup(self):
-        self.bert = FlaxBertGenerationEncoder(self.config, self.dtype)
+        self.bert = FlaxBertGenerationEncoder(self.config, self.dtype,
+                                              gradient_checkpointing=self.gradient_checkpointing)
         self.lm_head = FlaxBertGenerationOnlyLMHead(self.config, self.dtype)
 
     def get_output_embeddings(self):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from .. import inputs
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 
 def _gelu(x):
@@ -135,6 +136,61 @@ def _reorder_cache(cache: dict, rows) -> dict:
     return dict(cache, encoder_attention_mask=mask, layers=layers)
 
 
+class _GradientCheckpointing:
+    """transformers' gradient checkpointing switches for a Linen model with a `gradient_checkpointing`
+    field: its layer stacks wrap each layer in `nn.remat`, so backward recomputes what the layer
+    computed instead of keeping it. Linen modules are immutable: the switches return the model
+    with the field set (same parameters), as transformers' Flax classes rebuilt their module."""
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None):
+        if gradient_checkpointing_kwargs:
+            raise ConfigError(
+                f"gradient_checkpointing_kwargs {gradient_checkpointing_kwargs!r} given to a Flax model; "
+                "expected None (the layers are wrapped in nn.remat with its defaults)"
+            )
+        return self.clone(gradient_checkpointing=True)
+
+    def gradient_checkpointing_disable(self):
+        return self.clone(gradient_checkpointing=False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.gradient_checkpointing
+
+
+def _layer_class(cls, gradient_checkpointing: bool):
+    """`cls` (a BERT layer or GPT-2 block), wrapped in `nn.remat` when checkpointing. Its flags
+    `output_attentions` and `deterministic` (arguments 7 and 8, counting self) stay Python values."""
+    return nn.remat(cls, static_argnums=(7, 8)) if gradient_checkpointing else cls
+
+
+def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, encoder_bias, cache, cache_index,
+                output_attentions, output_hidden_states, deterministic):
+    """Run BERT layers or GPT-2 blocks in turn -> (hidden `[B, T, H]`, all hidden states (the input
+    and each layer's output), self-attention probs, cross-attention probs, new cache layers).
+
+    Arguments go to the layers by position, as `nn.remat`'s static arguments must.
+    """
+    all_hidden = (hidden_states,) if output_hidden_states else None
+    all_self = () if output_attentions else None
+    has_cross = encoder_hidden_states is not None or cache is not None
+    all_cross = () if output_attentions and has_cross else None
+    new_layers = []
+    for i, layer in enumerate(layers):
+        hidden_states, self_probs, cross_probs, new_layer_cache = layer(
+            hidden_states, attention_bias, encoder_hidden_states, encoder_bias,
+            None if cache is None else cache["layers"][i], cache_index, output_attentions, deterministic,
+        )
+        new_layers.append(new_layer_cache)
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+        if output_attentions:
+            all_self += (self_probs,)
+            if all_cross is not None:
+                all_cross += (cross_probs,)
+    return hidden_states, all_hidden, all_self, all_cross, tuple(new_layers)
+
+
 @struct.dataclass
 class BaseModelOutput:
     """A body's outputs (a pytree, so it passes through `jax.jit`); decoders fill the cache and cross-attention fields."""
@@ -178,6 +234,33 @@ class Seq2SeqLMOutput:
         """transformers 5 names `past_key_values` `cache`."""
         return self.past_key_values
 
+
+def _cross_entropy(logits, labels):
+    """Mean cross-entropy over the labels that are not -100, in float32 (NaN when none counts)."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    keep = labels != -100
+    picked = jnp.take_along_axis(log_probs, jnp.where(keep, labels, 0)[..., None], axis=-1)[..., 0]
+    return -jnp.sum(jnp.where(keep, picked, 0.0)) / jnp.sum(keep)
+
+
+def _causal_lm_loss(logits, labels):
+    """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
+    shifted = jnp.concatenate([labels[:, 1:], jnp.full_like(labels[:, :1], -100)], axis=1)  # [B, T]
+    return _cross_entropy(logits, shifted)
+
+
+def _causal_lm_output(model, base_output, labels):
+    """A decoder's output from its base model's: logits, the loss when `labels` are given,
+    and the base outputs."""
+    logits = model.compute_logits(base_output.last_hidden_state)
+    return CausalLMOutput(
+        loss=None if labels is None else _causal_lm_loss(logits, labels),
+        logits=logits,
+        past_key_values=base_output.past_key_values,
+        hidden_states=base_output.hidden_states,
+        attentions=base_output.attentions,
+        cross_attentions=base_output.cross_attentions,
+    )
 
 def _is_concrete(x) -> bool:
     return x is not None and not isinstance(x, jax.core.Tracer)

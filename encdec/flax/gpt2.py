@@ -15,14 +15,19 @@ from jax import lax
 
 from ..config import ArchConfig
 from ..errors import InputError
-from .bert import _causal_lm_output, _layer_norm
+from .bert import _layer_norm
+from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
     BaseModelOutput,
     _attend,
+    _causal_lm_output,
     _check_stack_inputs,
     _fold_beams_attend,
+    _GradientCheckpointing,
     _heads_first,
+    _layer_class,
+    _run_layers,
     attention_bias,
     causal_bias,
 )
@@ -188,25 +193,27 @@ class _FlaxGPT2BlockCollection(nn.Module):
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     def setup(self):
-        self.blocks = [
-            FlaxGPT2Block(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(self.config.n_layer)
-        ]
+        block_class = _layer_class(FlaxGPT2Block, self.gradient_checkpointing)
+        n = self.config.n_layer
+        self.blocks = [block_class(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
 
 
-class FlaxGPT2Model(nn.Module):
+class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     """GPT-2 body: token + position embeddings, causal blocks, final LayerNorm."""
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     def setup(self):
         cfg = self.config
         self.wte = nn.Embed(cfg.vocab_size, cfg.n_embd, dtype=self.dtype)
         self.wpe = nn.Embed(cfg.n_positions, cfg.n_embd, dtype=self.dtype)
         self.drop = nn.Dropout(rate=cfg.embd_pdrop)
-        self.h = _FlaxGPT2BlockCollection(cfg, self.dtype)
+        self.h = _FlaxGPT2BlockCollection(cfg, self.dtype, self.gradient_checkpointing)
         self.ln_f = _layer_norm(cfg, self.dtype)
 
     def get_input_embeddings(self):
@@ -214,11 +221,6 @@ class FlaxGPT2Model(nn.Module):
 
     def _cross_key_values(self, encoder_hidden_states):
         return [block._cross_key_value(encoder_hidden_states) for block in self.h.blocks]
-
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length):
-        """Shapes and dtypes always; id ranges when the arrays are concrete (not traced)."""
-        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
-                            cache_length)
 
     def __call__(
         self,
@@ -236,7 +238,9 @@ class FlaxGPT2Model(nn.Module):
         cache = past_key_values
         past_length = 0 if cache is None else cache["index"]
         cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
-        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
+        # Shapes and dtypes always; id ranges when the arrays are concrete (not traced).
+        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
+                            cache_length)
         length = input_ids.shape[1]
         if position_ids is None:
             position_ids = (past_length + jnp.arange(length))[None, :]  # [1, T]
@@ -249,33 +253,15 @@ class FlaxGPT2Model(nn.Module):
         bias = causal_bias(length, key_length, past_length, attention_mask, self.dtype)
         encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
 
-        all_hidden = () if output_hidden_states else None
-        all_self = () if output_attentions else None
-        has_cross = encoder_hidden_states is not None or cache is not None
-        all_cross = () if output_attentions and has_cross else None
-        new_layers = []
-        for i, block in enumerate(self.h.blocks):
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, self_probs, cross_probs, new_layer_cache = block(
-                hidden,
-                bias,
-                encoder_hidden_states,
-                encoder_bias,
-                layer_cache=None if cache is None else cache["layers"][i],
-                cache_index=past_length,
-                output_attentions=output_attentions,
-                deterministic=deterministic,
-            )
-            new_layers.append(new_layer_cache)
-            if output_attentions:
-                all_self += (self_probs,)
-                if all_cross is not None:
-                    all_cross += (cross_probs,)
+        hidden, all_hidden, all_self, all_cross, new_layers = _run_layers(
+            self.h.blocks, hidden, bias, encoder_hidden_states, encoder_bias, cache, past_length, output_attentions,
+            output_hidden_states, deterministic,
+        )
         hidden = self.ln_f(hidden)
         if output_hidden_states:
-            all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
-        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=tuple(new_layers))
+            # transformers takes the last hidden state after ln_f, in place of the last block's output
+            all_hidden = all_hidden[:-1] + (hidden,)
+        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=new_layers)
         return BaseModelOutput(
             last_hidden_state=hidden,
             past_key_values=new_cache,
@@ -285,16 +271,17 @@ class FlaxGPT2Model(nn.Module):
         )
 
 
-class FlaxGPT2LMHeadModel(nn.Module):
+class FlaxGPT2LMHeadModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     """GPT-2 with its LM head (no bias), tied to the token embeddings."""
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     base_model_prefix = "transformer"
 
     def setup(self):
-        self.transformer = FlaxGPT2Model(self.config, self.dtype)
+        self.transformer = FlaxGPT2Model(self.config, self.dtype, self.gradient_checkpointing)
         if not self.config.tie_word_embeddings:
             self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype)
 
@@ -333,15 +320,8 @@ class FlaxGPT2LMHeadModel(nn.Module):
         deterministic=True,
     ):
         out = self.transformer(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            encoder_hidden_states,
-            encoder_attention_mask,
-            past_key_values=past_key_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            deterministic=deterministic,
+            input_ids, attention_mask, token_type_ids, position_ids, encoder_hidden_states, encoder_attention_mask,
+            past_key_values=past_key_values, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, deterministic=deterministic,
         )
         return _causal_lm_output(self, out, labels)

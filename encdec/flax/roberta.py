@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import ArchConfig
-from .bert import FlaxBertEmbeddings, FlaxBertLMHeadModel, FlaxBertModel, _layer_norm, _output_projection
+from .bert import FlaxBertEmbeddings, FlaxBertForCausalLM, FlaxBertModel, _layer_norm, _output_projection
 from .common import ACT2FN
 
 
@@ -52,11 +52,12 @@ class FlaxRobertaModel(FlaxBertModel):
     embeddings_class = FlaxRobertaEmbeddings
 
 
-class FlaxRobertaForCausalLM(FlaxBertLMHeadModel):
+class FlaxRobertaForCausalLM(FlaxBertForCausalLM):
     base_model_prefix = "roberta"
 
     def setup(self):
-        self.roberta = FlaxRobertaModel(self.config, self.dtype, add_pooling_layer=False)
+        self.roberta = FlaxRobertaModel(self.config, self.dtype, add_pooling_layer=False,
+                                        gradient_checkpointing=self.gradient_checkpointing)
         self.lm_head = FlaxRobertaLMHead(self.config, self.dtype)
 
     def get_output_embeddings(self):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -18,19 +17,24 @@ from ..inputs import check_stack_inputs
 from .common import (
     ACT2FN,
     BaseModelOutput,
-    CausalLMOutput,
     _attend,
+    _causal_lm_output,
+    _checkpointing,
     _close_cache,
     _cross_keys_values,
+    _decoder_self_bias,
+    _encoder_bias,
     _fold_beams_attend,
+    _GradientCheckpointing,
     _host,
     _index,
     _open_cache,
     _padding_bias,
+    _run_layers,
     _write_self_cache,
-    causal_bias,
 )
 from .fast_linear import Linear
+from .pretrained import PreTrainedModel
 
 
 def _padding_idx(config) -> Optional[int]:
@@ -48,13 +52,16 @@ def _padding_idx(config) -> Optional[int]:
 class BertEmbeddings(nn.Module):
     """Word + token type + absolute position embeddings, then LayerNorm and dropout."""
 
+    has_token_types = True
+
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
         h = config.hidden_size
         self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=_padding_idx(config))
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        if self.has_token_types:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -85,6 +92,7 @@ class BertSelfAttention(nn.Module):
 
     def __init__(self, config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
         super().__init__()
+        self.config = config  # shared with the joined model's: attn_implementation is read at call time
         h = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = h // self.num_heads
@@ -104,6 +112,10 @@ class BertSelfAttention(nn.Module):
     def _cross_key_value(self, encoder_hidden_states):
         """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
         return self._heads(self.key(encoder_hidden_states)), self._heads(self.value(encoder_hidden_states))
+
+    @property
+    def _eager(self) -> bool:
+        return getattr(self.config, "_attn_implementation", None) == "eager"
 
     def forward(
         self,
@@ -127,16 +139,19 @@ class BertSelfAttention(nn.Module):
         if key.shape[0] != b:
             out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
         else:
-            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions)
+            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions,
+                                 self._eager)
         return out.transpose(1, 2).reshape(b, t, -1), probs  # [B, T, H*D]
 
 
 class BertSelfOutput(nn.Module):
     """Output projection, dropout, residual, LayerNorm (post-LN)."""
 
+    in_features = "hidden_size"  # the config field of the projection's input width
+
     def __init__(self, config) -> None:
         super().__init__()
-        self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(getattr(config, self.in_features), config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -175,15 +190,10 @@ class BertIntermediate(nn.Module):
         return self.act(self.dense(hidden_states))
 
 
-class BertOutput(nn.Module):
-    def __init__(self, config) -> None:
-        super().__init__()
-        self.dense = Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+class BertOutput(BertSelfOutput):
+    """The feed-forward's output: BertSelfOutput's computation, from the intermediate width."""
 
-    def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+    in_features = "intermediate_size"
 
 
 class BertLayer(nn.Module):
@@ -230,6 +240,8 @@ class BertEncoder(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.layer = nn.ModuleList([BertLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False  # set through the model's gradient_checkpointing_enable
+        self._gradient_checkpointing_func = None
 
     def forward(
         self,
@@ -244,22 +256,8 @@ class BertEncoder(nn.Module):
         past_length: int = 0,
     ):
         """`cache`: a list of per-layer cache entries (see `_open_cache`), written in place, or None."""
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_self = () if output_attentions else None
-        cross = encoder_hidden_states is not None or (cache is not None and cache[0]["cross_key"] is not None)
-        all_cross = () if output_attentions and cross else None
-        for i, layer in enumerate(self.layer):
-            hidden_states, self_probs, cross_probs = layer(
-                hidden_states, attention_bias, is_causal, encoder_hidden_states, encoder_bias,
-                cache[i] if cache is not None else None, output_attentions, past_length,
-            )
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            if output_attentions:
-                all_self += (self_probs,)
-                if all_cross is not None:
-                    all_cross += (cross_probs,)
-        return hidden_states, all_hidden, all_self, all_cross
+        return _run_layers(self, self.layer, hidden_states, attention_bias, is_causal, encoder_hidden_states,
+                           encoder_bias, cache, output_attentions, output_hidden_states, past_length)
 
 
 class BertPooler(nn.Module):
@@ -306,7 +304,7 @@ class BertOnlyMLMHead(nn.Module):
         return self.predictions(hidden_states)
 
 
-class BertModel(nn.Module):
+class BertModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
     """BERT body: embeddings, layers, and (as an encoder) the pooler.
 
     With `config.is_decoder` the self-attention is causal, a cache may be used,
@@ -330,14 +328,7 @@ class BertModel(nn.Module):
         """(bias, is_causal) of the self-attention."""
         if not self.config.is_decoder:
             return _padding_bias(attention_mask, dtype), False
-        if attention_mask is not None and bool(attention_mask.all()):
-            attention_mask = None  # no padding: the plain causal pattern
-        if attention_mask is None:
-            if past_length == 0 and length > 1:
-                return None, True  # plain causal: let SDPA build it
-            if length == 1:
-                return None, False  # one new token attends every cached one
-        return causal_bias(length, past_length + length, past_length, attention_mask, dtype, device), False
+        return _decoder_self_bias(attention_mask, length, past_length, dtype, device)
 
     def forward(
         self,
@@ -355,6 +346,7 @@ class BertModel(nn.Module):
     ):
         cfg = self.config
         use_cache = bool(cfg.is_decoder and (cfg.use_cache if use_cache is None else use_cache))
+        use_cache = use_cache and not _checkpointing(self.encoder)  # as transformers: no cache while recomputing
         past = past_key_values if cfg.is_decoder else None
         past_length, cache = _open_cache(past, cfg.num_hidden_layers, use_cache)
         check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask,
@@ -369,14 +361,8 @@ class BertModel(nn.Module):
             hidden = self.embeddings(input_ids, position_ids, past_length)
         dtype = hidden.dtype
         bias, is_causal = self._self_attention_bias(attention_mask, length, past_length, dtype, hidden.device)
-        encoder_bias = None
-        if encoder_attention_mask is not None:
-            # A 4D mask is an additive bias already (generate prepares it once).
-            encoder_bias = (
-                encoder_attention_mask if encoder_attention_mask.dim() == 4 else _padding_bias(encoder_attention_mask, dtype)
-            )
         hidden, all_hidden, all_self, all_cross = self.encoder(
-            hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache, output_attentions, output_hidden_states,
+            hidden, bias, is_causal, encoder_hidden_states, _encoder_bias(encoder_attention_mask, dtype), cache, output_attentions, output_hidden_states,
             past_length,
         )
         pooled = self.pooler(hidden) if self.pooler is not None else None
@@ -391,32 +377,7 @@ class BertModel(nn.Module):
         return out if return_dict else out.to_tuple()
 
 
-def _causal_lm_loss(logits, labels):
-    """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
-    # [B, T] -> [B, T] shifted left, the last position gets -100
-    shifted = F.pad(labels.long(), (0, 1), value=-100)[:, 1:]
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
-
-
-def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_dict: bool):
-    """A decoder's output from its base model's: logits of the last `logits_to_keep`
-    positions (all when 0), the loss when `labels` are given, and the base outputs."""
-    hidden = base_output.last_hidden_state
-    if logits_to_keep:
-        hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
-    logits = model.compute_logits(hidden)
-    result = CausalLMOutput(
-        loss=_causal_lm_loss(logits, labels) if labels is not None else None,
-        logits=logits,
-        past_key_values=base_output.past_key_values,
-        hidden_states=base_output.hidden_states,
-        attentions=base_output.attentions,
-        cross_attentions=base_output.cross_attentions,
-    )
-    return result if return_dict else result.to_tuple()
-
-
-class BertLMHeadModel(nn.Module):
+class BertLMHeadModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
     base_model_prefix = "bert"
@@ -459,17 +420,10 @@ class BertLMHeadModel(nn.Module):
         logits_to_keep: int = 0,
         return_dict: bool = True,
     ):
-        kwargs = dict(
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
+        out = self.base_model(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        out = self.base_model(input_ids, **kwargs)
         return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

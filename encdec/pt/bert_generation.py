@@ -5,32 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bert import BertLMHeadModel, BertModel, _padding_idx
+from .bert import BertEmbeddings, BertLMHeadModel, BertModel
 from .fast_linear import Linear
 
 
-class BertGenerationEmbeddings(nn.Module):
+class BertGenerationEmbeddings(BertEmbeddings):
     """Word + absolute position embeddings, then LayerNorm and dropout."""
 
-    def __init__(self, config) -> None:
-        super().__init__()
-        self.config = config
-        h = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=_padding_idx(config))
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
-        self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def _position_limit(self) -> int:
-        return self.config.max_position_embeddings
+    has_token_types = False
 
     def forward(self, input_ids, position_ids=None, past_length: int = 0):
-        embeddings = self.word_embeddings(input_ids)
-        if position_ids is None:
-            # Positions past_length .. past_length + T - 1: [T, H], broadcast over the batch.
-            embeddings = embeddings + self.position_embeddings.weight[past_length : past_length + input_ids.shape[1]]
-        else:
-            embeddings = embeddings + self.position_embeddings(position_ids)
+        embeddings = self.word_embeddings(input_ids) + self._position_embeddings(input_ids, position_ids, past_length)
         return self.dropout(self.LayerNorm(embeddings))
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
 from ..inputs import check_ids
@@ -98,13 +100,14 @@ def softmax_float32(scores: torch.Tensor, bias: Optional[torch.Tensor] = None, d
     return torch.softmax(scores, dim=-1).to(out_dtype)
 
 
-def _attend(query, key, value, bias, scale, dropout_p=0.0, is_causal=False, need_weights=False):
+def _attend(query, key, value, bias, scale, dropout_p=0.0, is_causal=False, need_weights=False, eager=False):
     """Multi-head attention over `[B, H, T, D]` queries and `[B, H, K, D]` keys/values -> `[B, H, T, D]`.
 
-    Without `need_weights` this is `scaled_dot_product_attention`; with it the
-    weights are computed explicitly (float32 softmax) and returned too.
+    Without `need_weights` or `eager` (`attn_implementation="eager"`) this is
+    `scaled_dot_product_attention`; otherwise the weights are computed explicitly
+    (float32 softmax), and returned too when `need_weights`.
     """
-    if not need_weights:
+    if not (need_weights or eager):
         out = F.scaled_dot_product_attention(
             query, key, value, attn_mask=bias, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
@@ -123,7 +126,7 @@ def _attend(query, key, value, bias, scale, dropout_p=0.0, is_causal=False, need
         # transformers' SDPA path gives it; the additive bias alone would average every value.
         alive = bias.amax(dim=-1, keepdim=True) > torch.finfo(bias.dtype).min  # [B, 1, T, 1]
         out = out.masked_fill(~alive, 0.0)
-    return out, probs
+    return out, probs if need_weights else None
 
 
 def _fold_beams_attend(query, key, value, bias, scale, need_weights=False):
@@ -213,6 +216,86 @@ def _close_cache(layers: list, past_length: int, length: int, encoder_attention_
     return {"index": past_length + length, "encoder_attention_mask": mask, "layers": tuple(layers)}
 
 
+def _decoder_self_bias(attention_mask, length: int, past_length: int, dtype, device):
+    """(bias, is_causal) of a decoder's self-attention over `past_length` cached and `length` new tokens."""
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None  # no padding: the plain causal pattern
+    if attention_mask is None:
+        if past_length == 0 and length > 1:
+            return None, True  # plain causal: let SDPA build it
+        if length == 1:
+            return None, False  # one new token attends every cached one
+    return causal_bias(length, past_length + length, past_length, attention_mask, dtype, device), False
+
+
+def _encoder_bias(encoder_attention_mask, dtype):
+    """The cross-attention bias: a 4D mask is an additive bias already (generate prepares it once);
+    a `[B, S]` mask becomes `[B, 1, 1, S]`, or None when nothing is masked."""
+    if encoder_attention_mask is None or encoder_attention_mask.dim() == 4:
+        return encoder_attention_mask
+    return _padding_bias(encoder_attention_mask, dtype)
+
+
+class _GradientCheckpointing:
+    """transformers' gradient checkpointing switches, for a model whose layer stacks have a
+    `gradient_checkpointing` attribute (BertEncoder, GPT2Model): while on, and only in training
+    mode with gradients enabled, each layer keeps its inputs alone and is run again in backward."""
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
+        """`gradient_checkpointing_kwargs` go to `torch.utils.checkpoint.checkpoint`;
+        default `{"use_reentrant": False}`, as transformers 4.57 has it."""
+        kwargs = {"use_reentrant": False} if gradient_checkpointing_kwargs is None else gradient_checkpointing_kwargs
+        self._set_gradient_checkpointing(True, partial(checkpoint, **kwargs))
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False, checkpoint)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def _set_gradient_checkpointing(self, enable: bool, func) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing, module._gradient_checkpointing_func = enable, func
+
+
+def _checkpointing(stack) -> bool:
+    """Whether `stack` (a module with `gradient_checkpointing`) recomputes its layers in this forward."""
+    return stack.gradient_checkpointing and stack.training and torch.is_grad_enabled()
+
+
+def _call(layer, *args):
+    return layer(*args)
+
+
+def _run_layers(stack, layers, hidden_states, attention_bias, is_causal, encoder_hidden_states, encoder_bias, cache,
+                output_attentions: bool, output_hidden_states: bool, past_length: int):
+    """Run BERT layers or GPT-2 blocks in turn -> (hidden, all hidden states, self-attention probs,
+    cross-attention probs). The hidden states are the input and each layer's output.
+
+    `cache`: a list of per-layer cache entries (see `_open_cache`), written in place, or None. With
+    `_checkpointing(stack)` each layer runs through `stack._gradient_checkpointing_func`.
+    """
+    all_hidden = (hidden_states,) if output_hidden_states else None
+    all_self = () if output_attentions else None
+    cross = encoder_hidden_states is not None or (cache is not None and cache[0]["cross_key"] is not None)
+    all_cross = () if output_attentions and cross else None
+    run = stack._gradient_checkpointing_func if _checkpointing(stack) else _call
+    for i, layer in enumerate(layers):
+        hidden_states, self_probs, cross_probs = run(
+            layer, hidden_states, attention_bias, is_causal, encoder_hidden_states, encoder_bias,
+            cache[i] if cache is not None else None, output_attentions, past_length,
+        )
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+        if output_attentions:
+            all_self += (self_probs,)
+            if all_cross is not None:
+                all_cross += (cross_probs,)
+    return hidden_states, all_hidden, all_self, all_cross
+
+
 class _ModelOutput(OrderedDict):
     """Outputs as transformers gives them: attributes, keys, and tuple indexing over the fields that are set."""
 
@@ -282,6 +365,31 @@ class Seq2SeqLMOutput(_ModelOutput):
     def cache(self):
         """transformers 5 names `past_key_values` `cache`."""
         return self.past_key_values
+
+
+def _causal_lm_loss(logits, labels):
+    """Next-token cross-entropy: position t predicts label t + 1; -100 is ignored."""
+    # [B, T] -> [B, T] shifted left, the last position gets -100
+    shifted = F.pad(labels.long(), (0, 1), value=-100)[:, 1:]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
+
+
+def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_dict: bool):
+    """A decoder's output from its base model's: logits of the last `logits_to_keep`
+    positions (all when 0), the loss when `labels` are given, and the base outputs."""
+    hidden = base_output.last_hidden_state
+    if logits_to_keep:
+        hidden = hidden[:, -logits_to_keep:]  # only the positions whose logits are needed
+    logits = model.compute_logits(hidden)
+    result = CausalLMOutput(
+        loss=_causal_lm_loss(logits, labels) if labels is not None else None,
+        logits=logits,
+        past_key_values=base_output.past_key_values,
+        hidden_states=base_output.hidden_states,
+        attentions=base_output.attentions,
+        cross_attentions=base_output.cross_attentions,
+    )
+    return result if return_dict else result.to_tuple()
 
 
 def _host(value, name: str):

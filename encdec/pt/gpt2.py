@@ -14,22 +14,26 @@ from torch import nn
 
 from ..errors import InputError
 from ..inputs import check_stack_inputs
-from .bert import _causal_lm_output
 from .common import (
     ACT2FN,
     BaseModelOutput,
     _attend,
+    _causal_lm_output,
+    _checkpointing,
     _close_cache,
     _cross_keys_values,
+    _decoder_self_bias,
+    _encoder_bias,
     _fold_beams_attend,
+    _GradientCheckpointing,
     _host,
     _index,
     _open_cache,
-    _padding_bias,
+    _run_layers,
     _write_self_cache,
-    causal_bias,
 )
 from .fast_linear import Linear, PackableLinear, linear
+from .pretrained import PreTrainedModel
 
 
 class _Conv1D(nn.Module, PackableLinear):
@@ -51,6 +55,7 @@ class _Conv1D(nn.Module, PackableLinear):
 class GPT2Attention(nn.Module):
     def __init__(self, config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
         super().__init__()
+        self.config = config  # shared with the joined model's: attn_implementation is read at call time
         h = config.n_embd
         self.embed_dim = h
         self.num_heads = config.n_head
@@ -79,6 +84,10 @@ class GPT2Attention(nn.Module):
         key, value = self.c_attn(encoder_hidden_states).split(self.embed_dim, dim=2)
         return self._heads(key), self._heads(value)
 
+    @property
+    def _eager(self) -> bool:
+        return getattr(self.config, "_attn_implementation", None) == "eager"
+
     def forward(
         self,
         hidden_states,
@@ -102,7 +111,8 @@ class GPT2Attention(nn.Module):
         if key.shape[0] != b:
             out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
         else:
-            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions)
+            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions,
+                                 self._eager)
         out = out.transpose(1, 2).reshape(b, t, -1)  # [B, T, H*D]
         return self.resid_dropout(self.c_proj(out)), probs
 
@@ -160,7 +170,7 @@ class GPT2Block(nn.Module):
         return hidden_states, self_probs, cross_probs
 
 
-class GPT2Model(nn.Module):
+class GPT2Model(PreTrainedModel, _GradientCheckpointing, nn.Module):
     """GPT-2 body: token + position embeddings, causal blocks, final LayerNorm."""
 
     def __init__(self, config) -> None:
@@ -171,6 +181,8 @@ class GPT2Model(nn.Module):
         self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList([GPT2Block(config, i) for i in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.gradient_checkpointing = False  # set through gradient_checkpointing_enable
+        self._gradient_checkpointing_func = None
 
     def get_input_embeddings(self):
         return self.wte
@@ -191,6 +203,7 @@ class GPT2Model(nn.Module):
     ):
         cfg = self.config
         use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
+        use_cache = use_cache and not _checkpointing(self)  # as transformers: no cache while recomputing
         past_length, cache = _open_cache(past_key_values, cfg.n_layer, use_cache)
         check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask,
                            _host(token_type_ids, "token_type_ids"), _host(position_ids, "position_ids"),
@@ -207,38 +220,16 @@ class GPT2Model(nn.Module):
             hidden = hidden + self.wte(token_type_ids)
         hidden = self.drop(hidden)
 
-        dtype = hidden.dtype
-        is_causal, bias = False, None
-        if attention_mask is not None and bool(attention_mask.all()):
-            attention_mask = None  # no padding: the plain causal pattern
-        if attention_mask is None and past_length == 0 and length > 1:
-            is_causal = True
-        elif attention_mask is not None or length > 1:
-            bias = causal_bias(length, past_length + length, past_length, attention_mask, dtype, hidden.device)
-        encoder_bias = None
-        if encoder_attention_mask is not None:
-            encoder_bias = (
-                encoder_attention_mask if encoder_attention_mask.dim() == 4 else _padding_bias(encoder_attention_mask, dtype)
-            )
-
-        all_hidden = () if output_hidden_states else None
-        all_self = () if output_attentions else None
-        cross = encoder_hidden_states is not None or (cache is not None and cache[0]["cross_key"] is not None)
-        all_cross = () if output_attentions and cross else None
-        for i, block in enumerate(self.h):
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, self_probs, cross_probs = block(
-                hidden, bias, is_causal, encoder_hidden_states, encoder_bias, cache[i] if cache is not None else None,
-                output_attentions, past_length,
-            )
-            if output_attentions:
-                all_self += (self_probs,)
-                if all_cross is not None:
-                    all_cross += (cross_probs,)
+        bias, is_causal = _decoder_self_bias(attention_mask, length, past_length, hidden.dtype, hidden.device)
+        hidden, all_hidden, all_self, all_cross = _run_layers(
+            self, self.h, hidden, bias, is_causal, encoder_hidden_states,
+            _encoder_bias(encoder_attention_mask, hidden.dtype), cache, output_attentions, output_hidden_states,
+            past_length,
+        )
         hidden = self.ln_f(hidden)
         if output_hidden_states:
-            all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
+            # transformers takes the last hidden state after ln_f, in place of the last block's output
+            all_hidden = all_hidden[:-1] + (hidden,)
         out = BaseModelOutput(
             last_hidden_state=hidden,
             past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
@@ -249,7 +240,7 @@ class GPT2Model(nn.Module):
         return out if return_dict else out.to_tuple()
 
 
-class GPT2LMHeadModel(nn.Module):
+class GPT2LMHeadModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
     """GPT-2 with its LM head (no bias), tied to the token embeddings."""
 
     base_model_prefix = "transformer"
@@ -292,15 +283,9 @@ class GPT2LMHeadModel(nn.Module):
         return_dict: bool = True,
     ):
         out = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
         return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from ..errors import ConfigError
+from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
     BaseModelOutput,
@@ -43,6 +44,7 @@ from .common import (
     _output_projection,
     _project_to_vocab,
     _rows_differ,
+    _run_layers,
     attention_bias,
     causal_bias,
 )
@@ -51,13 +53,16 @@ from .common import (
 class TFBertEmbeddings(keras.layers.Layer):
     """Word + token type + absolute position embeddings, then LayerNorm and dropout."""
 
+    has_token_types = True
+
     def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
         h = config.hidden_size
         self.word_embeddings = _embedding(config.vocab_size, h, "word_embeddings")
         self.position_embeddings = _embedding(config.max_position_embeddings, h, "position_embeddings")
-        self.token_type_embeddings = _embedding(config.type_vocab_size, h, "token_type_embeddings")
+        if self.has_token_types:
+            self.token_type_embeddings = _embedding(config.type_vocab_size, h, "token_type_embeddings")
         self.LayerNorm = _layer_norm(h, config.layer_norm_eps, "LayerNorm")
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True  # every weight exists from here on
@@ -131,9 +136,11 @@ class TFBertSelfAttention(keras.layers.Layer):
 class TFBertSelfOutput(keras.layers.Layer):
     """Output projection, dropout, residual, LayerNorm (post-LN)."""
 
+    in_features = "hidden_size"  # the config field of the projection's input width
+
     def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.dense = _dense(config.hidden_size, config.hidden_size, "dense")
+        self.dense = _dense(config.hidden_size, getattr(config, self.in_features), "dense")
         self.LayerNorm = _layer_norm(config.hidden_size, config.layer_norm_eps, "LayerNorm")
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True  # every weight exists from here on
@@ -186,16 +193,10 @@ class TFBertIntermediate(keras.layers.Layer):
         return self.act(self.dense(hidden_states))
 
 
-class TFBertOutput(keras.layers.Layer):
-    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.dense = _dense(config.hidden_size, config.intermediate_size, "dense")
-        self.LayerNorm = _layer_norm(config.hidden_size, config.layer_norm_eps, "LayerNorm")
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
-        self.built = True  # every weight exists from here on
+class TFBertOutput(TFBertSelfOutput):
+    """The feed-forward's output: TFBertSelfOutput's computation, from the intermediate width."""
 
-    def call(self, hidden_states, input_tensor, training=False):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states), training=training) + input_tensor)
+    in_features = "intermediate_size"
 
 
 class TFBertLayer(keras.layers.Layer):
@@ -292,30 +293,8 @@ class TFBertEncoder(keras.layers.Layer):
         output_hidden_states=False,
         training=False,
     ):
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_self = () if output_attentions else None
-        cross = encoder_hidden_states is not None or (past_key_values is not None and len(past_key_values[0]) == 4)
-        all_cross = () if output_attentions and cross else None
-        presents = ()
-        for i, layer in enumerate(self.layer):
-            hidden_states, present, self_probs, cross_probs = layer(
-                hidden_states,
-                attention_bias,
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_bias=encoder_bias,
-                past_key_value=past_key_values[i] if past_key_values is not None else None,
-                cache_index=cache_index,
-                output_attentions=output_attentions,
-                training=training,
-            )
-            presents += (present,)
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            if output_attentions:
-                all_self += (self_probs,)
-                if all_cross is not None:
-                    all_cross += (cross_probs,)
-        return hidden_states, presents, all_hidden, all_self, all_cross
+        return _run_layers(self.layer, hidden_states, attention_bias, encoder_hidden_states, encoder_bias,
+                           past_key_values, cache_index, output_attentions, output_hidden_states, training)
 
 
 class TFBertPooler(keras.layers.Layer):
@@ -365,7 +344,7 @@ class TFBertOnlyMLMHead(keras.layers.Layer):
         return self.predictions(hidden_states)
 
 
-class TFBertModel(keras.Model):
+class TFBertModel(TFPreTrainedModel, keras.Model):
     """BERT body: embeddings, layers, and (as an encoder) the pooler.
 
     With `config.is_decoder` the self-attention is causal, a cache may be used, and
@@ -454,7 +433,7 @@ class TFBertModel(keras.Model):
         return out if return_dict else out.to_tuple()
 
 
-class TFBertLMHeadModel(keras.Model):
+class TFBertLMHeadModel(TFPreTrainedModel, keras.Model):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
     base_model_prefix = "bert"
@@ -498,21 +477,10 @@ class TFBertLMHeadModel(keras.Model):
         training=False,
         cache_index=None,
     ):
-        kwargs = {}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
         out = self.base_model(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            training=training,
-            cache_index=cache_index,
-            **kwargs,
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training, cache_index=cache_index,
         )
         return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

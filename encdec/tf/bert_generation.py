@@ -5,31 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from ..config import ArchConfig
-from .bert import TFBertLMHeadModel, TFBertModel
-from .common import _embedding, _layer_norm, _output_projection, _project_to_vocab
+from .bert import TFBertEmbeddings, TFBertLMHeadModel, TFBertModel
+from .common import _output_projection, _project_to_vocab
 
 
-class TFBertGenerationEmbeddings(keras.layers.Layer):
+class TFBertGenerationEmbeddings(TFBertEmbeddings):
     """Word + absolute position embeddings, then LayerNorm and dropout."""
 
-    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.config = config
-        h = config.hidden_size
-        self.word_embeddings = _embedding(config.vocab_size, h, "word_embeddings")
-        self.position_embeddings = _embedding(config.max_position_embeddings, h, "position_embeddings")
-        self.LayerNorm = _layer_norm(h, config.layer_norm_eps, "LayerNorm")
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
-        self.built = True  # every weight exists from here on
+    has_token_types = False
 
     def call(self, input_ids, position_ids=None, past_length=0, training=False):
-        if position_ids is None:
-            # Positions past_length .. past_length + S - 1: [1, S], broadcast over the batch.
-            position_ids = (tf.range(tf.shape(input_ids)[1]) + tf.cast(past_length, tf.int32))[None, :]
-        embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        embeddings = self.word_embeddings(input_ids) + self._position_embeddings(input_ids, position_ids, past_length)
         return self.dropout(self.LayerNorm(embeddings), training=training)
 
 

@@ -369,6 +369,35 @@ def _encoder_bias(encoder_attention_mask):
     return attention_bias(encoder_attention_mask)
 
 
+def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, encoder_bias, past_key_values,
+                cache_index, output_attentions, output_hidden_states, training):
+    """Run BERT layers or GPT-2 blocks in turn -> (hidden, presents (a tuple per layer), all hidden
+    states (the input and each layer's output), self-attention probs, cross-attention probs)."""
+    all_hidden = (hidden_states,) if output_hidden_states else None
+    all_self = () if output_attentions else None
+    cross = encoder_hidden_states is not None or (past_key_values is not None and len(past_key_values[0]) == 4)
+    all_cross = () if output_attentions and cross else None
+    presents = ()
+    for i, layer in enumerate(layers):
+        hidden_states, present, self_probs, cross_probs = layer(
+            hidden_states,
+            attention_bias,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_bias=encoder_bias,
+            past_key_value=past_key_values[i] if past_key_values is not None else None,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            training=training,
+        )
+        presents += (present,)
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+        if output_attentions:
+            all_self += (self_probs,)
+            if all_cross is not None:
+                all_cross += (cross_probs,)
+    return hidden_states, presents, all_hidden, all_self, all_cross
+
 def _causal_lm_loss(logits: tf.Tensor, labels) -> tf.Tensor:
     """Next-token cross-entropy of a decoder on its own: position t predicts label t + 1; -100 is ignored."""
     labels = tf.convert_to_tensor(labels)

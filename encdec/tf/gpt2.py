@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from ..errors import ConfigError
+from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
     BaseModelOutput,
@@ -31,6 +32,7 @@ from .common import (
     _layer_norm,
     _project_to_vocab,
     _rows_differ,
+    _run_layers,
     causal_bias,
 )
 
@@ -180,7 +182,7 @@ class TFGPT2Block(keras.layers.Layer):
         return hidden_states, present, self_probs, cross_probs
 
 
-class TFGPT2Model(keras.Model):
+class TFGPT2Model(TFPreTrainedModel, keras.Model):
     """GPT-2's body: token + position embeddings, pre-LayerNorm blocks, a final LayerNorm. Always causal."""
 
     def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
@@ -232,32 +234,14 @@ class TFGPT2Model(keras.Model):
         bias = causal_bias(length, key_length, past_length, attention_mask)  # GPT-2 is always causal
         encoder_bias = _encoder_bias(encoder_attention_mask)
 
-        all_hidden = () if output_hidden_states else None
-        all_self = () if output_attentions else None
-        cross = encoder_hidden_states is not None or (past_key_values is not None and len(past_key_values[0]) == 4)
-        all_cross = () if output_attentions and cross else None
-        presents = ()
-        for i, block in enumerate(self.h):
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            hidden, present, self_probs, cross_probs = block(
-                hidden,
-                bias,
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_bias=encoder_bias,
-                past_key_value=past_key_values[i] if past_key_values is not None else None,
-                cache_index=cache_index,
-                output_attentions=output_attentions,
-                training=training,
-            )
-            presents += (present,)
-            if output_attentions:
-                all_self += (self_probs,)
-                if all_cross is not None:
-                    all_cross += (cross_probs,)
+        hidden, presents, all_hidden, all_self, all_cross = _run_layers(
+            self.h, hidden, bias, encoder_hidden_states, encoder_bias, past_key_values, cache_index,
+            output_attentions, output_hidden_states, training,
+        )
         hidden = self.ln_f(hidden)
         if output_hidden_states:
-            all_hidden += (hidden,)  # the last hidden state is taken after ln_f, as transformers does
+            # transformers takes the last hidden state after ln_f, in place of the last block's output
+            all_hidden = all_hidden[:-1] + (hidden,)
         out = BaseModelOutput(
             last_hidden_state=hidden,
             past_key_values=presents if use_cache else None,
@@ -268,7 +252,7 @@ class TFGPT2Model(keras.Model):
         return out if return_dict else out.to_tuple()
 
 
-class TFGPT2LMHeadModel(keras.Model):
+class TFGPT2LMHeadModel(TFPreTrainedModel, keras.Model):
     """GPT-2 with its LM head (no bias), tied to the token embeddings by default."""
 
     base_model_prefix = "transformer"
@@ -319,17 +303,9 @@ class TFGPT2LMHeadModel(keras.Model):
         cache_index=None,
     ):
         out = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            training=training,
-            cache_index=cache_index,
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training, cache_index=cache_index,
         )
         return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)
