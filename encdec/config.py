@@ -15,6 +15,8 @@ import os
 from typing import Any, ClassVar
 
 from .errors import ConfigError, InputError
+# split_role_kwargs lives in encdec.loading and stays importable from here.
+from .loading import ConfigFile, as_arch_config, generic_attribute, split_role_kwargs  # noqa: F401
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -90,8 +92,9 @@ _BERT_TYPES = {
 }
 
 
-class ArchConfig:
-    """Shared behaviour of the architecture configs: defaults, extras, (de)serialisation."""
+class ArchConfig(ConfigFile):
+    """Shared behaviour of the architecture configs: defaults, extras, (de)serialisation. The attributes
+    of every transformers 4.x config read as 4.x's defaults until set (`encdec.loading.generic_attribute`)."""
 
     model_type: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
@@ -127,7 +130,10 @@ class ArchConfig:
         extra = object.__getattribute__(self, "extra")
         if name in extra:
             return extra[name]
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        try:
+            return generic_attribute(name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         name = type(self).aliases.get(name, name)
@@ -215,8 +221,8 @@ class BertConfig(ArchConfig):
         super().validate()
         if self.position_embedding_type != "absolute":
             raise ConfigError(
-                f"{self.model_type}: position_embedding_type {self.position_embedding_type!r} "
-                "is not supported; expected 'absolute'"
+                f"{self.model_type}: position_embedding_type {self.position_embedding_type!r} is not "
+                "supported: encdec has no relative position embeddings; expected 'absolute'"
             )
 
 
@@ -323,8 +329,8 @@ def arch_config_from_dict(data: dict[str, Any]) -> ArchConfig:
     return ARCH_CONFIGS[model_type].from_dict(data)
 
 
-class EncoderDecoderConfig:
-    """An encoder config, a decoder config, and the keys of the joined model."""
+class EncoderDecoderConfig(ConfigFile):
+    """An encoder config, a decoder config (each encdec's, a dict or transformers'), and the joined model's keys."""
 
     model_type: ClassVar[str] = "encoder-decoder"
     defaults: ClassVar[dict[str, Any]] = dict(
@@ -338,10 +344,8 @@ class EncoderDecoderConfig:
     )
 
     def __init__(self, encoder: ArchConfig | dict, decoder: ArchConfig | dict, **kwargs: Any) -> None:
-        if isinstance(encoder, dict):
-            encoder = arch_config_from_dict(encoder)
-        if isinstance(decoder, dict):
-            decoder = arch_config_from_dict(decoder)
+        encoder = as_arch_config(encoder, "encoder")
+        decoder = as_arch_config(decoder, "decoder")
         kwargs.pop("model_type", None)
         self.encoder = encoder
         self.decoder = decoder
@@ -360,7 +364,10 @@ class EncoderDecoderConfig:
             return self._values[name]
         if name in self.extra:
             return self.extra[name]
-        raise AttributeError(f"EncoderDecoderConfig has no attribute {name!r}")
+        try:
+            return generic_attribute(name)
+        except AttributeError:
+            raise AttributeError(f"EncoderDecoderConfig has no attribute {name!r}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("encoder", "decoder", "_values", "extra"):
@@ -386,6 +393,9 @@ class EncoderDecoderConfig:
     }
 
     def validate(self) -> None:
+        # The halves first: an attribute set on them after construction is refused as their constructors refuse it.
+        self.encoder.validate()
+        self.decoder.validate()
         check_types("encoder-decoder", self._values, self.types)
         if self.encoder.model_type not in ENCODER_TYPES:
             raise ConfigError(
@@ -426,11 +436,12 @@ class EncoderDecoderConfig:
     def from_encoder_decoder_configs(
         cls, encoder_config: ArchConfig, decoder_config: ArchConfig, **kwargs: Any
     ) -> "EncoderDecoderConfig":
-        """Join two configs; the decoder copy is marked as a cross-attending decoder.
+        """Join two configs (encdec's or transformers'); the decoder copy is marked as a cross-attending decoder.
 
         The caller's objects are not changed.
         """
-        decoder = decoder_config.copy()
+        encoder_config = as_arch_config(encoder_config, "encoder_config")
+        decoder = as_arch_config(decoder_config, "decoder_config").copy()
         decoder.is_decoder = True
         decoder.add_cross_attention = True
         return cls(encoder=encoder_config.copy(), decoder=decoder, **kwargs)
@@ -457,34 +468,6 @@ class EncoderDecoderConfig:
             if not isinstance(data[role], dict):
                 raise ConfigError(f"'{role}' is {data[role]!r}; expected the {role}'s config as a JSON object")
         return cls(encoder=data.pop("encoder"), decoder=data.pop("decoder"), **data)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        with open(os.path.join(directory, CONFIG_NAME), "w") as f:
-            f.write(self.to_json_string())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "EncoderDecoderConfig":
-        path = os.path.join(directory, CONFIG_NAME)
-        return _naming_file(path, lambda: cls.from_dict(read_json(path)))
-
-
-def split_role_kwargs(kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Pop `encoder_*` / `decoder_*` options out of `kwargs`, by role, without the prefix.
-
-    What stays in `kwargs` is for the joined config, including its own keys that
-    happen to start with a role's name (`decoder_start_token_id`).
-    """
-    parts: dict[str, dict[str, Any]] = {"encoder": {}, "decoder": {}}
-    for key in list(kwargs):
-        if key in EncoderDecoderConfig.defaults:
-            continue
-        for role, options in parts.items():
-            if key.startswith(role + "_"):
-                options[key[len(role) + 1 :]] = kwargs.pop(key)
-    return parts
 
 
 # A config is a few kilobytes; one this large is not a config.
@@ -664,9 +647,42 @@ class GenerationConfig:
 
     @classmethod
     def from_model_config(cls, config: EncoderDecoderConfig) -> "GenerationConfig":
-        """The generation defaults a model config implies (its special token ids)."""
-        keys = ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
-        return cls(**{k: getattr(config, k) for k in keys if getattr(config, k, None) is not None})
+        """The generation options a model config implies: its special token ids and any generation
+        option set on it (transformers 4.x configs held `max_length`, `num_beams`, ...).
+
+        The result follows `config` (`follow`) until it is changed itself.
+        """
+        made = cls(**{k: v for k in cls.defaults if (v := getattr(config, k, None)) is not None})
+        object.__setattr__(made, "_made_as", made.to_dict())
+        return made
+
+    def follow(self, config: EncoderDecoderConfig) -> "GenerationConfig":
+        """This config, brought up to date (in place) with the model config `config` when it was made
+        by `from_model_config` and has not been changed since; any other config as it is.
+
+        transformers 4.x's rule: a user who sets only `model.config.decoder_start_token_id`
+        (or `pad_token_id`, `max_length`, ...) generates and saves with it.
+        """
+        made_as = self.__dict__.get("_made_as")
+        if made_as is None or made_as != self.to_dict():
+            return self
+        fresh = type(self).from_model_config(config)
+        self.__dict__.update(fresh.__dict__)
+        return self
+
+    @staticmethod
+    def model_attribute() -> property:
+        """The `generation_config` attribute of the model classes: assigned as usual; read, it is
+        first brought up to date with `model.config` (`follow`), so generate and save see the
+        model config's current generation fields while the generation config was left alone."""
+
+        def read(model) -> "GenerationConfig":
+            return model._generation_config.follow(model.config)
+
+        def assign(model, value: "GenerationConfig") -> None:
+            model._generation_config = value
+
+        return property(read, assign, doc="The options `generate` uses when the call gives none.")
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         with open(os.path.join(directory, GENERATION_CONFIG_NAME), "w") as f:

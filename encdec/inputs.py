@@ -332,3 +332,36 @@ def shift_tokens_right(labels, pad_token_id: Optional[int], decoder_start_token_
     shifted[:, 1:] = labels[:, :-1]
     shifted[shifted == IGNORE_INDEX] = pad
     return shifted
+
+
+# ---------------------------------------------------------------------------
+# transformers' forward conventions: the halves' output flags, and extra keyword arguments
+
+
+def output_flags(config: ArchConfig, output_attentions: Optional[bool],
+                 output_hidden_states: Optional[bool]) -> tuple[bool, bool]:
+    """The call's flags, or where it gives None the half's config's (as transformers' halves read them)."""
+    return (bool(getattr(config, "output_attentions", False)) if output_attentions is None else output_attentions,
+            bool(getattr(config, "output_hidden_states", False)) if output_hidden_states is None
+            else output_hidden_states)
+
+
+def route_kwargs(kwargs: dict[str, Any], takes: dict[str, set[str]],
+                 owners: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(encoder kwargs, decoder kwargs), split as transformers' EncoderDecoderModel splits them:
+    `decoder_`-prefixed ones go to the decoder without the prefix, the others to the encoder.
+    `takes[role]` is what that half accepts, `owners[role]` its class name (for the message).
+    InputError names each kwarg a half does not take. `num_items_in_batch` (transformers' Trainer
+    passes it) is dropped: the loss is the mean over the tokens of the batch."""
+    routed: dict[str, dict[str, Any]] = {"encoder": {}, "decoder": {}}
+    for key, value in kwargs.items():
+        if key != "num_items_in_batch":
+            role = "decoder" if key.startswith("decoder_") else "encoder"
+            routed[role][key[len("decoder_"):] if role == "decoder" else key] = value
+    for role, given in routed.items():
+        prefix = "decoder_" if role == "decoder" else ""
+        unknown = set(given) - takes[role]
+        if unknown:
+            raise InputError(f"unknown keyword argument(s) {sorted(prefix + k for k in unknown)} for the {role} "
+                             f"({owners[role]}); expected none or some of {sorted(prefix + k for k in takes[role])}")
+    return routed["encoder"], routed["decoder"]

@@ -18,18 +18,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import inputs
+from ..loading import as_encoder_decoder_config
 from ..config import EncoderDecoderConfig, GenerationConfig
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import InputError
 from ..weights.names import (
     ModelSpec,
     init_weights,
     model_spec,
     output_projection_name,
     resize_decoder_vocab,
+    vocab_changes,
     word_embedding_name,
 )
 from ..weights.pretrained import join_pretrained, write_model_folder
-from .bert import FlaxBertLMHeadModel, FlaxBertModel, _cross_entropy
+from ..weights.state import nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
+from .bert import FlaxBertForCausalLM, FlaxBertModel
+from .common import _cross_entropy
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _fact, _is_concrete, _reorder_cache
 from .gpt2 import FlaxGPT2LMHeadModel
@@ -37,7 +41,7 @@ from .roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
 
 _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "bert-generation": FlaxBertGenerationEncoder}
 _DECODERS = {
-    "bert": FlaxBertLMHeadModel,
+    "bert": FlaxBertForCausalLM,
     "roberta": FlaxRobertaForCausalLM,
     "bert-generation": FlaxBertGenerationDecoder,
     "gpt2": FlaxGPT2LMHeadModel,
@@ -56,90 +60,13 @@ def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):
 
 
 # ---------------------------------------------------------------------------
-# Canonical state <-> Flax params (the bridge to the numpy core).
+# Canonical state <-> Flax params: the core's nested-dict bridge (`encdec.weights.state`).
 
 
 def _put_state(params: dict, spec: ModelSpec, state: dict, partial: bool = False) -> dict:
-    """A new params tree: `params` with the canonical tensors of `state` at their Flax paths, each in
-    the dtype of the leaf it replaces (its own in a new path). Names and shapes are checked."""
-    _check_state_names(spec, state, partial)
-    params = jax.tree_util.tree_map(lambda x: x, params)  # new dicts: callers' trees stay as they are
-    for name, array in state.items():
-        p = spec.by_name[name]
-        array = np.asarray(array)
-        if tuple(array.shape) != p.shape:
-            raise CheckpointError(f"parameter {name} has shape {tuple(array.shape)}; expected {p.shape}")
-        *parents, leaf = p.flax_path.split("/")
-        node = params
-        for key in parents:
-            node = node.setdefault(key, {})
-        dtype = node[leaf].dtype if leaf in node else array.dtype
-        # device_put moves the bytes; jnp.asarray would compile a copy program per shape.
-        node[leaf] = jax.device_put(np.ascontiguousarray(p.to_flax(array), dtype=dtype))
-    return params
-
-
-def _check_state_names(spec: ModelSpec, state: dict, partial: bool) -> None:
-    """Every name of `state` is a stored parameter of `spec` (and, unless `partial`, every one is there)."""
-    for name in state:
-        if name in spec.tied_by_name:
-            raise CheckpointError(
-                f"parameter {name} is tied to {spec.tied_by_name[name].source}; expected the stored name only"
-            )
-        if name not in spec.by_name:
-            raise CheckpointError(f"parameter {name} is not a parameter of this model; expected a stored name of "
-                                  "model_spec(config)")
-    if not partial:
-        missing = [p.name for p in spec if p.name not in state]
-        if missing:
-            raise CheckpointError(
-                f"{len(missing)} parameter(s) are missing from the state, e.g. {missing[0]}; expected every stored "
-                "name of model_spec(config) (partial=True loads a subset)"
-            )
-
-
-def _param_leaf(params: dict, p):
-    """The array at `p.flax_path`, its presence and shape checked (nothing copied)."""
-    node = params
-    for key in p.flax_path.split("/"):
-        if not isinstance(node, dict) or key not in node:
-            raise CheckpointError(f"params have no entry {p.flax_path} (parameter {p.name}); expected every path of the spec")
-        node = node[key]
-    if tuple(np.shape(node)) != p.flax_shape:
-        raise CheckpointError(f"params entry {p.flax_path} has shape {tuple(np.shape(node))}; expected {p.flax_shape}")
-    return node
-
-
-def _params_to_state(spec: ModelSpec, params: dict) -> dict[str, np.ndarray]:
-    """Nested Flax params -> canonical `{name: numpy array}`; every spec path must be there."""
-    return {p.name: p.from_flax(np.array(_param_leaf(params, p))) for p in spec}  # writable copies
-
-
-def _tied_paths(spec: ModelSpec) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """(tied Flax path, stored Flax path) of the tensors `tie_encoder_decoder` shares between the
-    encoder and the decoder's body. The LM head's tie to the word embeddings is left out: the
-    modules themselves do it."""
-    return [
-        (tuple(spec.flax_path(name).split("/")), tuple(spec.flax_path(source).split("/")))
-        for name, source in spec.tied_pairs(shared_with_encoder=True)
-    ]
-
-
-def _with_tied(params: dict, tied) -> dict:
-    """`params` plus, at each tied path, the stored array (the same array: gradients add up)."""
-    if not tied:
-        return params
-    params = dict(params)
-    for target, source in tied:
-        value = params
-        for key in source:
-            value = value[key]
-        node = params
-        for key in target[:-1]:
-            node[key] = dict(node.get(key, {}))
-            node = node[key]
-        node[target[-1]] = value
-    return params
+    """`put_nested` with each leaf moved to the device (device_put moves the bytes; jnp.asarray would
+    compile a copy program per shape)."""
+    return put_nested(params, spec, state, jax.device_put, partial)
 
 
 class _FlaxEncoderDecoderModule(nn.Module):
@@ -147,11 +74,13 @@ class _FlaxEncoderDecoderModule(nn.Module):
 
     config: EncoderDecoderConfig
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     def setup(self):
         cfg = self.config
-        self.encoder = _ENCODERS[cfg.encoder.model_type](cfg.encoder, self.dtype)
-        self.decoder = _DECODERS[cfg.decoder.model_type](cfg.decoder, self.dtype)
+        remat = dict(gradient_checkpointing=self.gradient_checkpointing)
+        self.encoder = _ENCODERS[cfg.encoder.model_type](cfg.encoder, self.dtype, **remat)
+        self.decoder = _DECODERS[cfg.decoder.model_type](cfg.decoder, self.dtype, **remat)
         if cfg.needs_projection:
             self.enc_to_dec_proj = nn.Dense(cfg.decoder.hidden_size, dtype=self.dtype)
 
@@ -273,23 +202,27 @@ class FlaxEncoderDecoderModel:
         params: Optional[dict] = None,
         compiler_options: Optional[dict] = None,
     ):
-        if not isinstance(config, EncoderDecoderConfig):
-            raise ConfigError(f"config is a {type(config).__name__}; expected an EncoderDecoderConfig")
+        config = as_encoder_decoder_config(config)
+        config.validate()  # attributes set after construction are refused as the constructors refuse them
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.spec = model_spec(config)
         self.module = _FlaxEncoderDecoderModule(config, self.dtype)
         self.generation_config = GenerationConfig.from_model_config(config)
-        self._tied = _tied_paths(self.spec)
+        self._tied = tied_flax_paths(self.spec)
         if params is None:
             params = _put_state({}, self.spec, init_weights(config, seed))
         else:
             for p in self.spec:  # every path present, with its shape
-                _param_leaf(params, p)
+                nested_leaf(params, p)
         self.params = params
         # XLA options of every function the model compiles (e.g. {"xla_backend_optimization_level": 0}
         # compiles faster on CPU); None: XLA's defaults.
         self.compiler_options = compiler_options
+        self._compile()
+
+    def _compile(self) -> None:
+        """The jitted functions of the model; made again when the module changes (they traced the old one)."""
         flags = ("output_attentions", "output_hidden_states", "train")
         self._jit_forward = self._jit(self._forward, static_argnames=flags)
         self._jit_encode = self._jit(self._encode, static_argnames=flags)
@@ -305,7 +238,7 @@ class FlaxEncoderDecoderModel:
     # -- pure functions of params (jitted once per instance) -------------------------
 
     def _variables(self, params):
-        return {"params": _with_tied(params, self._tied)}
+        return {"params": with_tied(params, self._tied)}
 
     @staticmethod
     def _rngs(dropout_rng, train):
@@ -396,8 +329,8 @@ class FlaxEncoderDecoderModel:
         position_ids=None,
         decoder_position_ids=None,
         labels=None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
         params: Optional[dict] = None,
         dropout_rng=None,
         train: bool = False,
@@ -406,8 +339,11 @@ class FlaxEncoderDecoderModel:
 
         With `labels` and no `decoder_input_ids`, the decoder inputs are the labels
         shifted right (-100 -> pad) and the decoder mask marks their non-pad tokens;
-        `loss` is the mean cross-entropy over labels that are not -100.
+        `loss` is the mean cross-entropy over labels that are not -100. An output flag left None
+        is each half's config's (`config.encoder.output_attentions`, ...), as in transformers.
         """
+        enc = inputs.output_flags(self.config.encoder, output_attentions, output_hidden_states)
+        dec = inputs.output_flags(self.config.decoder, output_attentions, output_hidden_states)
         inputs.check_model_inputs(
             self.config, _fact(input_ids), _fact(attention_mask), _fact(decoder_input_ids),
             _fact(decoder_attention_mask), None, _fact(labels), _fact(token_type_ids), _fact(position_ids),
@@ -420,7 +356,7 @@ class FlaxEncoderDecoderModel:
                 decoder_attention_mask = decoder_input_ids != self.config.pad_token_id
         if attention_mask is None:
             attention_mask = np.ones(np.shape(input_ids), np.int32)
-        return self._jit_forward(
+        out = self._jit_forward(
             self.params if params is None else params,
             _int32(input_ids),
             _int32(attention_mask),
@@ -431,10 +367,14 @@ class FlaxEncoderDecoderModel:
             _int32(decoder_position_ids),
             _int32(labels),
             dropout_rng,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            output_attentions=enc[0] or dec[0],
+            output_hidden_states=enc[1] or dec[1],
             train=train,
         )
+        # One program computes both halves' outputs; each half keeps those its flags ask for.
+        return out.replace(**{k: getattr(out, k) if keep else None for k, keep in (
+            ("encoder_attentions", enc[0]), ("encoder_hidden_states", enc[1]), ("decoder_attentions", dec[0]),
+            ("cross_attentions", dec[0]), ("decoder_hidden_states", dec[1]))})
 
     def encode(
         self,
@@ -573,14 +513,13 @@ class FlaxEncoderDecoderModel:
     def from_state(cls, config: EncoderDecoderConfig, state: dict, dtype=None) -> "FlaxEncoderDecoderModel":
         """A model holding `state`: canonical numpy tensors (transformers' PyTorch names and layouts),
         exactly the stored names of `model_spec(config)`. `dtype` is the computation dtype (float32 if None)."""
-        if not isinstance(config, EncoderDecoderConfig):
-            raise ConfigError(f"config is a {type(config).__name__}; expected an EncoderDecoderConfig")
+        config = as_encoder_decoder_config(config)
         params = _put_state({}, model_spec(config), state)
         return cls(config, dtype=jnp.float32 if dtype is None else dtype, params=params)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         """The stored parameters as numpy arrays by canonical name (tied names left out)."""
-        return _params_to_state(self.spec, self.params)
+        return nested_state(self.spec, self.params)
 
     def load_canonical_state(self, state: dict, partial: bool = False) -> None:
         """Copy canonical tensors into `params` (same tree, same dtypes); every stored name is needed
@@ -589,16 +528,19 @@ class FlaxEncoderDecoderModel:
 
     @classmethod
     def from_pretrained(cls, directory, *, fmt: Optional[str] = None, dtype=None,
-                        config: Optional[EncoderDecoderConfig] = None, compiler_options: Optional[dict] = None,
+                        config=None, compiler_options: Optional[dict] = None,
                         **kwargs):
-        """Load a checkpoint folder written by transformers or encdec, in any of the four formats
-        (`fmt` picks one when several are there). kwargs set keys of the config. `dtype` is the
-        computation dtype (default float32)."""
+        """Load a checkpoint folder of transformers or encdec, any format (`fmt` picks one of several).
+        `config`: encdec's or transformers'. `dtype`: the computation dtype as in transformers' Flax (a
+        jnp dtype, its name, or "auto": the checkpoint's; default float32); params keep their dtype.
+        Other kwargs go through `encdec.loading` (PyTorch-only options are a ConfigError) to the config."""
+        from ..loading import resolve_dtype, split_loading_kwargs
         from ..weights.pretrained import read_model_folder
 
+        options = split_loading_kwargs(kwargs := dict(kwargs, dtype=dtype), "flax")
         folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
         spec = model_spec(folder.config)
-        model = cls(folder.config, dtype=jnp.float32 if dtype is None else dtype,
+        model = cls(folder.config, dtype=resolve_dtype(options, folder.config, folder.state) or jnp.float32,
                     params=_put_state({}, spec, folder.state), compiler_options=compiler_options)
         if folder.generation_config is not None:
             model.generation_config = folder.generation_config
@@ -617,7 +559,7 @@ class FlaxEncoderDecoderModel:
         The folder is written to a temporary sibling and renamed into place, so a
         failure leaves any previous checkpoint there whole (`write_model_folder`).
         """
-        state = self.canonical_state() if params is None else _params_to_state(self.spec, params)
+        state = self.canonical_state() if params is None else nested_state(self.spec, params)
         write_model_folder(save_directory, state, self.spec, self.config, self.generation_config,
                            "safetensors" if safe_serialization else "flax", max_shard_size)
 
@@ -634,17 +576,17 @@ class FlaxEncoderDecoderModel:
     ) -> "FlaxEncoderDecoderModel":
         """Join a pretrained encoder folder and a pretrained decoder folder (any of the four formats).
 
-        `encoder_*` / `decoder_*` kwargs update the encoder / decoder config
-        (`encoder_config=` / `decoder_config=` give a config); the others, and
-        `decoder_start_token_id`, update the joined config. What the checkpoints lack
-        (cross-attention, often the LM head, `enc_to_dec_proj`) is drawn with
-        `init_weights(config, init_seed)` and logged by name
-        (`encdec.weights.pretrained.join_pretrained`); `initialised_parameters` lists it.
-        """
+        `encoder_*` / `decoder_*` kwargs set that half's config (`encoder_config=`: encdec's or transformers';
+        `encoder_model=`: a model of this port or transformers' PyTorch one); the others the joined config;
+        `dtype` as in `from_pretrained`. What no checkpoint holds is drawn (`init_weights(config, init_seed)`),
+        logged by name, and listed in `initialised_parameters`."""
+        from ..loading import resolve_dtype, split_loading_kwargs
+
+        options = split_loading_kwargs(kwargs := dict(kwargs, dtype=dtype), "flax")
         config, state, drawn = join_pretrained(encoder_pretrained_model_name_or_path,
                                                decoder_pretrained_model_name_or_path, kwargs, init_seed)
-        model = cls(config, dtype=dtype, params=_put_state({}, model_spec(config), state),
-                    compiler_options=compiler_options)
+        model = cls(config, dtype=resolve_dtype(options, config, state) or jnp.float32,
+                    params=_put_state({}, model_spec(config), state), compiler_options=compiler_options)
         model.initialised_parameters = drawn
         return model
 
@@ -670,10 +612,7 @@ class FlaxEncoderDecoderModel:
 
     def _param_by_name(self, name: str, params: Optional[dict] = None):
         """The params entry holding canonical `name` (its stored source when tied)."""
-        node = self.params if params is None else params
-        for key in self.spec.flax_path(self.spec.stored_name(name)).split("/"):
-            node = node[key]
-        return node
+        return nested_leaf(self.params if params is None else params, self.spec.by_name[self.spec.stored_name(name)])
 
     def resize_token_embeddings(self, new_num_tokens: int):
         """Give the decoder a vocabulary of `new_num_tokens`: word embeddings, LM head and its bias.
@@ -683,15 +622,37 @@ class FlaxEncoderDecoderModel:
         encoder's too, so both vocabularies change. Returns the decoder's new
         word-embedding table.
         """
-        if not isinstance(new_num_tokens, int) or new_num_tokens <= 0:
-            raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
-        if new_num_tokens != self.config.decoder.vocab_size:
-            old = _params_to_state(self.spec, self.params)
-            config, state = resize_decoder_vocab(self.config, old, new_num_tokens)
-            generation_config = self.generation_config
-            fns = self._generate_fns
+        if vocab_changes(self.config, new_num_tokens):
+            config, state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
+            generation_config, fns = self.generation_config, self._generate_fns
             self.__init__(config, dtype=self.dtype, params=_put_state({}, model_spec(config), state),
                           compiler_options=self.compiler_options)
             self.generation_config = generation_config
             fns.clear()
         return self._param_by_name(word_embedding_name(self.config.decoder))
+
+    # -- transformers' conveniences ----------------------------------------------------
+
+    generation_config = GenerationConfig.model_attribute()
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """How many numbers the params hold, each tied one once (as the other ports count);
+        `exclude_embeddings` leaves the embedding tables out. Flax marks nothing untrainable (the
+        optimizer decides), so `only_trainable` changes nothing here."""
+        return sum(int(np.prod(p.shape)) for p in self.spec if not (exclude_embeddings and p.kind == "embedding"))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
+        """Wrap every encoder and decoder layer in nn.remat (transformers' Flax enable_gradient_checkpointing)."""
+        self.get_encoder().gradient_checkpointing_enable(gradient_checkpointing_kwargs)  # checks the kwargs
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.module.gradient_checkpointing
+
+    def _set_gradient_checkpointing(self, enable: bool) -> None:
+        self.module = self.module.clone(gradient_checkpointing=enable)
+        self._compile()

@@ -11,6 +11,7 @@ Input checks, the generation plan and the folder layouts are the core's
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Optional
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import ConfigError, InputError
 from ..inputs import (
     IGNORE_INDEX,
     check_batch,
@@ -29,9 +30,13 @@ from ..inputs import (
     check_encoder_outputs,
     check_model_inputs,
     check_shift_config,
+    output_flags,
+    route_kwargs,
 )
-from ..weights.names import BASE_MODEL_PREFIX, ModelSpec, init_weights, model_spec, resize_decoder_vocab
+from ..loading import as_encoder_decoder_config
+from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab, vocab_changes
 from ..weights.pretrained import ROLES, GivenHalf, join_pretrained, write_model_folder
+from ..weights.state import check_state
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _host
@@ -61,10 +66,12 @@ def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], dec
 
 
 def _build_encoder(config: ArchConfig) -> nn.Module:
+    config.validate()  # an attribute set after the config was made is checked as the constructor checks it
     return ENCODER_CLASSES[config.model_type](config)
 
 
 def _build_decoder(config: ArchConfig) -> nn.Module:
+    config.validate()
     return DECODER_CLASSES[config.model_type](config)
 
 
@@ -119,8 +126,8 @@ class EncoderDecoderModel(nn.Module):
             if encoder is None or decoder is None:
                 raise ConfigError("EncoderDecoderModel needs a config, or both an encoder and a decoder module")
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        if not isinstance(config, EncoderDecoderConfig):
-            raise ConfigError(f"config is a {type(config).__name__}; expected an EncoderDecoderConfig")
+        config = as_encoder_decoder_config(config)
+        config.validate()  # attributes set after construction are refused as the constructors refuse them
         self.config = config
         self.spec: ModelSpec = model_spec(config)
         drawn = encoder is None or decoder is None or config.needs_projection
@@ -150,13 +157,14 @@ class EncoderDecoderModel(nn.Module):
         if init is not None:
             fresh = {k: v for k, v in init.items() if k.split(".", 1)[0] in built or k.startswith("enc_to_dec_proj.")}
             # Tied halves share what the decoder holds: drawn when it is built here, its own when given.
-            for source in self._shared_with_decoder():
+            for source in self.spec.decoder_copies():
                 if "decoder" in built:
                     fresh[source] = init[source]
                 else:
                     fresh.pop(source, None)
             self._assign_state(fresh, partial=True)
         self._tie_parameters()
+        self._freeze_unused()
         self.generation_config = GenerationConfig.from_model_config(config)
 
     # ------------------------------------------------------------------ weights
@@ -169,18 +177,6 @@ class EncoderDecoderModel(nn.Module):
             if getattr(module, "config", None) is not None:
                 module.config = self.config.decoder
 
-    def _shared_with_decoder(self) -> dict:
-        """With `tie_encoder_decoder`: each stored encoder name the decoder shares -> the decoder's name of it."""
-        if not self.config.tie_encoder_decoder:
-            return {}
-        base = f"decoder.{BASE_MODEL_PREFIX[self.config.decoder.model_type]}."
-        tied = {t.name for t in self.spec.tied}
-        return {
-            t.source: base + t.source[len("encoder."):]
-            for t in self.spec.tied
-            if t.source.startswith("encoder.") and base + t.source[len("encoder."):] in tied
-        }
-
     def _tie_parameters(self) -> None:
         """Make every tied name of the spec one `nn.Parameter`, as transformers 4.57 ties them.
 
@@ -189,7 +185,7 @@ class EncoderDecoderModel(nn.Module):
         the constructor keeps its weights and the encoder's go.
         """
         params = dict(self.named_parameters(remove_duplicate=False))
-        shared = self._shared_with_decoder()
+        shared = self.spec.decoder_copies()
         for tied in self.spec.tied:
             keeper = params[shared.get(tied.source, tied.source)]
             _set_parameter(self, tied.source, keeper)
@@ -199,28 +195,12 @@ class EncoderDecoderModel(nn.Module):
                       copy: bool = True) -> None:
         """Put numpy tensors (canonical names, stored parameters only) into the model as new parameters
         (sharing the arrays' memory only when `copy` is False: the caller gives them up)."""
-        missing = [p.name for p in self.spec if p.name not in state]
-        if missing and not partial:
-            raise CheckpointError(f"no value for {len(missing)} parameter(s), e.g. {missing[:5]}; expected all of them")
+        check_state(self.spec, state, partial)
         dtype = dtype or torch.get_default_dtype()
-        tied_to: dict[str, list[str]] = {}
-        for tied in self.spec.tied:
-            tied_to.setdefault(tied.source, []).append(tied.name)
         for name, array in state.items():
-            self._check_tensor(name, tuple(array.shape))
             param = nn.Parameter(_to_torch(array, dtype, copy))
-            for target in [name, *tied_to.get(name, ())]:
+            for target in self.spec.names_of(name):
                 _set_parameter(self, target, param)
-
-    def _check_tensor(self, name: str, shape: tuple) -> None:
-        spec = self.spec.by_name.get(name)
-        if spec is None:
-            raise CheckpointError(
-                f"{name}: not a stored parameter of this model; expected one of the {len(self.spec)} names of "
-                "encdec.weights.names.model_spec(config)"
-            )
-        if shape != tuple(spec.shape):
-            raise CheckpointError(f"{name}: the state's tensor has shape {shape}; the model's has {tuple(spec.shape)}")
 
     @classmethod
     def from_state(cls, config: EncoderDecoderConfig, state: dict, dtype=None) -> "EncoderDecoderModel":
@@ -244,6 +224,7 @@ class EncoderDecoderModel(nn.Module):
             )
         model._share_configs()
         model._assign_state(state, dtype=dtype, copy=copy)
+        model._freeze_unused()
         model.generation_config = GenerationConfig.from_model_config(config)
         return model
 
@@ -259,14 +240,7 @@ class EncoderDecoderModel(nn.Module):
         Every stored name is needed unless `partial`. CheckpointError for an unknown
         name or a wrong shape, naming the tensor and both shapes, before anything is copied.
         """
-        for name, array in state.items():
-            self._check_tensor(name, tuple(np.shape(array)))
-        missing = [p.name for p in self.spec if p.name not in state]
-        if missing and not partial:
-            raise CheckpointError(
-                f"the state lacks {len(missing)} stored tensor(s), e.g. {missing[:5]}; expected every one "
-                "(or partial=True)"
-            )
+        check_state(self.spec, state, partial)
         params = dict(self.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for name, array in state.items():
@@ -278,25 +252,74 @@ class EncoderDecoderModel(nn.Module):
         directory: str | os.PathLike,
         *,
         fmt: Optional[str] = None,
-        dtype: Optional[torch.dtype] = None,
-        config: Optional[EncoderDecoderConfig] = None,
+        dtype=None,
+        config=None,
         **kwargs,
     ):
         """Load a checkpoint folder written by transformers or encdec.
 
         Any of the four formats, sharded or not (`fmt` = "safetensors", "pt", "tf" or
-        "flax" picks one when a folder holds several). kwargs update the config. The
-        parameters are made `dtype` (default: torch's default dtype, float32). Returns
-        the model in eval mode, as transformers does.
+        "flax" picks one when a folder holds several). `config` may be encdec's or a
+        transformers config. transformers' loading options are taken
+        (`encdec.loading.split_loading_kwargs`): `torch_dtype=` / `dtype=` (a torch
+        dtype, "float32", "bfloat16", "float16", or "auto" for the checkpoint's; default
+        torch's default dtype), `device_map=` (one device: "auto", "cpu", "cuda",
+        "cuda:N"), `attn_implementation=` ("sdpa" or "eager"), and the `from_*` format
+        flags (ignored). The other kwargs set attributes of the config; an unknown one
+        is a ConfigError. Returns the model in eval mode, as transformers does.
         """
+        from ..loading import split_loading_kwargs
         from ..weights.pretrained import read_model_folder
 
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        options = split_loading_kwargs(kwargs, "pt")
         folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        dtype = cls._torch_dtype(options, folder.config, folder.state)
         # The state was read for this model alone: its arrays become the parameters without a copy.
         model = cls._from_state(folder.config, folder.state, dtype, copy=False)
         if folder.generation_config is not None:
             model.generation_config = folder.generation_config
-        return model.eval()
+        return cls._place(model, options).eval()
+
+    @staticmethod
+    def _torch_dtype(options, config: EncoderDecoderConfig, state: dict) -> Optional[torch.dtype]:
+        """The torch dtype `options.dtype` names (None: torch's default), recorded on `config` as
+        transformers records it (`encdec.loading.record_dtype`)."""
+        from ..loading import auto_dtype, record_dtype
+
+        dtype = options.dtype
+        if dtype == "auto":
+            dtype = auto_dtype(config, state)
+        if dtype is None:
+            return None
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ConfigError(f"torch_dtype={options.dtype!r}: expected a floating torch dtype or its name")
+        record_dtype(config, str(dtype).split(".")[-1])
+        return dtype
+
+    @staticmethod
+    def _place(model: "EncoderDecoderModel", options) -> "EncoderDecoderModel":
+        """Move `model` to `options.device` and note `options.attn_implementation` on its configs (as
+        `_attn_implementation`, which config.json does not hold; the attention reads it)."""
+        from ..loading import ATTN_IMPLEMENTATION_ATTR
+
+        if options.attn_implementation is not None:
+            for config in (model.config, model.config.encoder, model.config.decoder):
+                object.__setattr__(config, ATTN_IMPLEMENTATION_ATTR, options.attn_implementation)
+        device = options.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device is not None and device.startswith("cuda"):
+            index = int(device[5:]) if device.startswith("cuda:") else 0
+            if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"device_map={options.device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                    "expected 'cpu', 'auto' or an existing cuda device"
+                )
+        return model if device is None else model.to(device)
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -315,17 +338,26 @@ class EncoderDecoderModel(nn.Module):
         checkpoint lacks (cross-attention, often the LM head) is drawn with
         `init_weights(config, init_seed)` and logged by name (`encdec.weights.pretrained.join_pretrained`).
         """
+        from ..loading import split_loading_kwargs
+
         kwargs = dict(kwargs)
-        modules = {role: kwargs.pop(f"{role}_model") for role in ROLES if kwargs.get(f"{role}_model") is not None}
+        options = split_loading_kwargs(kwargs, "pt")
+        # This port's own modules are kept as they are; others (transformers' models) load through the core.
+        modules = {role: kwargs.pop(f"{role}_model") for role in ROLES
+                   if isinstance(kwargs.get(f"{role}_model"), nn.Module)
+                   and isinstance(kwargs[f"{role}_model"].config, ArchConfig)}
         given = {role: GivenHalf(module.config) for role, module in modules.items()}
         config, state, _drawn = join_pretrained(encoder_pretrained_model_name_or_path,
                                                 decoder_pretrained_model_name_or_path, kwargs, init_seed, given=given)
+        dtype = cls._torch_dtype(options, config, state)
         if modules:
             model = cls(config=config, encoder=modules.get("encoder"), decoder=modules.get("decoder"))
             model.load_canonical_state(state, partial=True)
+            if dtype is not None:
+                model = model.to(dtype)
         else:
-            model = cls.from_state(config, state)
-        return model.eval()
+            model = cls.from_state(config, state, dtype)
+        return cls._place(model, options).eval()
 
     def save_pretrained(
         self,
@@ -336,9 +368,19 @@ class EncoderDecoderModel(nn.Module):
         """Write weights (`model.safetensors`, or `pytorch_model.bin`), config.json and generation_config.json.
 
         The folder is written to a temporary sibling and renamed into place, so a
-        failure leaves any previous checkpoint there whole (`write_model_folder`).
+        failure leaves any previous checkpoint there whole (`write_model_folder`); a
+        config value that is not JSON is a ConfigError before anything is written. A
+        model that is not float32 (or whose config names a dtype) records its dtype as
+        config.json's `"dtype"` string, as transformers 4.57 does.
         """
-        write_model_folder(save_directory, self.canonical_state(), self.spec, self.config, self.generation_config,
+        from ..loading import record_dtype
+
+        config = self.config
+        dtype = next(self.parameters()).dtype
+        if dtype != torch.float32 or {"dtype", "torch_dtype"} & set(config.extra):
+            config = config.copy()
+            record_dtype(config, str(dtype).split(".")[-1])
+        write_model_folder(save_directory, self.canonical_state(), self.spec, config, self.generation_config,
                            "safetensors" if safe_serialization else "pt", max_shard_size)
 
     # ------------------------------------------------------------------ accessors
@@ -363,10 +405,7 @@ class EncoderDecoderModel(nn.Module):
         `tie_encoder_decoder` the shared table is the encoder's too, so both vocabularies
         change. Returns the decoder's new input embedding.
         """
-        if not isinstance(new_num_tokens, int) or new_num_tokens <= 0:
-            raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
-        old_size = self.config.decoder.vocab_size
-        if new_num_tokens == old_size:
+        if not vocab_changes(self.config, new_num_tokens):
             return self.decoder.get_input_embeddings()
         reference = self.decoder.get_input_embeddings().weight
         config, new_state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
@@ -381,6 +420,7 @@ class EncoderDecoderModel(nn.Module):
         self._assign_state({k: v for k, v in new_state.items() if k.startswith(rebuilt)}, partial=True,
                            dtype=reference.dtype)
         self._tie_parameters()
+        self._freeze_unused()  # a rebuilt encoder has a new pooler
         self.to(reference.device)
         self.train(self.training)  # the new modules take the model's train/eval mode
         return self.decoder.get_input_embeddings()
@@ -407,9 +447,9 @@ class EncoderDecoderModel(nn.Module):
                                  output_attentions, output_hidden_states)
 
     def _run_encoder(self, input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                     output_hidden_states) -> BaseModelOutput:
+                     output_hidden_states, **extra) -> BaseModelOutput:
         kwargs = dict(attention_mask=attention_mask, position_ids=position_ids,
-                      output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                      output_attentions=output_attentions, output_hidden_states=output_hidden_states, **extra)
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         return self.encoder(input_ids, **kwargs)
@@ -512,10 +552,18 @@ class EncoderDecoderModel(nn.Module):
         past_key_values=None,
         labels=None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
     ):
+        """As transformers' forward: an output flag left None is each half's config's, `return_dict` None the
+        joined config's; extra kwargs go to the encoder, `decoder_`-prefixed ones (unprefixed) to the decoder."""
+        encoder_kwargs, decoder_kwargs = self._route_kwargs(kwargs)
+        encoder_flags = output_flags(self.config.encoder, output_attentions, output_hidden_states)
+        decoder_flags = output_flags(self.config.decoder, output_attentions, output_hidden_states)
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
         states = None if encoder_outputs is None or input_ids is not None else encoder_outputs[0]
         past = int(past_key_values["index"]) if isinstance(past_key_values, dict) else 0
         check_model_inputs(
@@ -525,7 +573,7 @@ class EncoderDecoderModel(nn.Module):
         )
         if encoder_outputs is None:
             encoder_outputs = self._run_encoder(input_ids, attention_mask, token_type_ids, position_ids,
-                                                output_attentions, output_hidden_states)
+                                                *encoder_flags, **encoder_kwargs)
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs[:1])
         encoder_hidden_states = self._project(encoder_outputs[0])
@@ -545,8 +593,9 @@ class EncoderDecoderModel(nn.Module):
             encoder_attention_mask=attention_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            output_attentions=decoder_flags[0],
+            output_hidden_states=decoder_flags[1],
+            **decoder_kwargs,
         )
         logits = decoder_outputs.logits
         loss = None
@@ -571,3 +620,56 @@ class EncoderDecoderModel(nn.Module):
         from .generation import generate
 
         return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)
+
+    # ------------------------------------------------------------------ transformers' conveniences
+
+    generation_config = GenerationConfig.model_attribute()
+
+    # What `forward` passes each half itself, so no routed kwarg may name it.
+    _SET_BY_MODEL = {"input_ids", "attention_mask", "output_attentions", "output_hidden_states", "return_dict",
+                     "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"}
+
+    def _route_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
+        """(encoder kwargs, decoder kwargs): `encdec.inputs.route_kwargs` over what each half's `forward` takes."""
+        takes = {role: set(inspect.signature(getattr(self, role).forward).parameters) - self._SET_BY_MODEL
+                 for role in ("encoder", "decoder")}
+        takes["encoder"] -= {"token_type_ids", "position_ids"}  # the model's own arguments
+        return route_kwargs(kwargs, takes, {role: type(getattr(self, role)).__name__ for role in takes})
+
+    def _freeze_unused(self) -> None:
+        """The encoder's pooler does not reach the seq2seq loss: not trainable, so that plain
+        DistributedDataParallel reduces every gradient bucket. It stays a parameter (saved, loaded)."""
+        pooler = getattr(self.encoder, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameters (transformers' `model.device`)."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the floating-point parameters (transformers' `model.dtype`)."""
+        return next(p.dtype for p in self.parameters() if p.is_floating_point())
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """How many numbers the parameters hold, each tied parameter once, as transformers counts:
+        only those that require a gradient (`only_trainable`), without the embedding tables
+        (`exclude_embeddings`)."""
+        tables = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters()
+                   if (p.requires_grad or not only_trainable) and id(p) not in tables)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
+        """Recompute every encoder and decoder layer in backward (training mode, gradients on), as transformers does."""
+        self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+        self.decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.encoder.gradient_checkpointing_disable()
+        self.decoder.gradient_checkpointing_disable()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.encoder.is_gradient_checkpointing or self.decoder.is_gradient_checkpointing

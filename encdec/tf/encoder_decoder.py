@@ -14,6 +14,7 @@ generation (`encdec.tf.generation`) runs on it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import types
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import ConfigError, InputError
 from ..generation import plan_generation
 from ..inputs import (
     IGNORE_INDEX,
@@ -34,19 +35,17 @@ from ..inputs import (
     check_encoder_outputs,
     check_model_inputs,
     check_shift_config,
+    output_flags,
+    route_kwargs,
 )
-from ..weights.names import TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab
+from ..loading import as_encoder_decoder_config
+from ..weights.names import (TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab,
+                             vocab_changes)
 from ..weights.pretrained import join_pretrained, write_model_folder
+from ..weights.state import check_state
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
-from .common import (
-    BaseModelOutput,
-    Seq2SeqLMOutput,
-    _as_index_tensor,
-    _cross_entropy,
-    _dense,
-    _host_facts,
-)
+from .common import BaseModelOutput, Seq2SeqLMOutput, _as_index_tensor, _cross_entropy, _dense, _host_facts
 from .gpt2 import TFGPT2LMHeadModel
 from .roberta import TFRobertaForCausalLM, TFRobertaModel
 
@@ -88,10 +87,17 @@ def shift_tokens_right(input_ids, pad_token_id: Optional[int], decoder_start_tok
 
 
 def _build_encoder(config: ArchConfig, shared: Optional[keras.Model] = None) -> keras.Model:
-    return ENCODER_CLASSES[config.model_type](config, shared=shared, name="encoder")
+    config.validate()  # an attribute set after the config was made is checked as the constructor checks it
+    encoder = ENCODER_CLASSES[config.model_type](config, shared=shared, name="encoder")
+    if getattr(encoder, "pooler", None) is not None:
+        # The pooler does not reach the seq2seq loss: not trainable, so that `fit` neither warns about
+        # its missing gradients nor lets an optimizer (weight decay) move it. It is still saved and loaded.
+        encoder.pooler.trainable = False
+    return encoder
 
 
 def _build_decoder(config: ArchConfig) -> keras.Model:
+    config.validate()
     return DECODER_CLASSES[config.model_type](config, name="decoder")
 
 
@@ -161,8 +167,8 @@ class TFEncoderDecoderModel(keras.Model):
             if encoder is None or decoder is None:
                 raise ConfigError("TFEncoderDecoderModel needs a config, or both an encoder and a decoder model")
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        if not isinstance(config, EncoderDecoderConfig):
-            raise ConfigError(f"config is a {type(config).__name__}; expected an EncoderDecoderConfig")
+        config = as_encoder_decoder_config(config)
+        config.validate()  # attributes set after construction are refused as the constructors refuse them
         if config.tie_encoder_decoder and (encoder is not None or decoder is not None):
             raise ConfigError(
                 "tie_encoder_decoder=True builds the encoder on the decoder's weights; expected no encoder or "
@@ -252,16 +258,7 @@ class TFEncoderDecoderModel(keras.Model):
 
         CheckpointError for an unknown name, a wrong shape, or (unless `partial`) a missing parameter.
         """
-        for name, array in state.items():
-            spec = self.spec.by_name.get(name)
-            if spec is None:
-                raise CheckpointError(f"{name}: not a stored parameter of this model; expected one of the spec's names")
-            shape = tuple(np.shape(array))
-            if shape != spec.shape:
-                raise CheckpointError(f"{name}: the given tensor has shape {shape}; the model's has {spec.shape}")
-        missing = [p.name for p in self.spec if p.name not in state]
-        if missing and not partial:
-            raise CheckpointError(f"no value for {len(missing)} parameter(s), e.g. {missing[:5]}; expected all of them")
+        check_state(self.spec, state, partial)
         for name, array in state.items():
             variable = self._variables_by_name[name]
             native = self.spec.by_name[name].to_native(np.asarray(array), "tf")
@@ -269,13 +266,19 @@ class TFEncoderDecoderModel(keras.Model):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, fmt: Optional[str] = None, dtype=None,
-                        config: Optional[EncoderDecoderConfig] = None, **kwargs: Any) -> "TFEncoderDecoderModel":
-        """Load a checkpoint folder written by transformers or encdec, in any of the four formats
-        (`fmt` picks one when several are there). kwargs set keys of the config."""
+                        config=None, **kwargs: Any) -> "TFEncoderDecoderModel":
+        """Load a checkpoint folder of transformers or encdec, any format (`fmt` picks one of several).
+        `config`: encdec's or transformers'. `dtype`: float32 (a tf dtype, its name, or "auto"), the
+        port's only one. Other kwargs go through `encdec.loading` (PyTorch-only options are a
+        ConfigError) to the config."""
+        from ..loading import split_loading_kwargs
         from ..weights.pretrained import read_model_folder
 
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        options = split_loading_kwargs(kwargs, "tf")
         folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
-        model = cls.from_state(folder.config, folder.state, dtype)
+        model = cls.from_state(folder.config, folder.state, None if options.dtype == "auto" else options.dtype)
         if folder.generation_config is not None:
             model.generation_config = folder.generation_config
         return model
@@ -291,15 +294,19 @@ class TFEncoderDecoderModel(keras.Model):
     ) -> "TFEncoderDecoderModel":
         """Join a pretrained encoder folder and a pretrained decoder folder (any of the four formats).
 
-        `encoder_*` / `decoder_*` kwargs update the encoder / decoder config (`encoder_config=` /
-        `decoder_config=` give a config); the others update the joined config. What the
-        checkpoints lack (cross-attention, often the decoder's LM head) is drawn with
-        `init_weights(config, init_seed)` and logged by name (`encdec.weights.pretrained`).
+        `encoder_*` / `decoder_*` kwargs set that half's config (`encoder_config=`: encdec's or transformers';
+        `encoder_model=`: a model of this port or transformers' PyTorch one); the others the joined config;
+        `dtype` as in `from_pretrained`. What no checkpoint holds is drawn (`init_weights(config, init_seed)`)
+        and logged by name (`encdec.weights.pretrained`).
         """
+        from ..loading import split_loading_kwargs
+
+        kwargs = dict(kwargs)
+        options = split_loading_kwargs(kwargs, "tf")
         config, state, _drawn = join_pretrained(
             encoder_pretrained_model_name_or_path, decoder_pretrained_model_name_or_path, kwargs, init_seed
         )
-        return cls.from_state(config, state)
+        return cls.from_state(config, state, None if options.dtype == "auto" else options.dtype)
 
     def save_pretrained(
         self,
@@ -342,9 +349,7 @@ class TFEncoderDecoderModel(keras.Model):
         change. The rebuilt layers replace the old ones (compile again before training).
         Returns the decoder's new input embedding.
         """
-        if not isinstance(new_num_tokens, int) or new_num_tokens <= 0:
-            raise ConfigError(f"new_num_tokens must be a positive int, got {new_num_tokens!r}")
-        if new_num_tokens == self.config.decoder.vocab_size:
+        if not vocab_changes(self.config, new_num_tokens):
             return self.decoder.get_input_embeddings()
         config, new_state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
         self.config = config
@@ -389,8 +394,9 @@ class TFEncoderDecoderModel(keras.Model):
             tf.debugging.Assert(tf.reduce_all(valid), [f"labels hold ids outside [0, {vocab}) other than -100"])
 
     def _encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                output_attentions=False, output_hidden_states=False, training=False):
+                output_attentions=False, output_hidden_states=False, training=False, **extra):
         kwargs = dict(
+            extra,
             attention_mask=attention_mask,
             position_ids=position_ids,
             output_attentions=output_attentions,
@@ -419,11 +425,14 @@ class TFEncoderDecoderModel(keras.Model):
         past_key_values=None,
         labels=None,
         use_cache=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        return_dict=True,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
         training=False,
+        **kwargs,
     ):
+        """As transformers' call: an output flag left None is each half's config's, `return_dict` None the
+        joined config's; extra kwargs go to the encoder, `decoder_`-prefixed ones (unprefixed) to the decoder."""
         if isinstance(input_ids, Mapping):
             # A dict of inputs as the first argument, as Keras' fit/evaluate pass a batch.
             unknown = sorted(set(input_ids) - set(_CALL_INPUTS))
@@ -436,7 +445,13 @@ class TFEncoderDecoderModel(keras.Model):
                 output_hidden_states=output_hidden_states,
                 return_dict=return_dict,
                 training=training,
+                **kwargs,
             )
+        encoder_kwargs, decoder_kwargs = self._route_kwargs(kwargs)
+        encoder_flags = output_flags(self.config.encoder, output_attentions, output_hidden_states)
+        decoder_flags = output_flags(self.config.decoder, output_attentions, output_hidden_states)
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
         self._check_inputs(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
                            encoder_outputs, past_key_values, labels, token_type_ids, position_ids)
         attention_mask, decoder_attention_mask = (
@@ -445,7 +460,7 @@ class TFEncoderDecoderModel(keras.Model):
         input_ids, decoder_input_ids, labels = map(_as_index_tensor, (input_ids, decoder_input_ids, labels))
         if encoder_outputs is None:
             encoder_outputs = self._encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                           output_attentions, output_hidden_states, training)
+                                           *encoder_flags, training, **encoder_kwargs)
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(last_hidden_state=_last_hidden_state(encoder_outputs))
         encoder_hidden_states = self._project(encoder_outputs.last_hidden_state)
@@ -465,9 +480,10 @@ class TFEncoderDecoderModel(keras.Model):
             encoder_attention_mask=attention_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            output_attentions=decoder_flags[0],
+            output_hidden_states=decoder_flags[1],
             training=training,
+            **decoder_kwargs,
         )
         logits = decoder_outputs.logits
         out = Seq2SeqLMOutput(
@@ -593,7 +609,10 @@ class TFEncoderDecoderModel(keras.Model):
             raise InputError(
                 "no labels to compute the loss from; expected a 'labels' entry or (inputs, labels) batches"
             )
-        return y_pred.loss + tf.add_n(self.losses) if self.losses else y_pred.loss
+        loss = y_pred.loss + tf.add_n(self.losses) if self.losses else y_pred.loss
+        # Keras sums the replicas' losses (and reports the sum unscaled): each replica gives its share.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
 
     # ------------------------------------------------------------------ generation
 
@@ -636,6 +655,31 @@ class TFEncoderDecoderModel(keras.Model):
             return {k: returned[k] for k in ("sequences", "length", "sequences_scores")}
 
         return serve
+
+    # ------------------------------------------------------------------ transformers' conveniences
+
+    generation_config = GenerationConfig.model_attribute()
+
+    # What `call` passes each half itself, so no routed kwarg may name it.
+    _SET_BY_MODEL = {"input_ids", "attention_mask", "output_attentions", "output_hidden_states", "return_dict",
+                     "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache", "training",
+                     "cache_index"}
+
+    def _route_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
+        """(encoder kwargs, decoder kwargs): `encdec.inputs.route_kwargs` over what each half's `call` takes."""
+        takes = {role: set(inspect.signature(getattr(self, role).call).parameters) - self._SET_BY_MODEL
+                 for role in ("encoder", "decoder")}
+        takes["encoder"] -= {"token_type_ids", "position_ids"}  # the model's own arguments
+        return route_kwargs(kwargs, takes, {role: type(getattr(self, role)).__name__ for role in takes})
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """How many numbers the stored parameters hold, each shared variable once, as transformers'
+        TF models counted (`only_trainable`: the trainable ones); `exclude_embeddings` leaves the
+        embedding tables out. Keras' dropout seed states are no parameters and are not counted."""
+        trainable = {id(v) for v in self.trainable_variables}
+        return sum(int(np.prod(self._variables_by_name[p.name].shape)) for p in self.spec
+                   if (not only_trainable or id(self._variables_by_name[p.name]) in trainable)
+                   and not (exclude_embeddings and p.kind == "embedding"))
 
 
 def _with_labels(data):

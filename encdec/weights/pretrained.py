@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from typing import Any, Mapping, NamedTuple, Optional
 
 import numpy as np
@@ -28,9 +29,16 @@ from ..config import (
     EncoderDecoderConfig,
     GenerationConfig,
     load_arch_config,
-    split_role_kwargs,
 )
 from ..errors import CheckpointError, ConfigError
+from ..loading import (
+    GENERIC_CONFIG_DEFAULTS,
+    as_arch_config,
+    as_encoder_decoder_config,
+    check_config_kwargs,
+    check_json_config,
+    split_role_kwargs,
+)
 from .names import ModelSpec, init_weights, model_spec
 
 logger = logging.getLogger("encdec")
@@ -66,7 +74,9 @@ class JoinedPretrained(NamedTuple):
 
 def _role_config(role: str, path: Optional[str], options: dict[str, Any]) -> ArchConfig:
     config = options.pop("config", None)
-    config = config.copy() if config is not None else load_arch_config(path)
+    config = as_arch_config(config, f"{role}_config").copy() if config is not None else load_arch_config(path)
+    check_config_kwargs(options, config, role, prefix=f"{role}_",
+                        elsewhere=[*EncoderDecoderConfig.defaults, *GENERIC_CONFIG_DEFAULTS])
     for key, value in options.items():
         setattr(config, key, value)
     if role == "encoder" and (config.is_decoder or config.add_cross_attention):
@@ -80,9 +90,48 @@ def _role_config(role: str, path: Optional[str], options: dict[str, Any]) -> Arc
     return config
 
 
+def _save_given_modules(kwargs: dict[str, Any], directory: str) -> dict[str, str]:
+    """Pop `encoder_model=` / `decoder_model=` modules that are not the port's own (a transformers
+    PyTorch model, an architecture model of a port) out of `kwargs`, save each into a subfolder of
+    `directory` with its `save_pretrained`, and return {role: folder}: their weights then load through
+    the core like any checkpoint's."""
+    folders = {}
+    for role in ROLES:
+        module = kwargs.get(f"{role}_model")
+        if module is None:
+            continue
+        if not (callable(getattr(module, "save_pretrained", None)) and getattr(module, "config", None) is not None):
+            cls = type(module)
+            raise ConfigError(
+                f"{role}_model is a {cls.__module__}.{cls.__qualname__}; expected a model of this port "
+                "(e.g. BertModel) or a transformers PyTorch model (a PreTrainedModel with save_pretrained)"
+            )
+        folders[role] = os.path.join(directory, role)
+        kwargs.pop(f"{role}_model").save_pretrained(folders[role])
+    return folders
+
+
 def join_pretrained(encoder_path: Optional[str | os.PathLike], decoder_path: Optional[str | os.PathLike],
                     kwargs: Mapping[str, Any], init_seed: int = 0, *,
                     given: Optional[Mapping[str, GivenHalf]] = None) -> JoinedPretrained:
+    """Join a pretrained encoder folder and a pretrained decoder folder (any format) into one canonical state.
+
+    A module given as `encoder_model=` / `decoder_model=` in `kwargs` (one the port
+    does not keep itself, see `_save_given_modules`) is saved to a temporary folder
+    and read from there. The rest is `_join_folders`'.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if not (v is None and k in ("encoder_model", "decoder_model"))}
+    if not any(f"{role}_model" in kwargs for role in ROLES):
+        return _join_folders(encoder_path, decoder_path, kwargs, init_seed, given=given)
+    with tempfile.TemporaryDirectory(prefix="encdec-given-") as tmp:
+        folders = _save_given_modules(kwargs, tmp)
+        return _join_folders(folders.get("encoder", encoder_path), folders.get("decoder", decoder_path),
+                             kwargs, init_seed, given=given)
+
+
+def _join_folders(encoder_path: Optional[str | os.PathLike], decoder_path: Optional[str | os.PathLike],
+                  kwargs: Mapping[str, Any], init_seed: int = 0, *,
+                  given: Optional[Mapping[str, GivenHalf]] = None) -> JoinedPretrained:
     """Join a pretrained encoder folder and a pretrained decoder folder (any format) into one canonical state.
 
     `kwargs` (not changed) are `from_encoder_decoder_pretrained`'s: `encoder_*` /
@@ -94,9 +143,9 @@ def join_pretrained(encoder_path: Optional[str | os.PathLike], decoder_path: Opt
     `enc_to_dec_proj`) is drawn with `init_weights(config, init_seed)` and logged by
     name as a warning.
 
-    Raises ConfigError (a half with neither path nor given half; an `encoder_model=`
-    / `decoder_model=` option, which a port turns into `given`; a given state with
-    unknown names) and whatever loading raises (CheckpointError, ConfigError).
+    Raises ConfigError (a half with neither path nor given half; a given state with
+    unknown names; a kwarg that is no attribute of the config it would set) and
+    whatever loading raises (CheckpointError, ConfigError).
     """
     from .convert import load_component
 
@@ -110,10 +159,6 @@ def join_pretrained(encoder_path: Optional[str | os.PathLike], decoder_path: Opt
     paths: dict[str, str] = {}
     for role, path in (("encoder", encoder_path), ("decoder", decoder_path)):
         options = parts[role]
-        if "model" in options:
-            raise ConfigError(
-                f"{role}_model= is a module of a port; expected the port to pass it as given={{'{role}': GivenHalf}}"
-            )
         if role in given:
             if options:
                 raise ConfigError(
@@ -125,6 +170,7 @@ def join_pretrained(encoder_path: Optional[str | os.PathLike], decoder_path: Opt
             raise ConfigError(f"no {role} given; expected {role}_pretrained_model_name_or_path or {role}_model=")
         paths[role] = os.fspath(path)
         configs[role] = _role_config(role, paths[role], options)
+    check_config_kwargs(kwargs, EncoderDecoderConfig.defaults, "encoder-decoder")
     config = EncoderDecoderConfig.from_encoder_decoder_configs(configs["encoder"], configs["decoder"], **kwargs)
 
     spec = model_spec(config)
@@ -189,7 +235,8 @@ def read_model_folder(directory: str | os.PathLike, *, fmt: Optional[str] = None
     """The body of every port's `from_pretrained`: (config, canonical state, generation config or None).
 
     Finishes a save into `directory` that a crash interrupted before anything is read.
-    `config` (copied) replaces the folder's config.json; `config_kwargs` set its keys.
+    `config` (copied; encdec's, a dict or a transformers config) replaces the folder's
+    config.json; `config_kwargs` set its keys (a ConfigError for one the config does not have).
     The config must fit the files' tensor list before the parameter table is built,
     so a config that asks for more layers than the files hold allocates nothing. The
     folder's tokenizers are noted on the config, so saving the model elsewhere carries them.
@@ -199,7 +246,11 @@ def read_model_folder(directory: str | os.PathLike, *, fmt: Optional[str] = None
 
     directory = os.fspath(directory)
     recover_directory(directory)
-    config = config.copy() if config is not None else EncoderDecoderConfig.from_pretrained(directory)
+    if config is not None:
+        config = as_encoder_decoder_config(config).copy()
+    else:
+        config = EncoderDecoderConfig.from_pretrained(directory)
+    check_config_kwargs(config_kwargs, config, "encoder-decoder")
     for key, value in config_kwargs.items():
         setattr(config, key, value)
     state, _report = load_state(directory, config, fmt=fmt)
@@ -265,13 +316,17 @@ def write_model_folder(directory: str | os.PathLike, state: Mapping[str, Any], s
     `tokenizer_sources(config)`, what `join_pretrained` noted) are copied in, and then
     the previous folder's tokenizer files are not kept. `config` is not changed.
     Returns the weight file names written. Raises ConfigError (a bad `shard_size`), CheckpointError (an
-    unknown `fmt`, a state that does not fit `spec`).
+    unknown `fmt`, a state that does not fit `spec`), and a ConfigError for a config value that is not
+    JSON, before anything is written.
     """
     from .convert import save_state
     from .formats import is_weight_file
     from ..tokenization import DECODER_TOKENIZER_DIR, TOKENIZER_FILES
     from .io import atomic_directory, parse_size
 
+    check_json_config(config.to_dict())
+    if generation_config is not None:
+        check_json_config(generation_config.to_dict(), "generation config")
     size = parse_size(shard_size) if shard_size is not None else None
     missing = [p.name for p in spec if p.name not in state]
     if missing:

@@ -125,7 +125,7 @@ def test_join_errors(halves):
     enc_dir, dec_dir, enc, _ = halves
     with pytest.raises(ConfigError, match="^no decoder given; expected decoder_pretrained_model_name_or_path"):
         join_pretrained(enc_dir, None, {})
-    with pytest.raises(ConfigError, match="^encoder_model= is a module of a port"):
+    with pytest.raises(ConfigError, match=r"^encoder_model is a builtins\.object; expected a model of this port"):
         join_pretrained(enc_dir, dec_dir, {"encoder_model": object()})
     bad = dict(enc, **{"not.a.name": np.zeros(2, np.float32)})
     with pytest.raises(ConfigError, match=r"given encoder state has 1 name\(s\) .*encoder\.not\.a\.name"):

@@ -196,7 +196,8 @@ class TFBackend(Backend):
         import tensorflow as tf
 
         weights = model.canonical_state()
-        variables = model.trainable_variables
+        # Every weight, the non-trainable pooler too (the loss gives it no gradient: zeros, as transformers').
+        variables = [v for v in model.variables if "float" in str(v.dtype)]
         with tf.GradientTape() as tape:
             loss = model(**self.tensors(input_ids=input_ids, attention_mask=attention_mask, labels=labels)).loss
         grads = tape.gradient(loss, variables)

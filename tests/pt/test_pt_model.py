@@ -115,8 +115,8 @@ def test_from_encoder_decoder_pretrained_matches_transformers(tmp_path, caplog, 
         cls(hf_cfg_cls.from_dict(cfg.to_dict())).save_pretrained(tmp_path / role)
     with caplog.at_level(logging.WARNING, logger="encdec"):
         ours = EncoderDecoderModel.from_encoder_decoder_pretrained(
-            tmp_path / "enc", tmp_path / "dec", encoder_hidden_dropout_prob=0.0, decoder_attention_probs_dropout_prob=0.0
-            if dec_type != "gpt2" else 0.1, pad_token_id=1,
+            tmp_path / "enc", tmp_path / "dec", encoder_hidden_dropout_prob=0.0, pad_token_id=1,
+            **({"decoder_attention_probs_dropout_prob": 0.0} if dec_type != "gpt2" else {"decoder_attn_pdrop": 0.1}),
         )
     assert ours.config.encoder.hidden_dropout_prob == 0.0
     assert ours.config.pad_token_id == 1
