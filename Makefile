@@ -40,7 +40,14 @@ test-core: | $(CORE_VENV)/bin/python
 	$(CORE_VENV)/bin/python -c "import importlib.util as u, sys; found = [m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras', 'transformers') if u.find_spec(m)]; sys.exit(f'not a core-only environment: {found}' if found else 0)"
 	PYTHONPATH=$(CURDIR) $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/core
 
-test-slow: install
+# transformers 4.57 (the last line with TF and Flax classes) beside the project, for the slow tests
+# that load encdec's files in it; tools/venv457.sh pins what it installs.
+VENV457 := .venv-457
+
+$(VENV457)/.installed-stamp: tools/venv457.sh
+	rm -f $@ && bash tools/venv457.sh
+
+test-slow: install $(VENV457)/.installed-stamp
 	$(BIN)/python -m pytest -q -m slow
 
 test-all: install
@@ -50,4 +57,4 @@ bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) reports build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(VENV457) reports build *.egg-info

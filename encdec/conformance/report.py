@@ -71,8 +71,9 @@ class Report:
         self.incomplete = False  # a time limit left model cases unrun (listed in skips)
         # case -> run key -> item -> the output (or parameter) names that run returned
         self.executed: dict[str, dict[str, dict[str, list[str]]]] = {}
-        # case -> run key -> generate item -> the generated ids (rows of token ids)
-        self.generated: dict[str, dict[str, dict[str, list[list[int]]]]] = {}
+        # case -> run key -> generate item -> the generated ids (rows of token ids);
+        # text item -> the decoded strings
+        self.generated: dict[str, dict[str, dict[str, list]]] = {}
         # case -> run key -> "load" or item -> seconds (compilation included)
         self.timings: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -203,7 +204,8 @@ class Report:
         for c in self.comparisons:
             key = (c.case, _pair(c.frameworks), c.device, c.dtype)
             row = rows.setdefault(key, dict(case=c.case, frameworks=key[1], device=c.device, dtype=c.dtype,
-                                            forward=[0, 0], gradients=[0, 0], generate=[0, 0], errors=0,
+                                            forward=[0, 0], gradients=[0, 0], generate=[0, 0], text=[0, 0],
+                                            errors=0,
                                             first_failure=None, first_bad=None))
             if c.metric == "error":
                 row["errors"] += 1
@@ -219,22 +221,33 @@ class Report:
         return list(rows.values())
 
     @staticmethod
-    def _cells(row: dict[str, Any]) -> list[str]:
+    def _cells(row: dict[str, Any], text: bool = False) -> list[str]:
         def cell(counts):
             n, bad = counts
             return "-" if n == 0 else (f"{bad}/{n} failed" if bad else f"{n} ok")
 
-        bad = row["errors"] + sum(row[k][1] for k in ("forward", "gradients", "generate"))
+        bad = row["errors"] + sum(row[k][1] for k in ("forward", "gradients", "generate", "text"))
         if bad:
             result = f"FAIL: {row['first_failure']}"
             if row["first_bad"]:
                 result += f" (first bad layer {row['first_bad']})"
         else:
             result = "pass"
-        return [row["case"], row["frameworks"], row["device"], row["dtype"], cell(row["forward"]),
-                cell(row["gradients"]), cell(row["generate"]), str(row["errors"] or "-"), result]
+        counts = [cell(row[k]) for k in ("forward", "gradients", "generate")] + ([cell(row["text"])] if text else [])
+        return [row["case"], row["frameworks"], row["device"], row["dtype"], *counts, str(row["errors"] or "-"), result]
 
     COLUMNS = ("case", "frameworks", "device", "dtype", "forward", "gradients", "generate", "errors", "result")
+
+    def _has_text(self) -> bool:
+        """Whether a text item was checked: its column is shown only then."""
+        return any(c.item.startswith("text/") for c in self.comparisons)
+
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns: COLUMNS, with "text" after "generate" when a text item was checked."""
+        if not self._has_text():
+            return self.COLUMNS
+        at = self.COLUMNS.index("generate") + 1
+        return self.COLUMNS[:at] + ("text",) + self.COLUMNS[at:]
 
     def print(self, console=None) -> None:
         """The summary table, the skips, and one line per failure, in the terminal."""
@@ -250,10 +263,10 @@ class Report:
             # A log file or CI console is no terminal: give the table room instead of 80 columns.
             console = Console() if sys.stdout.isatty() else Console(width=240)
         table = Table(title="encdec conformance")
-        for col in self.COLUMNS:
+        for col in self.columns():
             table.add_column(col, overflow="fold")
         for row in self.summary_rows():
-            cells = self._cells(row)
+            cells = self._cells(row, self._has_text())
             style = None if cells[-1] == "pass" else "red"
             table.add_row(*cells, style=style)
         console.print(table)
@@ -283,10 +296,10 @@ class Report:
             lines.append("")
             lines += [f"- {line}" for line in _skip_lines(self.skips)]
             lines.append("")
-        lines.append("| " + " | ".join(self.COLUMNS) + " |")
-        lines.append("|" + "---|" * len(self.COLUMNS))
+        lines.append("| " + " | ".join(self.columns()) + " |")
+        lines.append("|" + "---|" * len(self.columns()))
         for row in self.summary_rows():
-            lines.append("| " + " | ".join(c.replace("|", "/") for c in self._cells(row)) + " |")
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in self._cells(row, self._has_text())) + " |")
         failures = self.failure_lines()
         if failures:
             lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]

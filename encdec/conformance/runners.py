@@ -9,7 +9,9 @@ numpy only:
 - `gradients(inputs)`: d loss / d parameter for every stored parameter, by
   canonical name and in the canonical layout (dropout off, so the step is
   deterministic and the same in every framework);
-- `generate(inputs, options)`: token ids.
+- `generate(inputs, options)`: token ids;
+- `decode(ids, tokenizer_dir)`: their text (encdec's tokenizer; transformers'
+  own for the reference).
 
 A port is reached only through its public contract (docs/design.md): a
 checkpoint folder is read by the core (`encdec.weights.convert.load_state`, in
@@ -155,6 +157,12 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def generate(self, inputs: Mapping[str, np.ndarray], options: Mapping[str, Any]) -> np.ndarray:
         """Generated ids `[batch * num_return_sequences, length]`."""
+
+    def decode(self, ids: np.ndarray, tokenizer_dir: str) -> list[str]:
+        """The text of generated ids (special tokens dropped), by encdec's tokenizer of `tokenizer_dir`."""
+        from encdec.tokenization import Tokenizer
+
+        return Tokenizer.from_pretrained(tokenizer_dir).batch_decode(ids, skip_special_tokens=True)
 
     def close(self) -> None:
         self.model = None
@@ -313,6 +321,13 @@ class HFRunner(_TorchRunner):
                                                    attn_implementation="eager")
         self.model = model.to(self.run.device_name).eval()
 
+    def decode(self, ids, tokenizer_dir):
+        """transformers' own tokenizer decodes: the reference is its generate followed by its batch_decode."""
+        import transformers
+
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+        return tokenizer.batch_decode(np.asarray(ids).tolist(), skip_special_tokens=True)
+
     def forward(self, inputs):
         with _quiet():
             return super().forward(inputs)
@@ -432,7 +447,8 @@ class TFRunner(Runner):
 
         Found through the contract alone: every stored tensor is filled with its
         own number (1, 2, ...; exact in float32) by `load_canonical_state`, each
-        trainable variable then names its tensor by the one value it holds, and
+        weight variable (the non-trainable pooler too; Keras' integer seed states are
+        no weights) then names its tensor by the one value it holds, and
         the original tensors are put back. A tied name shares its source's
         variable and is not stored, so it is not in `canonical_state()`.
         """
@@ -442,20 +458,20 @@ class TFRunner(Runner):
         found: dict[str, Any] = {}
         self.model.load_canonical_state(marks)
         try:
-            for variable in self.model.trainable_variables:
+            for variable in (v for v in self.model.variables if "float" in str(v.dtype)):
                 values = np.unique(np.asarray(variable.numpy(), np.float64))
                 index = int(values[0]) - 1 if values.size == 1 and values[0] == int(values[0]) else -1
                 if not 0 <= index < len(names) or names[index] in found:
                     raise CheckpointError(
                         f"{self.label}: the variable {variable.path} (shape {tuple(variable.shape)}) holds none of "
-                        f"the {len(names)} stored tensors after load_canonical_state; expected every trainable "
+                        f"the {len(names)} stored tensors after load_canonical_state; expected every weight "
                         "variable to hold exactly one of them")
                 found[names[index]] = variable
         finally:
             self.model.load_canonical_state(state)
         missing = [name for name in names if name not in found]
         if missing:
-            raise CheckpointError(f"{self.label}: no trainable variable holds {missing[:5]} "
+            raise CheckpointError(f"{self.label}: no weight variable holds {missing[:5]} "
                                   f"({len(missing)} of {len(names)} stored tensors); expected one each")
         return {name: found[name] for name in names}
 

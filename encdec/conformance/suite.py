@@ -23,6 +23,7 @@ import numpy as np
 
 from encdec.config import EncoderDecoderConfig
 from encdec.errors import EncdecError
+from encdec.tokenization import Tokenizer
 from encdec.weights.names import model_spec
 
 from . import cases as cases_mod
@@ -276,6 +277,7 @@ def _run_case(case: cases_mod.ModelCase, runs: list[Run], report: Report, workdi
     if case.grad_input:
         plan.append(("gradients/" + case.grad_input, case.grad_input))
     plan += [("generate/" + g.name, g) for g in case.generations]
+    plan += [("text/" + t.name, t) for t in case.texts]
     plan = [(item, what) for item, what in plan if wanted(item)]
 
     results: dict[Run, dict[str, Any]] = {}
@@ -284,10 +286,12 @@ def _run_case(case: cases_mod.ModelCase, runs: list[Run], report: Report, workdi
     for run in runs:
         bar.step(f"{case.name} · {run.framework} on {run.device} ({run.dtype})")
         results[run] = _execute(run, case, config, src, inputs, plan, converted, workdir, report)
-        executed[run.key] = {item: sorted(out) if isinstance(out, dict) else ["ids"]
+        executed[run.key] = {item: sorted(out) if isinstance(out, dict)
+                             else ["text" if item.startswith("text/") else "ids"]
                              for item, out in results[run].items()}
         report.generated.setdefault(case.name, {})[run.key] = {
-            item: np.asarray(out).tolist() for item, out in results[run].items() if item.startswith("generate/")}
+            item: np.asarray(out).tolist() for item, out in results[run].items()
+            if item.startswith(("generate/", "text/"))}
         bar.step(f"{case.name} · {run.framework} on {run.device} ({run.dtype})", advance=1)
         errors = sum(1 for c in report.comparisons
                      if c.metric == "error" and c.case == case.name and c.frameworks == (run.framework, "-")
@@ -363,6 +367,10 @@ def _execute(run: Run, case, config, src: str, inputs, plan, converted: dict, wo
                     out[item] = runner.forward(inputs[what])
                 elif kind == "gradients":
                     out[item] = runner.gradients(inputs[what])
+                elif kind == "text":
+                    # The checkpoint folder's tokenizer encodes; the runner decodes (transformers' own for hf).
+                    ids = runner.generate(what.encode(Tokenizer.from_pretrained(src)), what.generation.kwargs(config))
+                    out[item] = runner.decode(ids, src)
                 else:
                     gen_inputs = inputs[case.input_names()[0]]
                     out[item] = runner.generate(gen_inputs, what.kwargs(config))
@@ -446,5 +454,19 @@ def _compare_item(item, a, b, ctx, config, real: bool, logits_mask, order, repor
             report.diagnoses.append(diag)
     elif kind == "gradients":
         report.add(compare_gradients(a, b, ctx, order))
+    elif kind == "text":
+        report.add([compare_texts(a, b, ctx)])
     else:
         report.add([compare_generated(a, b, ctx, pad=config.pad_token_id)])
+
+
+def compare_texts(a: Sequence[str], b: Sequence[str], ctx: dict) -> Comparison:
+    """Decoded strings must be identical; the note names the first differing one."""
+    fa, fb = ctx["frameworks"]
+    if len(a) != len(b):
+        return Comparison(**ctx, output="text", metric="count", value=None, tolerance=None, passed=False,
+                          note=f"{fa} returned {len(a)} strings, {fb} {len(b)}; expected the same number")
+    differ = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    note = f"first difference at string {differ[0]}: {fa} {a[differ[0]]!r} vs {fb} {b[differ[0]]!r}" if differ else ""
+    return Comparison(**ctx, output="text", metric="strings_differing", value=float(len(differ)), tolerance=0.0,
+                      passed=not differ, note=note)

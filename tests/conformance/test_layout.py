@@ -91,7 +91,8 @@ def _make_fixtures(monkeypatch):
 
 def test_tools_make_fixtures_describes_every_fixture_folder(monkeypatch):
     tool = _make_fixtures(monkeypatch)
-    folders = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+    # transformers457/ holds transformers 4.57's own results, written by tools/make_457_fixtures.py.
+    folders = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir() and p.name != "transformers457")
     assert sorted(tool.CASES) == folders
     assert set(cases.FIXTURE_NAMES) <= set(folders)
     readme = (FIXTURES / "README.md").read_text()
