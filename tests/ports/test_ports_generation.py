@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from port_backends import one_torch_thread, port  # noqa: F401  (fixtures)
+from tiny_models import generation_settings
 from ports_lib import (
     PAD,
     START,
@@ -21,24 +22,8 @@ from ports_lib import (
     to_numpy,
 )
 
-# "eos" is replaced by a token the model really generates, so that some rows and beams end early.
-SETTINGS = {
-    "greedy": dict(max_length=10),
-    "greedy_new_tokens": dict(max_new_tokens=6, min_new_tokens=3),
-    "greedy_min_length_repetition": dict(max_length=9, min_length=6, repetition_penalty=1.4),
-    "greedy_ngram_bad_words": dict(max_length=12, no_repeat_ngram_size=2, bad_words_ids=[[5], [7, 8], [9, 10, 11]]),
-    "greedy_forced_eos": dict(max_length=7, forced_eos_token_id="eos"),
-    "beam2_early": dict(max_length=10, num_beams=2, early_stopping=True),
-    "beam3": dict(max_length=10, num_beams=3),
-    "beam4_never_ret3": dict(max_length=11, num_beams=4, num_return_sequences=3, length_penalty=0.5,
-                             early_stopping="never"),
-    "beam5_lp2_ret2": dict(max_length=9, num_beams=5, num_return_sequences=2, length_penalty=2.0),
-    "beam3_negative_lp_never": dict(max_length=10, num_beams=3, length_penalty=-1.0, early_stopping="never"),
-    "beam3_ngram_repetition": dict(max_length=10, num_beams=3, no_repeat_ngram_size=2, repetition_penalty=1.3),
-    "beam2_min_length": dict(max_length=9, num_beams=2, min_length=6),
-    "beam4_forced_bos_eos": dict(max_length=8, num_beams=4, forced_bos_token_id=9, forced_eos_token_id="eos"),
-    "beam3_no_eos": dict(max_length=8, num_beams=3, eos_token_id=None),
-}
+# tiny_models.GENERATION_SETTINGS less the pad-0 and default-length settings (tests/pt covers those).
+SETTINGS = generation_settings("greedy_default_length", "beam3_ret3_pad0", "greedy_pad0")
 # By default: greedy, beam search and num_return_sequences on three variants; the rest is slow.
 DEFAULT = {("bert2gpt2", "plain", "greedy"), ("roberta2roberta", "plain", "beam4_never_ret3"),
            ("bert2bert", "proj", "beam3")}
@@ -136,7 +121,7 @@ def test_generation_from_a_decoder_prompt(port, pair, prompt, setting):
     if kwargs.get("return_dict_in_generate"):
         assert_same_generate_output(name, port, got, expected, "num_beams" in kwargs)
     else:
-        assert_same_ids(name, port.numpy(got), to_numpy(expected))
+        assert_same_ids(name, port.numpy(getattr(got, "sequences", got)), to_numpy(expected))
 
 
 @pytest.mark.parametrize("pair", ["bert2gpt2", pytest.param("bert2bert", marks=pytest.mark.slow),

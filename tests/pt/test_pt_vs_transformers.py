@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from encdec.errors import InputError
+from tiny_models import GENERATION_SETTINGS
 
 from pt_helpers import (  # noqa: F401
     PAD,
@@ -83,29 +84,7 @@ def test_forward_logits_hidden_states_and_loss(pair, variant, seed):
         close(got.logits, expected.logits)
 
 
-# Generation settings; `eos` is replaced by a token the model actually generates, so that
-# some rows and beams finish early and others do not.
-SETTINGS = {
-    "greedy": dict(max_length=10),
-    "greedy_default_length": dict(),
-    "greedy_new_tokens": dict(max_new_tokens=6, min_new_tokens=3),
-    "greedy_min_length_repetition": dict(max_length=9, min_length=6, repetition_penalty=1.4),
-    "greedy_ngram_bad_words": dict(max_length=12, no_repeat_ngram_size=2, bad_words_ids=[[5], [7, 8], [9, 10, 11]]),
-    "greedy_forced_eos": dict(max_length=7, forced_eos_token_id="eos"),
-    "beam2_early": dict(max_length=10, num_beams=2, early_stopping=True),
-    "beam3": dict(max_length=10, num_beams=3),
-    "beam4_never_ret3": dict(max_length=11, num_beams=4, num_return_sequences=3, length_penalty=0.5,
-                             early_stopping="never"),
-    "beam5_lp2_ret2": dict(max_length=9, num_beams=5, num_return_sequences=2, length_penalty=2.0),
-    "beam3_negative_lp_never": dict(max_length=10, num_beams=3, length_penalty=-1.0, early_stopping="never"),
-    "beam3_ngram_repetition": dict(max_length=10, num_beams=3, no_repeat_ngram_size=2, repetition_penalty=1.3),
-    "beam2_min_length": dict(max_length=9, num_beams=2, min_length=6),
-    "beam4_forced_bos_eos": dict(max_length=8, num_beams=4, forced_bos_token_id=9, forced_eos_token_id="eos"),
-    "beam3_no_eos": dict(max_length=8, num_beams=3, eos_token_id=None),
-    # transformers fills beam outputs with `pad or eos`: a pad id of 0 is taken as unset
-    "beam3_ret3_pad0": dict(max_length=10, num_beams=3, num_return_sequences=3, pad_token_id=0),
-    "greedy_pad0": dict(max_length=10, pad_token_id=0),
-}
+SETTINGS = GENERATION_SETTINGS
 
 
 def _generated_eos(ours, b) -> int:

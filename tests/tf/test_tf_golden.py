@@ -34,7 +34,9 @@ def model_for(case: str, fmt: str | None = None) -> TFEncoderDecoderModel:
     return _models[key]
 
 
-@pytest.mark.parametrize("mode", ["eager", "xla"])
+# XLA-compiled generation on the fixtures is tests/ports/test_ports_golden.py's (the TF port generates with XLA by
+# default); here it is the slow run's.
+@pytest.mark.parametrize("mode", ["eager", pytest.param("xla", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("setting", list(GENERATIONS))
 @pytest.mark.parametrize("case", CASES)
 def test_generation_matches_golden(case, setting, mode):

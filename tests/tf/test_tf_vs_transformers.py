@@ -24,6 +24,7 @@ from tf_helpers import (  # first: it sets TensorFlow's threads
     tf_model,
     torch_batch,
 )
+from tiny_models import generation_settings  # noqa: E402
 
 # (pair, variant): every architecture pair plain, plus the projection and tied variants.
 VARIANTS = [(pair, "plain") for pair in PAIRS] + [
@@ -100,36 +101,18 @@ def test_attention_weights_match_eager_attention():
             close(a, e)
 
 
-# Generation settings; "eos" is replaced by a token the model really generates, so that
-# some rows and beams finish early and others do not.
-SETTINGS = {
-    "greedy": dict(max_length=10),
-    "greedy_default_length": dict(),
-    "greedy_new_tokens": dict(max_new_tokens=6, min_new_tokens=3),
-    "greedy_min_length_repetition": dict(max_length=9, min_length=6, repetition_penalty=1.4),
-    "greedy_ngram_bad_words": dict(max_length=12, no_repeat_ngram_size=2, bad_words_ids=[[5], [7, 8], [9, 10, 11]]),
-    "greedy_forced_eos": dict(max_length=7, forced_eos_token_id="eos"),
-    "beam2_early": dict(max_length=10, num_beams=2, early_stopping=True),
-    "beam3": dict(max_length=10, num_beams=3),
-    "beam4_never_ret3": dict(max_length=11, num_beams=4, num_return_sequences=3, length_penalty=0.5,
-                             early_stopping="never"),
-    "beam5_lp2_ret2": dict(max_length=9, num_beams=5, num_return_sequences=2, length_penalty=2.0),
-    "beam3_negative_lp_never": dict(max_length=10, num_beams=3, length_penalty=-1.0, early_stopping="never"),
-    "beam3_ngram_repetition": dict(max_length=10, num_beams=3, no_repeat_ngram_size=2, repetition_penalty=1.3),
-    "beam2_min_length": dict(max_length=9, num_beams=2, min_length=6),
-    "beam4_forced_bos_eos": dict(max_length=8, num_beams=4, forced_bos_token_id=9, forced_eos_token_id="eos"),
-    "beam3_no_eos": dict(max_length=8, num_beams=3, eos_token_id=None),
-}
+SETTINGS = generation_settings("beam3_ret3_pad0", "greedy_pad0")
 
-# By default each variant runs a few settings (together they cover every setting), eagerly
-# and compiled; the whole matrix is marked slow.
+# By default each variant runs a few settings (together they cover every setting), eagerly, and
+# three of them compiled (every setting compiled is the slow run's, and tests/ports compiles more);
+# the whole matrix is marked slow.
 DEFAULT_GENERATIONS = [
     (0, "greedy", "xla"), (0, "beam4_never_ret3", "eager"),
     (1, "greedy_ngram_bad_words", "eager"), (1, "beam3", "xla"),
-    (2, "greedy_new_tokens", "eager"), (2, "beam5_lp2_ret2", "xla"),
-    (3, "greedy_min_length_repetition", "xla"), (3, "beam2_early", "eager"),
-    (4, "greedy_forced_eos", "eager"), (4, "beam3_ngram_repetition", "xla"),
-    (5, "greedy_default_length", "eager"), (5, "beam3_negative_lp_never", "xla"),
+    (2, "greedy_new_tokens", "eager"), (2, "beam5_lp2_ret2", "eager"),
+    (3, "greedy_min_length_repetition", "eager"), (3, "beam2_early", "eager"),
+    (4, "greedy_forced_eos", "eager"), (4, "beam3_ngram_repetition", "eager"),
+    (5, "greedy_default_length", "eager"), (5, "beam3_negative_lp_never", "eager"),
     (6, "beam2_min_length", "eager"), (7, "beam4_forced_bos_eos", "eager"),
     (8, "beam3_no_eos", "eager"), (11, "beam4_never_ret3", "xla"),
 ]
