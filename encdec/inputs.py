@@ -104,7 +104,7 @@ def token_type_table(config: ArchConfig) -> int:
     """How many token type ids an architecture embeds: `type_vocab_size`; GPT-2 embeds them with its word table."""
     if not has_token_types(config):
         raise InputError(f"{config.model_type} has no token types; expected token_type_ids=None")
-    if config.model_type == "gpt2":
+    if config.architecture == "gpt2":
         return config.vocab_size
     return config.type_vocab_size
 

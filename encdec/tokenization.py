@@ -65,7 +65,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Optional[str]]] = {
 FAMILY_DEFAULTS["BartTokenizer"] = FAMILY_DEFAULTS["RobertaTokenizer"]
 # config.json model_type -> tokenizer class, when tokenizer_config.json names none
 MODEL_TYPE_TOKENIZERS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
-                         "bart": "BartTokenizer", "bert-generation": "BertGenerationTokenizer"}
+                         "bart": "BartTokenizer", "bert-generation": "BertGenerationTokenizer",
+                         "xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer"}
 SPIECE_UNDERLINE = "\u2581"
 
 
@@ -135,6 +136,10 @@ class BatchEncoding(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def to(self, device: Any) -> "BatchEncoding":
+        """The tensors moved to `device` (PyTorch's `tokenizer(...).to(model.device)`)."""
+        return BatchEncoding({k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()})
 
 
 def as_tensors(arrays: Mapping[str, np.ndarray], return_tensors: Optional[str]) -> dict:
@@ -464,9 +469,10 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text: str, add_special_tokens: bool = True, truncation: Optional[bool] = None,
-               max_length: Optional[int] = None) -> list[int]:
+               max_length: Optional[int] = None, return_tensors: Optional[str] = None) -> Any:
+        """The ids of one text: a list, or with `return_tensors` a `[1, L]` tensor (transformers' encode)."""
         return self(text, add_special_tokens=add_special_tokens, truncation=truncation,
-                    max_length=max_length)["input_ids"]
+                    max_length=max_length, return_tensors=return_tensors)["input_ids"]
 
     def __call__(self, text: str | Sequence[str], padding: bool | str = False, truncation: Optional[bool | str] = None,
                  max_length: Optional[int] = None, return_tensors: Optional[str] = None,

@@ -35,7 +35,8 @@ def main() -> None:
     mesh = fd.make_mesh(data, size)
     arch = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=64, max_position_embeddings=16)
-    config = EncoderDecoderConfig.from_encoder_decoder_configs(arch, arch, decoder_start_token_id=START,
+    # a copy for the decoder: joining marks the decoder config object as a decoder
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(arch, arch.copy(), decoder_start_token_id=START,
                                                                pad_token_id=PAD, eos_token_id=EOS)
     model = FlaxEncoderDecoderModel(config)
     params = fd.shard_params(jax.device_get(model.params), mesh)  # each device gets only its slices

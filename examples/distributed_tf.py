@@ -38,7 +38,9 @@ def main() -> None:
     print(f"{strategy.num_replicas_in_sync} replicas")
     arch = BertConfig(vocab_size=24, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=64, max_position_embeddings=16)
-    config = EncoderDecoderConfig.from_encoder_decoder_configs(arch, arch, decoder_start_token_id=1, pad_token_id=0)
+    # a copy for the decoder: joining marks the decoder config object as a decoder
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(arch, arch.copy(), decoder_start_token_id=1,
+                                                               pad_token_id=0)
     model = build_model(strategy, TFEncoderDecoderModel, config=config)
     with strategy.scope():
         model.compile(optimizer=keras.optimizers.Adam(3e-3))  # the model's own loss

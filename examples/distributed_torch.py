@@ -6,6 +6,7 @@
 Each process takes its half of every global batch. DDP needs no find_unused_parameters;
 FSDP2 shards every layer (a tied encoder/decoder layer pair is one group). The folder
 `--save` writes is the one a single process writes (rank 0 gathers the full weights).
+At the end every rank generates from the trained model (`unsharded` for FSDP2).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.distributed as dist
 
 from encdec.config import BertConfig, EncoderDecoderConfig
 from encdec.pt import EncoderDecoderModel
-from encdec.pt.distributed import fully_shard_model, save_pretrained
+from encdec.pt.distributed import fully_shard_model, save_pretrained, unsharded
 
 PAD, START, VOCAB, LENGTH = 0, 1, 24, 8
 
@@ -34,8 +35,9 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     arch = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=64, max_position_embeddings=16)
+    # a copy for the decoder: joining marks the decoder config object as a decoder
     config = EncoderDecoderConfig.from_encoder_decoder_configs(
-        arch, arch, decoder_start_token_id=START, pad_token_id=PAD, tie_encoder_decoder=args.tie)
+        arch, arch.copy(), decoder_start_token_id=START, pad_token_id=PAD, tie_encoder_decoder=args.tie)
     model = EncoderDecoderModel(config=config).train()  # the same random weights on every rank (seed 0)
     if args.mode == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -52,6 +54,13 @@ def main() -> None:
         optimizer.step()
         if rank == 0 and step % 10 == 0:
             print(f"step {step}: loss {loss.item():.3f}")
+    # every rank generates the same rows: under FSDP2, generate calls the model's parts outside
+    # their groups' forward, so their full parameters are gathered for it
+    bare = model.module if args.mode == "ddp" else model
+    with torch.no_grad(), unsharded(model):
+        out = bare.eval().generate(ids[:2], max_length=LENGTH + 1)
+    if rank == 0:
+        print(f"input     {ids[:2].tolist()}\ngenerated {out[:, 1:].tolist()}")
     if args.save:
         save_pretrained(model, args.save)  # every rank calls it; rank 0 writes
         if rank == 0:

@@ -3,6 +3,7 @@
     encdec conformance [MODEL_DIR] [--frameworks pt,tf,flax,hf] [--devices cpu,gpu,tpu]
                        [--dtypes float32,bfloat16] [--cases default|quick|full]
                        [--fixtures DIR] [--report PATH] [--verbose]
+    encdec conformance --distributed [--frameworks pt,tf,flax]
 
 Without MODEL_DIR it checks the built-in cases. `--cases default` (the
 default) checks the built-in default model alone: a bert2bert from
@@ -16,6 +17,9 @@ On a terminal a progress bar shows how far it is; otherwise one plain line is
 printed per run and per model case as each finishes. TensorFlow's and XLA's own
 C++ log lines are silenced unless --verbose is given or TF_CPP_MIN_LOG_LEVEL is
 already set.
+
+`--distributed` checks, instead, that a step, the logits and generation run
+sharded equal one device (encdec.conformance.distributed).
 
 Exit status: 0 when everything agrees, 1 when anything disagrees or a step
 raised, 2 when nothing could be compared or the options are wrong, 3 when
@@ -96,6 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and no progress lines")
     parser.add_argument("--verbose", action="store_true",
                         help="keep TensorFlow's and XLA's own log lines (silenced by default)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="instead: one step, logits and generation sharded against one device, per engine "
+                             "of --frameworks (pt: DDP and FSDP2 on 2 gloo processes; flax: meshes 8x1, 4x2, "
+                             "2x4 of 8 virtual CPUs; tf: MirroredStrategy on 2 logical CPUs)")
 
 
 def progress_mode(args: argparse.Namespace) -> str:
@@ -109,6 +117,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         quiet_framework_logs()
     from .suite import SuiteError, run_suite
+
+    if args.distributed:
+        from .distributed import ENGINES, installed_engines, main as run_distributed
+
+        engines = [f for f in args.frameworks or installed_engines() if f in ENGINES]
+        if not engines or args.model_dir is not None:
+            print("encdec conformance: error: --distributed runs its own tiny model on the engines pt, flax, tf; "
+                  f"got MODEL_DIR {args.model_dir!r} and --frameworks {args.frameworks}", file=sys.stderr)
+            return 2
+        return run_distributed(engines)
 
     if args.fixtures is not None and not os.path.isdir(args.fixtures):
         print(f"encdec conformance: error: --fixtures {args.fixtures}: no such folder; expected the folder "

@@ -7,7 +7,14 @@ from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .encoder_decoder import FlaxEncoderDecoderModel, shift_tokens_right
 from .gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
-from .roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
+from .roberta import (
+    FlaxCamembertForCausalLM,
+    FlaxCamembertModel,
+    FlaxRobertaForCausalLM,
+    FlaxRobertaModel,
+    FlaxXLMRobertaForCausalLM,
+    FlaxXLMRobertaModel,
+)
 from .training import loss_fn, make_train_step, train_step
 
 __all__ = [
@@ -20,6 +27,10 @@ __all__ = [
     "FlaxGPT2Model",
     "FlaxRobertaForCausalLM",
     "FlaxRobertaModel",
+    "FlaxXLMRobertaModel",
+    "FlaxXLMRobertaForCausalLM",
+    "FlaxCamembertModel",
+    "FlaxCamembertForCausalLM",
     "loss_fn",
     "make_train_step",
     "shift_tokens_right",

@@ -7,6 +7,7 @@ scores; softmax runs in float32 whatever the computation dtype.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Optional
 
@@ -191,8 +192,40 @@ def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, en
     return hidden_states, all_hidden, all_self, all_cross, tuple(new_layers)
 
 
+class _ModelOutput:
+    """transformers' Flax ModelOutput access on a pytree dataclass: by attribute, by name
+    (`out["logits"]`) and by position (`out[0]`) over the fields that are set, in field order."""
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, name) for name in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                # A field that is not set is no key, as in transformers' ModelOutput (an OrderedDict).
+                raise KeyError(f"{key!r}: not set in this {type(self).__name__}; set fields are {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
+
+    def __iter__(self):
+        # Iterating a dict gives its keys; without this Python would iterate by position over the values.
+        return iter(self.keys())
+
+
 @struct.dataclass
-class BaseModelOutput:
+class BaseModelOutput(_ModelOutput):
     """A body's outputs (a pytree, so it passes through `jax.jit`); decoders fill the cache and cross-attention fields."""
 
     last_hidden_state: Any = None
@@ -204,7 +237,7 @@ class BaseModelOutput:
 
 
 @struct.dataclass
-class CausalLMOutput:
+class CausalLMOutput(_ModelOutput):
     """A decoder's outputs; `past_key_values` is the fixed-size cache after this call."""
 
     loss: Optional[Any] = None
@@ -216,7 +249,7 @@ class CausalLMOutput:
 
 
 @struct.dataclass
-class Seq2SeqLMOutput:
+class Seq2SeqLMOutput(_ModelOutput):
     """The encoder-decoder's outputs, with transformers' field names."""
 
     loss: Optional[Any] = None

@@ -37,15 +37,14 @@ from .common import _cross_entropy
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _fact, _is_concrete, _reorder_cache
 from .gpt2 import FlaxGPT2LMHeadModel
-from .roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
+from .roberta import (FlaxCamembertForCausalLM, FlaxCamembertModel, FlaxRobertaForCausalLM, FlaxRobertaModel,
+                      FlaxXLMRobertaForCausalLM, FlaxXLMRobertaModel)
 
-_ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "bert-generation": FlaxBertGenerationEncoder}
-_DECODERS = {
-    "bert": FlaxBertForCausalLM,
-    "roberta": FlaxRobertaForCausalLM,
-    "bert-generation": FlaxBertGenerationDecoder,
-    "gpt2": FlaxGPT2LMHeadModel,
-}
+_ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "xlm-roberta": FlaxXLMRobertaModel,
+             "camembert": FlaxCamembertModel, "bert-generation": FlaxBertGenerationEncoder}
+_DECODERS = {"bert": FlaxBertForCausalLM, "roberta": FlaxRobertaForCausalLM, "xlm-roberta": FlaxXLMRobertaForCausalLM,
+             "camembert": FlaxCamembertForCausalLM, "bert-generation": FlaxBertGenerationDecoder,
+             "gpt2": FlaxGPT2LMHeadModel}
 
 
 def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):
@@ -331,6 +330,7 @@ class FlaxEncoderDecoderModel:
         labels=None,
         output_attentions: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
         params: Optional[dict] = None,
         dropout_rng=None,
         train: bool = False,
@@ -340,7 +340,8 @@ class FlaxEncoderDecoderModel:
         With `labels` and no `decoder_input_ids`, the decoder inputs are the labels
         shifted right (-100 -> pad) and the decoder mask marks their non-pad tokens;
         `loss` is the mean cross-entropy over labels that are not -100. An output flag left None
-        is each half's config's (`config.encoder.output_attentions`, ...), as in transformers.
+        is each half's config's (`config.encoder.output_attentions`, ...), as in transformers;
+        `return_dict=False` gives `to_tuple()` (None: `config.return_dict`, default True).
         """
         enc = inputs.output_flags(self.config.encoder, output_attentions, output_hidden_states)
         dec = inputs.output_flags(self.config.decoder, output_attentions, output_hidden_states)
@@ -372,9 +373,12 @@ class FlaxEncoderDecoderModel:
             train=train,
         )
         # One program computes both halves' outputs; each half keeps those its flags ask for.
-        return out.replace(**{k: getattr(out, k) if keep else None for k, keep in (
+        out = out.replace(**{k: getattr(out, k) if keep else None for k, keep in (
             ("encoder_attentions", enc[0]), ("encoder_hidden_states", enc[1]), ("decoder_attentions", dec[0]),
             ("cross_attentions", dec[0]), ("decoder_hidden_states", dec[1]))})
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        return out if return_dict else out.to_tuple()
 
     def encode(
         self,

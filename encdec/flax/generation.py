@@ -309,7 +309,7 @@ def _start(model, params, static: StaticPlan, input_ids, attention_mask, token_t
     cache = model._init_cache(params, prompt.shape[0], static.max_length - 1, encoder.last_hidden_state,
                               attention_mask)
     prompt_positions = None
-    if model.config.decoder.model_type == "roberta":
+    if model.config.decoder.architecture == "roberta":
         from .roberta import create_position_ids_from_input_ids
 
         prompt_positions = create_position_ids_from_input_ids(prompt, model.config.decoder.pad_token_id)

@@ -65,3 +65,19 @@ class FlaxRobertaForCausalLM(FlaxBertForCausalLM):
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states, self._shared_embedding())
+
+
+class FlaxXLMRobertaModel(FlaxRobertaModel):
+    """XLM-RoBERTa's encoder: RoBERTa under model_type "xlm-roberta"."""
+
+
+class FlaxXLMRobertaForCausalLM(FlaxRobertaForCausalLM):
+    """XLM-RoBERTa's decoder: RoBERTa's under model_type "xlm-roberta"."""
+
+
+class FlaxCamembertModel(FlaxRobertaModel):
+    """CamemBERT's encoder: RoBERTa under model_type "camembert"."""
+
+
+class FlaxCamembertForCausalLM(FlaxRobertaForCausalLM):
+    """CamemBERT's decoder: RoBERTa's under model_type "camembert"."""

@@ -7,7 +7,14 @@ from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .encoder_decoder import EncoderDecoderModel, shift_tokens_right
 from .gpt2 import GPT2LMHeadModel, GPT2Model
-from .roberta import RobertaForCausalLM, RobertaModel
+from .roberta import (
+    CamembertForCausalLM,
+    CamembertModel,
+    RobertaForCausalLM,
+    RobertaModel,
+    XLMRobertaForCausalLM,
+    XLMRobertaModel,
+)
 
 __all__ = [
     "BertGenerationDecoder",
@@ -19,5 +26,9 @@ __all__ = [
     "GPT2Model",
     "RobertaForCausalLM",
     "RobertaModel",
+    "XLMRobertaModel",
+    "XLMRobertaForCausalLM",
+    "CamembertModel",
+    "CamembertForCausalLM",
     "shift_tokens_right",
 ]

@@ -23,10 +23,16 @@ for byte, as one saved by a single process holding the same weights.
 
 Every rank must call `full_state_dict` and `save_pretrained` (the gather is a
 collective); only rank 0 writes.
+
+Generation: `generate` calls the model's parts directly (the encoder, the decoder
+layers' cross-attention projections for the cache), outside the forward in which a
+group gathers its parameters; `with unsharded(model): model.generate(...)` keeps
+every group's full parameters for the block. Every rank runs the same generation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -38,7 +44,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..weights.pretrained import write_model_folder
 
-__all__ = ["layer_groups", "fully_shard_model", "full_state_dict", "save_pretrained"]
+__all__ = ["layer_groups", "fully_shard_model", "unsharded", "full_state_dict", "save_pretrained"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -88,6 +94,36 @@ def fully_shard_model(model: nn.Module, **fsdp_kwargs) -> nn.Module:
         fully_shard(group if len(group) > 1 else group[0], **fsdp_kwargs)
     fully_shard(model, **fsdp_kwargs)
     return model
+
+
+def _reshards_after_forward(group) -> bool:
+    # FSDP2 has a setter but no getter: a group that reshards after forward keeps the mesh to
+    # reshard to (torch 2.6+); when that is not there, assume fully_shard's default (True).
+    param_group = getattr(group._get_fsdp_state(), "_fsdp_param_group", None)
+    if param_group is None or not hasattr(param_group, "post_forward_mesh_info"):
+        return True
+    return param_group.post_forward_mesh_info is not None
+
+
+@contextlib.contextmanager
+def unsharded(model: nn.Module):
+    """Within the block, every FSDP2 group of `model` holds its full parameters and keeps them across
+    forwards (for `generate`, which calls the model's parts outside their groups' forward); on
+    leaving, they are sharded again as before. A model without FSDP2 groups (plain, DDP) is left
+    as it is. Every rank must enter the block (gathering is a collective)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    groups = [m for m in _unwrap(model).modules() if isinstance(m, FSDPModule)]
+    settings = [_reshards_after_forward(g) for g in groups]
+    for group in groups:
+        group.set_reshard_after_forward(False, recurse=False)
+        group.unshard()
+    try:
+        yield model
+    finally:
+        for group, setting in zip(groups, settings):
+            group.reshard()
+            group.set_reshard_after_forward(setting, recurse=False)
 
 
 def _rank() -> int:

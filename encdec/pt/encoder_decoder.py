@@ -42,15 +42,14 @@ from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _host
 from .fast_linear import Linear
 from .gpt2 import GPT2LMHeadModel
-from .roberta import RobertaForCausalLM, RobertaModel
+from .roberta import (CamembertForCausalLM, CamembertModel, RobertaForCausalLM, RobertaModel,
+                      XLMRobertaForCausalLM, XLMRobertaModel)
 
-ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "bert-generation": BertGenerationEncoder}
-DECODER_CLASSES = {
-    "bert": BertLMHeadModel,
-    "roberta": RobertaForCausalLM,
-    "bert-generation": BertGenerationDecoder,
-    "gpt2": GPT2LMHeadModel,
-}
+ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
+                   "camembert": CamembertModel, "bert-generation": BertGenerationEncoder}
+DECODER_CLASSES = {"bert": BertLMHeadModel, "roberta": RobertaForCausalLM, "xlm-roberta": XLMRobertaForCausalLM,
+                   "camembert": CamembertForCausalLM, "bert-generation": BertGenerationDecoder,
+                   "gpt2": GPT2LMHeadModel}
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):

@@ -73,3 +73,19 @@ class RobertaForCausalLM(BertLMHeadModel):
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states)
+
+
+class XLMRobertaModel(RobertaModel):
+    """XLM-RoBERTa's encoder: RoBERTa under model_type "xlm-roberta"."""
+
+
+class XLMRobertaForCausalLM(RobertaForCausalLM):
+    """XLM-RoBERTa's decoder: RoBERTa's under model_type "xlm-roberta"."""
+
+
+class CamembertModel(RobertaModel):
+    """CamemBERT's encoder: RoBERTa under model_type "camembert"."""
+
+
+class CamembertForCausalLM(RobertaForCausalLM):
+    """CamemBERT's decoder: RoBERTa's under model_type "camembert"."""

@@ -21,7 +21,14 @@ from .bert import TFBertLMHeadModel, TFBertModel  # noqa: E402
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder  # noqa: E402
 from .encoder_decoder import TFEncoderDecoderModel, shift_tokens_right  # noqa: E402
 from .gpt2 import TFGPT2LMHeadModel, TFGPT2Model  # noqa: E402
-from .roberta import TFRobertaForCausalLM, TFRobertaModel  # noqa: E402
+from .roberta import (  # noqa: E402
+    TFCamembertForCausalLM,
+    TFCamembertModel,
+    TFRobertaForCausalLM,
+    TFRobertaModel,
+    TFXLMRobertaForCausalLM,
+    TFXLMRobertaModel,
+)
 
 __all__ = [
     "TFBertGenerationDecoder",
@@ -33,5 +40,9 @@ __all__ = [
     "TFGPT2Model",
     "TFRobertaForCausalLM",
     "TFRobertaModel",
+    "TFXLMRobertaModel",
+    "TFXLMRobertaForCausalLM",
+    "TFCamembertModel",
+    "TFCamembertForCausalLM",
     "shift_tokens_right",
 ]

@@ -78,13 +78,24 @@ class _ModelOutput:
     def keys(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
+    def values(self) -> list:
+        return list(self.to_tuple())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(zip(self.keys(), self.to_tuple()))
+
     def __getitem__(self, key: str | int) -> Any:
         if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{key!r}: not a field this output holds; expected one of {self.keys()}")
             return getattr(self, key)
         return self.to_tuple()[key]
 
     def __contains__(self, key: str) -> bool:
         return key in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
 
 
 @dataclasses.dataclass

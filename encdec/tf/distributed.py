@@ -16,21 +16,23 @@ What is not here, and why: the Keras 3 `keras.distribution` API (DataParallel,
 ModelParallel, LayoutMap) is for the JAX backend; on the TensorFlow backend it is
 a prototype, so this port uses `tf.distribute`. TensorFlow has no tensor-parallel
 (model-parallel) strategy for Keras models (DTensor's was withdrawn with Keras 2),
-so only data parallelism is offered. `MultiWorkerMirroredStrategy` is the same
-code with `TF_CONFIG` set on each worker; `ParameterServerStrategy` is not tested.
+so only data parallelism is offered. `multi_worker_strategy` gives a
+`MultiWorkerMirroredStrategy`: the same code on several processes (or machines),
+each with `TF_CONFIG` set; `ParameterServerStrategy` is not tested.
 A mirrored model saves with its own `save_pretrained` (mirrored variables read as
 one value) and `canonical_state`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
 from ..errors import ConfigError
 
-__all__ = ["mirrored_strategy", "build_model"]
+__all__ = ["mirrored_strategy", "multi_worker_strategy", "build_model"]
 
 
 def mirrored_strategy(devices: Optional[Sequence[str]] = None) -> tf.distribute.MirroredStrategy:
@@ -43,6 +45,22 @@ def mirrored_strategy(devices: Optional[Sequence[str]] = None) -> tf.distribute.
     cross = tf.distribute.ReductionToOneDevice() if devices is not None and not any(
         "GPU" in d.upper() for d in devices) else None
     return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross)
+
+
+def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """A `MultiWorkerMirroredStrategy` over the cluster that `TF_CONFIG` describes (each worker's
+    own copy lists every worker's address and this worker's index). Create it first thing in each
+    worker, before any other TensorFlow operation: the collective runtime starts with it."""
+    if "TF_CONFIG" not in os.environ:
+        raise ConfigError("TF_CONFIG is not set; expected the cluster's JSON, e.g. "
+                          '{"cluster": {"worker": ["host0:port", "host1:port"]}, '
+                          '"task": {"type": "worker", "index": 0}}')
+    # Ring all-reduce runs on every device kind (NCCL needs GPUs); AUTO picks NCCL on GPUs.
+    gpus = tf.config.list_physical_devices("GPU")
+    implementation = (tf.distribute.experimental.CommunicationImplementation.AUTO if gpus
+                      else tf.distribute.experimental.CommunicationImplementation.RING)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
 
 
 def build_model(strategy: tf.distribute.Strategy, constructor: Callable, *args, **kwargs):

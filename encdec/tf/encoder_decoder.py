@@ -47,17 +47,16 @@ from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _as_index_tensor, _cross_entropy, _dense, _host_facts
 from .gpt2 import TFGPT2LMHeadModel
-from .roberta import TFRobertaForCausalLM, TFRobertaModel
+from .roberta import (TFCamembertForCausalLM, TFCamembertModel, TFRobertaForCausalLM, TFRobertaModel,
+                      TFXLMRobertaForCausalLM, TFXLMRobertaModel)
 
 logger = logging.getLogger("encdec")
 
-ENCODER_CLASSES = {"bert": TFBertModel, "roberta": TFRobertaModel, "bert-generation": TFBertGenerationEncoder}
-DECODER_CLASSES = {
-    "bert": TFBertLMHeadModel,
-    "roberta": TFRobertaForCausalLM,
-    "bert-generation": TFBertGenerationDecoder,
-    "gpt2": TFGPT2LMHeadModel,
-}
+ENCODER_CLASSES = {"bert": TFBertModel, "roberta": TFRobertaModel, "xlm-roberta": TFXLMRobertaModel,
+                   "camembert": TFCamembertModel, "bert-generation": TFBertGenerationEncoder}
+DECODER_CLASSES = {"bert": TFBertLMHeadModel, "roberta": TFRobertaForCausalLM, "xlm-roberta": TFXLMRobertaForCausalLM,
+                   "camembert": TFCamembertForCausalLM, "bert-generation": TFBertGenerationDecoder,
+                   "gpt2": TFGPT2LMHeadModel}
 
 # The inputs `call` takes, also as the keys of a dict passed as its first argument (Keras' `fit`).
 _CALL_INPUTS = (

@@ -540,7 +540,7 @@ def _generate_tensors(model, plan: GenerationPlan, input_ids, attention_mask, pr
     p = plan.prompt_length
     sequences = tf.concat([prompt, tf.fill(tf.stack([rows, plan.max_length - p]), plan.fill_token_id)], axis=1)
     prompt_positions = None
-    if dec.model_type == "roberta":
+    if dec.architecture == "roberta":
         prompt_positions = create_position_ids_from_input_ids(prompt, dec.pad_token_id)  # [rows, P]
     step = _Step(model, prompt_positions, dec.pad_token_id)
     if p > 1:

@@ -67,3 +67,19 @@ class TFRobertaForCausalLM(TFBertLMHeadModel):
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states)
+
+
+class TFXLMRobertaModel(TFRobertaModel):
+    """XLM-RoBERTa's encoder: RoBERTa under model_type "xlm-roberta"."""
+
+
+class TFXLMRobertaForCausalLM(TFRobertaForCausalLM):
+    """XLM-RoBERTa's decoder: RoBERTa's under model_type "xlm-roberta"."""
+
+
+class TFCamembertModel(TFRobertaModel):
+    """CamemBERT's encoder: RoBERTa under model_type "camembert"."""
+
+
+class TFCamembertForCausalLM(TFRobertaForCausalLM):
+    """CamemBERT's decoder: RoBERTa's under model_type "camembert"."""

@@ -286,7 +286,7 @@ def _bert_embeddings(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
     # transformers' TF BERT names the word table "weight", the others "embeddings".
     out = _embedding(emb.child("word_embeddings"), cfg.vocab_size, h, tf_leaf="weight")
     out += _embedding(emb.child("position_embeddings"), cfg.max_position_embeddings, h)
-    if cfg.model_type != "bert-generation":
+    if cfg.architecture != "bert-generation":
         out += _embedding(emb.child("token_type_embeddings"), cfg.type_vocab_size, h)
     out += _layer_norm(emb.child("LayerNorm"), h)
     return out
@@ -317,7 +317,7 @@ def _bert_layers(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 
 def _has_pooler(cfg: ArchConfig) -> bool:
     # Encoders keep transformers' pooler (it is in their checkpoints); decoders have none.
-    return cfg.model_type in ("bert", "roberta") and not cfg.is_decoder
+    return cfg.architecture in ("bert", "roberta") and not cfg.is_decoder
 
 
 def _bert_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
@@ -331,12 +331,12 @@ def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[Pa
     """The LM head of BertLMHeadModel / RobertaForCausalLM / BertGenerationDecoder."""
     h, v = cfg.hidden_size, cfg.vocab_size
     word = body.child("embeddings").child("word_embeddings")
-    if cfg.model_type == "bert":
+    if cfg.architecture == "bert":
         head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
         transform = head.child("transform")
         params = _dense(transform.child("dense"), h, h) + _layer_norm(transform.child("LayerNorm"), h)
         params.append(head.param("bias", "bias", "bias", (v,), "bias"))
-    elif cfg.model_type == "roberta":
+    elif cfg.architecture == "roberta":
         head = scope.child("lm_head")
         params = _dense(head.child("dense"), h, h) + _layer_norm(head.child("layer_norm"), h)
         params.append(head.param("bias", "bias", "bias", (v,), "bias"))
@@ -382,10 +382,10 @@ def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
     Standalone, PyTorch and Flax names have no base prefix; TF names always have the
     main layer (`bert/...`).
     """
-    if cfg.model_type == "gpt2":
+    if cfg.architecture == "gpt2":
         raise ConfigError("gpt2 cannot be the encoder; expected bert, roberta or bert-generation")
     scope = scope or _Scope()
-    base = BASE_MODEL_PREFIX[cfg.model_type]
+    base = BASE_MODEL_PREFIX[cfg.architecture]
     return ModelSpec(_bert_body(scope.child("", base, ""), cfg))
 
 
@@ -393,9 +393,9 @@ def decoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
     """A decoder with its LM head (BertLMHeadModel, RobertaForCausalLM, GPT2LMHeadModel,
     BertGenerationDecoder), as transformers names it."""
     scope = scope or _Scope()
-    base = BASE_MODEL_PREFIX[cfg.model_type]
+    base = BASE_MODEL_PREFIX[cfg.architecture]
     body = scope.child(base)
-    if cfg.model_type == "gpt2":
+    if cfg.architecture == "gpt2":
         params = _gpt2_body(body, cfg)
         head = scope.child("lm_head")
         if cfg.tie_word_embeddings:
@@ -418,7 +418,7 @@ def model_spec(config: EncoderDecoderConfig) -> ModelSpec:
     tied = list(decoder.tied)
     if config.tie_encoder_decoder:
         # The decoder's base model shares every tensor it has in common with the encoder.
-        base = BASE_MODEL_PREFIX[config.decoder.model_type]
+        base = BASE_MODEL_PREFIX[config.decoder.architecture]
         enc_prefix, dec_prefix = "encoder.", f"decoder.{base}."
         for p in decoder.params:
             source = enc_prefix + p.name[len(dec_prefix):] if p.name.startswith(dec_prefix) else None
@@ -452,8 +452,8 @@ def word_embedding_name(cfg: ArchConfig, role: str = "decoder", prefix: str | No
     if role == "encoder":
         leaf = "embeddings.word_embeddings.weight"
     elif role == "decoder":
-        base = BASE_MODEL_PREFIX[cfg.model_type]
-        leaf = f"{base}.wte.weight" if cfg.model_type == "gpt2" else f"{base}.embeddings.word_embeddings.weight"
+        base = BASE_MODEL_PREFIX[cfg.architecture]
+        leaf = f"{base}.wte.weight" if cfg.architecture == "gpt2" else f"{base}.embeddings.word_embeddings.weight"
     else:
         raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
     return _join(prefix, leaf, ".")
@@ -466,9 +466,9 @@ def output_projection_name(cfg: ArchConfig, prefix: str = "decoder") -> str:
         "roberta": "lm_head.decoder.weight",
         "bert-generation": "lm_head.decoder.weight",
         "gpt2": "lm_head.weight",
-    }.get(cfg.model_type)
+    }.get(cfg.architecture)
     if leaf is None:
-        raise ConfigError(f"model_type {cfg.model_type!r} has no LM head here; expected one of {sorted(BASE_MODEL_PREFIX)}")
+        raise ConfigError(f"model_type {cfg.architecture!r} has no LM head here; expected one of {sorted(BASE_MODEL_PREFIX)}")
     return _join(prefix, leaf, ".")
 
 
@@ -481,12 +481,12 @@ def component_alternate_params(cfg: ArchConfig, role: str) -> list[ParamSpec]:
     `encoder_spec(cfg)` / `decoder_spec(cfg)` under the other naming; their TF
     names (which always carry the main layer) are those of the role's spec.
     """
-    base = BASE_MODEL_PREFIX[cfg.model_type]
+    base = BASE_MODEL_PREFIX[cfg.architecture]
     if role == "encoder":
         return encoder_spec(cfg, _Scope(base, "", base)).params
     if role != "decoder":
         raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
-    if cfg.model_type == "gpt2":
+    if cfg.architecture == "gpt2":
         return _gpt2_body(_Scope("", base, ""), cfg)
     return encoder_spec(cfg).params  # the body alone: a decoder config has no pooler
 

@@ -19,6 +19,8 @@ sys.path.insert(0, str(HERE.parent))  # tests/: tiny_models
 
 from tiny_models import joined_config, random_batch, random_state  # noqa: E402
 
+from encdec.conformance.distributed import shard_rows  # noqa: E402,F401  (the workers' row split)
+
 GLOBAL_BATCH = 4
 STEPS = 2
 LEARNING_RATE = 0.5
@@ -52,12 +54,6 @@ def batches(config, steps: int = STEPS, batch: int = GLOBAL_BATCH) -> list[dict]
         labels = rng.integers(4, config.decoder.vocab_size, b["labels"].shape)
         out.append(dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=labels))
     return out
-
-
-def shard_rows(batch: dict, rank: int, world: int) -> dict:
-    """Rank `rank`'s contiguous slice of the rows of a global batch."""
-    rows = len(batch["input_ids"]) // world
-    return {k: v[rank * rows:(rank + 1) * rows] for k, v in batch.items()}
 
 
 def run_worker(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> str:

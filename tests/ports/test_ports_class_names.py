@@ -15,18 +15,22 @@ import importlib.util
 import pytest
 
 TRANSFORMERS_4_57 = {
-    "pt": ("BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "BertGenerationEncoder",
+    "pt": ("BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "XLMRobertaModel",
+           "XLMRobertaForCausalLM", "CamembertModel", "CamembertForCausalLM", "BertGenerationEncoder",
            "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel", "EncoderDecoderModel"),
-    "tf": ("TFBertModel", "TFBertLMHeadModel", "TFRobertaModel", "TFRobertaForCausalLM", "TFGPT2Model",
+    "tf": ("TFBertModel", "TFBertLMHeadModel", "TFRobertaModel", "TFRobertaForCausalLM", "TFXLMRobertaModel",
+           "TFXLMRobertaForCausalLM", "TFCamembertModel", "TFCamembertForCausalLM", "TFGPT2Model",
            "TFGPT2LMHeadModel", "TFEncoderDecoderModel"),
-    "flax": ("FlaxBertModel", "FlaxBertForCausalLM", "FlaxRobertaModel", "FlaxRobertaForCausalLM", "FlaxGPT2Model",
-             "FlaxGPT2LMHeadModel", "FlaxEncoderDecoderModel"),
+    "flax": ("FlaxBertModel", "FlaxBertForCausalLM", "FlaxRobertaModel", "FlaxRobertaForCausalLM",
+             "FlaxXLMRobertaModel", "FlaxXLMRobertaForCausalLM", "FlaxGPT2Model", "FlaxGPT2LMHeadModel",
+             "FlaxEncoderDecoderModel"),
 }
 # encdec's own, where transformers had none.
 EXTENSIONS = {
     "pt": (),
     "tf": ("TFBertGenerationEncoder", "TFBertGenerationDecoder"),
-    "flax": ("FlaxBertGenerationEncoder", "FlaxBertGenerationDecoder"),
+    "flax": ("FlaxBertGenerationEncoder", "FlaxBertGenerationDecoder", "FlaxCamembertModel",
+             "FlaxCamembertForCausalLM"),
 }
 # Names transformers never had, kept for a while; each must be the transformers-named class.
 ALIASES: dict = {}

@@ -148,8 +148,8 @@ def test_pt_checkpointing_is_off_in_eval_mode_and_without_grad():
 
 
 def test_composite_pt_gradient_checkpointing_enable_reaches_encoder_and_decoder():
-    """The encoder-decoder's switch turns on both halves (the lead wires EncoderDecoderModel)."""
-    torch = pytest.importorskip("torch")
+    """The encoder-decoder's switch turns on both halves."""
+    pytest.importorskip("torch")
     from encdec.pt import EncoderDecoderModel
 
     config = joined_config("bert2gpt2", 0)
@@ -252,7 +252,7 @@ def test_flax_checkpointing_takes_no_options():
 
 
 def test_composite_flax_gradient_checkpointing_enable_remats_encoder_and_decoder():
-    """The encoder-decoder's switch turns on both halves (the lead wires FlaxEncoderDecoderModel)."""
+    """The encoder-decoder's switch turns on both halves."""
     jax = pytest.importorskip("jax")
     from encdec.flax import FlaxEncoderDecoderModel
     from encdec.flax.training import loss_fn
