@@ -127,7 +127,7 @@ class ArchConfig(ConfigFile):
         if name in extra:
             return extra[name]
         try:
-            return generic_attribute(name)
+            return generic_attribute(name, self)
         except AttributeError:
             raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None
 

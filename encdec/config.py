@@ -75,7 +75,7 @@ class EncoderDecoderConfig(ConfigFile):
         if name in self.extra:
             return self.extra[name]
         try:
-            return generic_attribute(name)
+            return generic_attribute(name, self)
         except AttributeError:
             raise AttributeError(f"EncoderDecoderConfig has no attribute {name!r}") from None
 

@@ -97,11 +97,11 @@ GENERIC_CONFIG_DEFAULTS: dict[str, Any] = dict(
 )
 
 
-def generic_attribute(name: str) -> Any:
-    """The 4.57 default of a generic config attribute; AttributeError for any other name."""
+def generic_attribute(name: str, config: Any) -> Any:
+    """The 4.57 default of a generic config attribute of `config`; AttributeError for any other name."""
     if name == "use_return_dict":
-        # 4.57: `return_dict and not torchscript`; with neither set, True.
-        return True
+        # 4.57's property: derived from the config's own values, set or default.
+        return bool(config.return_dict) and not config.torchscript
     if name in GENERIC_CONFIG_DEFAULTS:
         value = GENERIC_CONFIG_DEFAULTS[name]
         return value.copy() if isinstance(value, (list, dict)) else value

@@ -33,6 +33,11 @@ def test_architecture_configs_read_457s_generic_defaults():
     expected = DEFAULTS["pretrained_config"]
     got = {key: getattr(config, key) for key in GENERIC}
     assert got == {key: expected[key] for key in GENERIC}
+    # use_return_dict is 4.57's property `return_dict and not torchscript`, not a stored default.
+    config.return_dict = False
+    assert config.use_return_dict is False
+    config.return_dict, config.torchscript = True, True
+    assert config.use_return_dict is False
 
 
 def test_the_generation_config_of_a_model_config_is_457s():
