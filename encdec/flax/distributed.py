@@ -23,10 +23,9 @@ order of floating-point sums.
 
 Generation: `FlaxEncoderDecoderModel.generate` jits its whole decode loop, and a
 jitted function follows the shardings of its arguments, so `sharded_generate`
-hands it the sharded parameters (`params=`) and the loop runs tensor-parallel.
-`generate` takes its inputs to the host first (they are checked there and decide
-the plan: lengths, start tokens, processors), so the batch itself is not split over
-"data" by the caller; XLA places the activations from the parameters' layout.
+hands it the sharded parameters (`params=`) and the batch's rows split over "data"
+(`input_sharding=`, placed after the host checks and the plan): the loop runs
+data- and tensor-parallel at once.
 """
 
 from __future__ import annotations
@@ -259,10 +258,26 @@ def make_sharded_train_step(model, optimizer, mesh: Mesh, params) -> Callable:
     return sharded_step
 
 
-def sharded_generate(model, params, input_ids, attention_mask=None, **options):
-    """`model.generate(input_ids, attention_mask, params=params, **options)` with sharded `params`
-    (from `shard_params`): the jitted decode loop runs where the parameters live, split as they are
-    split. `generate` reads its inputs on the host (they decide the plan and are checked there), so
-    the batch is not split explicitly: XLA's sharding propagation lays out the activations from the
-    parameters' layout. Returns what `generate` returns; the ids are the single device's."""
-    return model.generate(input_ids, attention_mask, params=params, **options)
+def sharded_generate(model, params, input_ids, attention_mask=None, *, mesh: Optional[Mesh] = None, **options):
+    """`model.generate(input_ids, attention_mask, params=params, **options)` over a mesh: the
+    parameters as they are sharded (from `shard_params`), the batch's rows split over the mesh's
+    "data" axis. The jitted decode loop follows its arguments' shardings, so it runs data- and
+    tensor-parallel at once. `mesh` defaults to the mesh of `params`. The rows must be a multiple
+    of the data axis (InputError otherwise). Returns what `generate` returns; the ids are the
+    single device's."""
+    mesh = mesh if mesh is not None else _params_mesh(params)
+    rows = np.shape(input_ids)[0]
+    size = mesh.shape["data"]
+    if rows % size:
+        raise InputError(f"the batch has {rows} rows; expected a multiple of the mesh's data axis ({size})")
+    rows_split = NamedSharding(mesh, PartitionSpec("data", None))
+    return model.generate(input_ids, attention_mask, params=params, input_sharding=rows_split, **options)
+
+
+def _params_mesh(params) -> Mesh:
+    for leaf in jax.tree_util.tree_leaves(params):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, NamedSharding):
+            return sharding.mesh
+    raise ConfigError("the params carry no mesh (they are not laid out by shard_params); expected "
+                      "sharded_generate(..., mesh=mesh) or params from shard_params")

@@ -547,7 +547,7 @@ def _search(model, static: StaticPlan, params, input_ids, attention_mask, token_
 
 
 # Options of generate this port reads itself; the others are generation options (`encdec.generation`).
-_PORT_OPTIONS = ("prng_key", "seed", "params", "token_type_ids")
+_PORT_OPTIONS = ("prng_key", "seed", "params", "token_type_ids", "input_sharding")
 
 
 def generate(model, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
@@ -557,7 +557,9 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     Options are `model.generation_config` (or `generation_config`) overridden by
     the generation options among `options`, planned by `encdec.generation.plan_generation`;
     the others are `prng_key` (a `jax.random` key for sampling; `seed=` makes one),
-    `params` and `token_type_ids`. `decoder_input_ids` `[B, P]` is a decoder prompt
+    `params`, `token_type_ids` and `input_sharding` (a `jax.sharding.Sharding` the `[B, ...]`
+    inputs are placed with before the loop, e.g. rows split over a mesh's "data" axis; the
+    jitted loop then runs data-parallel). `decoder_input_ids` `[B, P]` is a decoder prompt
     (the start token is put in front when no row begins with it). Returns, as
     transformers 4.x's Flax did, a `FlaxGreedySearchOutput`, `FlaxSampleOutput` or
     `FlaxBeamSearchOutput` whose `sequences` are `[B * num_return_sequences, length]`
@@ -607,7 +609,12 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
 
         fn = model._generate_fns[static] = model._jit(run)
     params = model.params if port.get("params") is None else port["params"]
-    out = fn(params, input_ids, attention_mask, token_type_ids, setup.prompt.astype(np.int32),
+    prompt = setup.prompt.astype(np.int32)
+    if port.get("input_sharding") is not None and not traced:
+        # A jitted function follows its arguments' shardings: rows placed apart are searched apart.
+        input_ids, attention_mask, token_type_ids, prompt = jax.device_put(
+            (input_ids, attention_mask, token_type_ids, prompt), port["input_sharding"])
+    out = fn(params, input_ids, attention_mask, token_type_ids, prompt,
              loop_options(setup, model.config.decoder.vocab_size), key)
     if traced:
         jax.debug.callback(_check_finite, out["nan_step"])

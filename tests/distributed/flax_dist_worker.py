@@ -6,7 +6,8 @@ encdec.flax.distributed, and on one device.
 XLA_FLAGS asks for 8 host devices before jax is imported (only a fresh process can). Writes
 OUT_DIR/single.npz and OUT_DIR/mesh_DxM.npz: loss, params/<path> (after the SGD step: with plain SGD
 the update is -learning_rate times the gradient, so it compares the gradients),
-greedy and beam ids, and for meshes the number of parameters split over "model".
+greedy and beam ids, and for meshes the number of parameters split over "model" and the number of
+row slices the decode loop's ids were split into (the data axis).
 """
 
 from __future__ import annotations
@@ -63,9 +64,28 @@ def run_mesh(model, batch, data, size):
     out = {"loss": np.asarray(loss), **flat(new_params, "params/"),
            "model_split": np.asarray(split), "devices": np.asarray(sorted(on_devices))}
     for name, options in GENERATE.items():
-        out[name] = np.asarray(fd.sharded_generate(model, params, batch["input_ids"], batch["attention_mask"],
-                                                   **options).sequences)
+        ids, row_slices = _with_loop_row_slices(lambda: fd.sharded_generate(
+            model, params, batch["input_ids"], batch["attention_mask"], **options).sequences)
+        out[name], out[f"{name}_row_slices"] = np.asarray(ids), np.asarray(row_slices)
     return out
+
+
+def _with_loop_row_slices(call):
+    """`call()`, and into how many row slices the decode loop's output ids were split: generate
+    fetches the loop's outputs with jax.device_get, seen here before they leave the devices."""
+    seen, real = [], jax.device_get
+
+    def spy(x):
+        if isinstance(x, dict) and "sequences" in x:
+            seen.append(len({shard.index[0].indices(x["sequences"].shape[0]) for shard in x["sequences"].addressable_shards}))
+        return real(x)
+
+    jax.device_get = spy
+    try:
+        result = call()
+    finally:
+        jax.device_get = real
+    return result, seen[-1]
 
 
 def load_sharded(fixture: str) -> dict:

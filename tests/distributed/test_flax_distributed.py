@@ -114,6 +114,8 @@ def test_sharded_step_and_generation_equal_one_device(tmp_path):
         assert diffs[worst] <= FP32_GRAD_REL, (mesh, worst, diffs[worst])
         for name in ("greedy", "beam"):
             np.testing.assert_array_equal(sharded[name], single[name], err_msg=f"{mesh} {name}")
+            # the batch is searched data-parallel: the loop's rows lie in as many slices as the data axis
+            assert int(sharded[f"{name}_row_slices"]) == int(mesh.split("x")[0]), (mesh, name)
     # a transformers checkpoint loaded straight into the 2x4 layout: the same values, and each
     # device holding a quarter of every split parameter (never the whole tensor)
     loaded = _load(tmp_path / "loaded.npz")
