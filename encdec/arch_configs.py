@@ -1,5 +1,5 @@
 """The architecture configs (BERT, RoBERTa and its XLM-RoBERTa / CamemBERT names,
-BertGeneration, GPT-2): their keys and defaults as transformers writes them, and the
+BertGeneration, ELECTRA, GPT-2): their keys and defaults as transformers writes them, and the
 type check every config value gets.
 """
 
@@ -270,6 +270,26 @@ class BertGenerationConfig(BertConfig):
     }
 
 
+class ElectraConfig(BertConfig):
+    """ELECTRA: BERT's layers over embeddings of width `embedding_size` (projected to `hidden_size`
+    by `embeddings_project` when the two differ), no pooler, and the generator's LM head."""
+
+    model_type = "electra"
+    defaults = dict(
+        _BERT_LIKE,
+        embedding_size=128,
+        hidden_size=256,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        summary_type="first",
+        summary_use_proj=True,
+        summary_activation="gelu",
+        summary_last_dropout=0.1,
+        classifier_dropout=None,
+    )
+    types = dict(_BERT_TYPES, embedding_size="positive")
+
+
 class GPT2Config(ArchConfig):
     model_type = "gpt2"
     defaults = dict(
@@ -332,10 +352,10 @@ class GPT2Config(ArchConfig):
 
 ARCH_CONFIGS: dict[str, type[ArchConfig]] = {
     c.model_type: c for c in (BertConfig, RobertaConfig, XLMRobertaConfig, CamembertConfig, BertGenerationConfig,
-                              GPT2Config)
+                              ElectraConfig, GPT2Config)
 }
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation")
-DECODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "gpt2")
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra")
+DECODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra", "gpt2")
 
 
 def arch_config_from_dict(data: dict[str, Any]) -> ArchConfig:

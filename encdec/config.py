@@ -23,6 +23,7 @@ from .arch_configs import (  # noqa: F401
     BertConfig,
     BertGenerationConfig,
     CamembertConfig,
+    ElectraConfig,
     GPT2Config,
     RobertaConfig,
     XLMRobertaConfig,

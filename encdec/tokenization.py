@@ -63,10 +63,13 @@ FAMILY_DEFAULTS: dict[str, dict[str, Optional[str]]] = {
                                     sep_token="<::::>"),
 }
 FAMILY_DEFAULTS["BartTokenizer"] = FAMILY_DEFAULTS["RobertaTokenizer"]
+# ELECTRA's tokenizer is BERT's WordPiece under its own class name.
+FAMILY_DEFAULTS["ElectraTokenizer"] = FAMILY_DEFAULTS["BertTokenizer"]
 # config.json model_type -> tokenizer class, when tokenizer_config.json names none
 MODEL_TYPE_TOKENIZERS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
                          "bart": "BartTokenizer", "bert-generation": "BertGenerationTokenizer",
-                         "xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer"}
+                         "xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer",
+                         "electra": "ElectraTokenizer"}
 SPIECE_UNDERLINE = "\u2581"
 
 
@@ -335,7 +338,7 @@ def _post_processor(cls_name: str, backend: _TokenizersBackend, special: Mapping
             raise ConfigError(f"{cls_name} adds {name} around each text, but it is not set; expected {name}=...")
         return token, backend.token_to_id(token)
 
-    if cls_name == "BertTokenizer":
+    if cls_name in ("BertTokenizer", "ElectraTokenizer"):
         (cls, cls_id), (sep, sep_id) = entry("cls_token"), entry("sep_token")
         backend.tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
@@ -346,7 +349,8 @@ def _post_processor(cls_name: str, backend: _TokenizersBackend, special: Mapping
             add_prefix_space=bool(settings.get("add_prefix_space", False)))
 
 
-MODEL_INPUT_NAMES = {"BertTokenizer": ("input_ids", "token_type_ids", "attention_mask")}
+MODEL_INPUT_NAMES = {"BertTokenizer": ("input_ids", "token_type_ids", "attention_mask"),
+                     "ElectraTokenizer": ("input_ids", "token_type_ids", "attention_mask")}
 
 
 def _as_id_list(ids: Any) -> list[int]:

@@ -5,6 +5,7 @@ Imports only JAX, Flax and optax.
 
 from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
+from .electra import FlaxElectraForCausalLM, FlaxElectraModel
 from .encoder_decoder import FlaxEncoderDecoderModel, shift_tokens_right
 from .gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
 from .roberta import (
@@ -31,6 +32,8 @@ __all__ = [
     "FlaxXLMRobertaForCausalLM",
     "FlaxCamembertModel",
     "FlaxCamembertForCausalLM",
+    "FlaxElectraModel",
+    "FlaxElectraForCausalLM",
     "loss_fn",
     "make_train_step",
     "shift_tokens_right",

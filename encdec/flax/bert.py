@@ -26,6 +26,7 @@ from jax import lax
 
 from ..config import ArchConfig
 from ..errors import ConfigError
+from ..weights.names import embedding_width
 from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
@@ -58,10 +59,11 @@ class FlaxBertEmbeddings(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype)
-        self.position_embeddings = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, dtype=self.dtype)
+        width = embedding_width(cfg)
+        self.word_embeddings = nn.Embed(cfg.vocab_size, width, dtype=self.dtype)
+        self.position_embeddings = nn.Embed(cfg.max_position_embeddings, width, dtype=self.dtype)
         if self.has_token_types:
-            self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, dtype=self.dtype)
+            self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, width, dtype=self.dtype)
         self.LayerNorm = _layer_norm(cfg, self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
@@ -393,6 +395,12 @@ class FlaxBertModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     def _cross_key_values(self, encoder_hidden_states):
         return self.encoder._cross_key_values(encoder_hidden_states)
 
+    def _embed(self, input_ids, token_type_ids, position_ids, past_length, deterministic):
+        """The first layer's input `[B, T, H]` (ELECTRA projects the embeddings to it)."""
+        if self.has_token_types:
+            return self.embeddings(input_ids, token_type_ids, position_ids, past_length, deterministic=deterministic)
+        return self.embeddings(input_ids, position_ids, past_length, deterministic=deterministic)
+
     def _self_attention_bias(self, attention_mask, length, past_length, cache_length):
         """`[B or 1, 1, T, K]` float32 bias (K = T, or the cache length), or None."""
         if not self.config.is_decoder:
@@ -421,10 +429,7 @@ class FlaxBertModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
         _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
                             cache_length)
         length = input_ids.shape[1]
-        if self.has_token_types:
-            hidden = self.embeddings(input_ids, token_type_ids, position_ids, past_length, deterministic=deterministic)
-        else:
-            hidden = self.embeddings(input_ids, position_ids, past_length, deterministic=deterministic)
+        hidden = self._embed(input_ids, token_type_ids, position_ids, past_length, deterministic)
         bias = self._self_attention_bias(attention_mask, length, past_length, cache_length)
         encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
         hidden, all_hidden, all_self, all_cross, new_layers = self.encoder(

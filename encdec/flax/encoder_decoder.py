@@ -36,6 +36,7 @@ from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .common import _cross_entropy
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _fact, _is_concrete, _reorder_cache
+from .electra import FlaxElectraForCausalLM, FlaxElectraModel
 from .gpt2 import FlaxGPT2LMHeadModel
 from .roberta import (FlaxCamembertForCausalLM, FlaxCamembertModel, FlaxRobertaForCausalLM, FlaxRobertaModel,
                       FlaxXLMRobertaForCausalLM, FlaxXLMRobertaModel)
@@ -45,6 +46,8 @@ _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "xlm-roberta": 
 _DECODERS = {"bert": FlaxBertForCausalLM, "roberta": FlaxRobertaForCausalLM, "xlm-roberta": FlaxXLMRobertaForCausalLM,
              "camembert": FlaxCamembertForCausalLM, "bert-generation": FlaxBertGenerationDecoder,
              "gpt2": FlaxGPT2LMHeadModel}
+_ENCODERS["electra"] = FlaxElectraModel
+_DECODERS["electra"] = FlaxElectraForCausalLM
 
 
 def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):

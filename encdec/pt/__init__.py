@@ -5,6 +5,7 @@ Imports only torch and encdec's core.
 
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
+from .electra import ElectraForCausalLM, ElectraModel
 from .encoder_decoder import EncoderDecoderModel, shift_tokens_right
 from .gpt2 import GPT2LMHeadModel, GPT2Model
 from .roberta import (
@@ -30,5 +31,7 @@ __all__ = [
     "XLMRobertaForCausalLM",
     "CamembertModel",
     "CamembertForCausalLM",
+    "ElectraModel",
+    "ElectraForCausalLM",
     "shift_tokens_right",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..inputs import check_stack_inputs
+from ..weights.names import embedding_width
 from .common import (
     ACT2FN,
     BaseModelOutput,
@@ -57,7 +58,7 @@ class BertEmbeddings(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
-        h = config.hidden_size
+        h = embedding_width(config)
         self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=_padding_idx(config))
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
         if self.has_token_types:
@@ -324,6 +325,12 @@ class BertModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
 
+    def _embed(self, input_ids, token_type_ids, position_ids, past_length: int):
+        """The first layer's input `[B, T, H]` (ELECTRA projects the embeddings to it)."""
+        if self.has_token_types:
+            return self.embeddings(input_ids, token_type_ids, position_ids, past_length)
+        return self.embeddings(input_ids, position_ids, past_length)
+
     def _self_attention_bias(self, attention_mask, length, past_length, dtype, device):
         """(bias, is_causal) of the self-attention."""
         if not self.config.is_decoder:
@@ -355,10 +362,7 @@ class BertModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
         input_ids, token_type_ids, position_ids = _index(input_ids), _index(token_type_ids), _index(position_ids)
         length = input_ids.shape[1]
 
-        if self.has_token_types:
-            hidden = self.embeddings(input_ids, token_type_ids, position_ids, past_length)
-        else:
-            hidden = self.embeddings(input_ids, position_ids, past_length)
+        hidden = self._embed(input_ids, token_type_ids, position_ids, past_length)
         dtype = hidden.dtype
         bias, is_causal = self._self_attention_bias(attention_mask, length, past_length, dtype, hidden.device)
         hidden, all_hidden, all_self, all_cross = self.encoder(

@@ -40,6 +40,7 @@ from ..weights.state import check_state
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _host
+from .electra import ElectraForCausalLM, ElectraModel
 from .fast_linear import Linear
 from .gpt2 import GPT2LMHeadModel
 from .roberta import (CamembertForCausalLM, CamembertModel, RobertaForCausalLM, RobertaModel,
@@ -50,6 +51,8 @@ ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XL
 DECODER_CLASSES = {"bert": BertLMHeadModel, "roberta": RobertaForCausalLM, "xlm-roberta": XLMRobertaForCausalLM,
                    "camembert": CamembertForCausalLM, "bert-generation": BertGenerationDecoder,
                    "gpt2": GPT2LMHeadModel}
+ENCODER_CLASSES["electra"] = ElectraModel
+DECODER_CLASSES["electra"] = ElectraForCausalLM
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):

@@ -19,6 +19,7 @@ if _keras.backend.backend() != "tensorflow":
 
 from .bert import TFBertLMHeadModel, TFBertModel  # noqa: E402
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder  # noqa: E402
+from .electra import TFElectraForCausalLM, TFElectraModel  # noqa: E402
 from .encoder_decoder import TFEncoderDecoderModel, shift_tokens_right  # noqa: E402
 from .gpt2 import TFGPT2LMHeadModel, TFGPT2Model  # noqa: E402
 from .roberta import (  # noqa: E402
@@ -44,5 +45,7 @@ __all__ = [
     "TFXLMRobertaForCausalLM",
     "TFCamembertModel",
     "TFCamembertForCausalLM",
+    "TFElectraModel",
+    "TFElectraForCausalLM",
     "shift_tokens_right",
 ]

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from ..errors import ConfigError
+from ..weights.names import embedding_width
 from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
@@ -58,7 +59,7 @@ class TFBertEmbeddings(keras.layers.Layer):
     def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
-        h = config.hidden_size
+        h = embedding_width(config)
         self.word_embeddings = _embedding(config.vocab_size, h, "word_embeddings")
         self.position_embeddings = _embedding(config.max_position_embeddings, h, "position_embeddings")
         if self.has_token_types:
@@ -379,6 +380,13 @@ class TFBertModel(TFPreTrainedModel, keras.Model):
         """
         return tuple(layer.crossattention.self._key_value(encoder_hidden_states) for layer in self.encoder.layer)
 
+    def _embed(self, input_ids, token_type_ids, position_ids, past_length, training):
+        """The first layer's input `[B, S, H]` (ELECTRA projects the embeddings to it)."""
+        embedding_kwargs = dict(position_ids=position_ids, past_length=past_length, training=training)
+        if self.has_token_types:
+            embedding_kwargs["token_type_ids"] = token_type_ids
+        return self.embeddings(input_ids, **embedding_kwargs)
+
     def _self_attention_bias(self, attention_mask, length, past_length, key_length):
         if not self.config.is_decoder:
             return attention_bias(attention_mask) if attention_mask is not None else None
@@ -406,10 +414,7 @@ class TFBertModel(TFPreTrainedModel, keras.Model):
         past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
         _check_stack(cfg, input_ids, attention_mask, token_type_ids, position_ids, past_length)
         input_ids, token_type_ids, position_ids = map(_as_index_tensor, (input_ids, token_type_ids, position_ids))
-        embedding_kwargs = dict(position_ids=position_ids, past_length=past_length, training=training)
-        if self.has_token_types:
-            embedding_kwargs["token_type_ids"] = token_type_ids
-        hidden = self.embeddings(input_ids, **embedding_kwargs)
+        hidden = self._embed(input_ids, token_type_ids, position_ids, past_length, training)
         bias = self._self_attention_bias(attention_mask, tf.shape(input_ids)[1], past_length, key_length)
         hidden, presents, all_hidden, all_self, all_cross = self.encoder(
             hidden,

@@ -46,6 +46,7 @@ from ..weights.state import check_state
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _as_index_tensor, _cross_entropy, _dense, _host_facts
+from .electra import TFElectraForCausalLM, TFElectraModel
 from .gpt2 import TFGPT2LMHeadModel
 from .roberta import (TFCamembertForCausalLM, TFCamembertModel, TFRobertaForCausalLM, TFRobertaModel,
                       TFXLMRobertaForCausalLM, TFXLMRobertaModel)
@@ -57,6 +58,8 @@ ENCODER_CLASSES = {"bert": TFBertModel, "roberta": TFRobertaModel, "xlm-roberta"
 DECODER_CLASSES = {"bert": TFBertLMHeadModel, "roberta": TFRobertaForCausalLM, "xlm-roberta": TFXLMRobertaForCausalLM,
                    "camembert": TFCamembertForCausalLM, "bert-generation": TFBertGenerationDecoder,
                    "gpt2": TFGPT2LMHeadModel}
+ENCODER_CLASSES["electra"] = TFElectraModel
+DECODER_CLASSES["electra"] = TFElectraForCausalLM
 
 # The inputs `call` takes, also as the keys of a dict passed as its first argument (Keras' `fit`).
 _CALL_INPUTS = (

@@ -277,11 +277,21 @@ def _embedding(scope: _Scope, rows: int, width: int, tf_leaf: str = "embeddings"
 
 
 # ---------------------------------------------------------------------------
-# BERT, RoBERTa and BertGeneration share one body.
+# BERT, RoBERTa, BertGeneration and ELECTRA share one body.
+
+
+def embedding_width(cfg: ArchConfig) -> int:
+    """The width of an architecture's embedding tables: ELECTRA's `embedding_size`, else `hidden_size`."""
+    return cfg.embedding_size if cfg.architecture == "electra" else cfg.hidden_size
+
+
+def has_embeddings_project(cfg: ArchConfig) -> bool:
+    """Whether ELECTRA's `embeddings_project` (embedding width -> hidden size) exists: only when they differ."""
+    return cfg.architecture == "electra" and cfg.embedding_size != cfg.hidden_size
 
 
 def _bert_embeddings(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
-    h = cfg.hidden_size
+    h = embedding_width(cfg)
     emb = scope.child("embeddings")
     # transformers' TF BERT names the word table "weight", the others "embeddings".
     out = _embedding(emb.child("word_embeddings"), cfg.vocab_size, h, tf_leaf="weight")
@@ -289,6 +299,8 @@ def _bert_embeddings(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
     if cfg.architecture != "bert-generation":
         out += _embedding(emb.child("token_type_embeddings"), cfg.type_vocab_size, h)
     out += _layer_norm(emb.child("LayerNorm"), h)
+    if has_embeddings_project(cfg):
+        out += _dense(scope.child("embeddings_project"), h, cfg.hidden_size)
     return out
 
 
@@ -328,9 +340,11 @@ def _bert_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 
 
 def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[ParamSpec], list[TiedSpec]]:
-    """The LM head of BertLMHeadModel / RobertaForCausalLM / BertGenerationDecoder."""
+    """The LM head of BertLMHeadModel / RobertaForCausalLM / BertGenerationDecoder / ElectraForCausalLM."""
     h, v = cfg.hidden_size, cfg.vocab_size
     word = body.child("embeddings").child("word_embeddings")
+    if cfg.architecture == "electra":
+        return _electra_generator_head(scope, cfg, word)
     if cfg.architecture == "bert":
         head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
         transform = head.child("transform")
@@ -349,6 +363,26 @@ def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[Pa
         tied.append(TiedSpec(decoder.pt + ".weight", word.pt + ".weight", "the LM head is tied to the word embeddings"))
     else:
         params.insert(0, decoder.param("weight", "kernel", "kernel", (v, h), "dense"))
+    return params, tied
+
+
+def _electra_generator_head(scope: _Scope, cfg: ArchConfig, word: _Scope) -> tuple[list[ParamSpec], list[TiedSpec]]:
+    """ElectraForCausalLM's head: `generator_predictions` (dense hidden -> embedding width, gelu,
+    LayerNorm), then `generator_lm_head` (embedding width -> vocabulary, its own bias), whose weight
+    is the word embeddings when tied. transformers has no TF ELECTRA decoder; the TF names are those
+    of TFElectraForMaskedLM's generator head, an untied projection being `generator_lm_head/kernel`
+    (as in Flax)."""
+    e, v = cfg.embedding_size, cfg.vocab_size
+    predictions = scope.child("generator_predictions")
+    # transformers' order: LayerNorm is made before the dense layer.
+    params = _layer_norm(predictions.child("LayerNorm"), e) + _dense(predictions.child("dense"), cfg.hidden_size, e)
+    head = scope.child("generator_lm_head")
+    tied = []
+    if cfg.tie_word_embeddings:
+        tied.append(TiedSpec(head.pt + ".weight", word.pt + ".weight", "the LM head is tied to the word embeddings"))
+    else:
+        params.append(head.param("weight", "kernel", "kernel", (v, e), "dense"))
+    params.append(head.param("bias", "bias", "bias", (v,), "bias"))
     return params, tied
 
 
@@ -373,17 +407,18 @@ def _gpt2_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 
 
 # The attribute each decoder class keeps its base model under (PyTorch, TF and Flax alike).
-BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "gpt2": "transformer"}
+BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "electra": "electra",
+                     "gpt2": "transformer"}
 
 
 def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
-    """A bare encoder (BertModel, RobertaModel, BertGenerationEncoder), as transformers names it.
+    """A bare encoder (BertModel, RobertaModel, BertGenerationEncoder, ElectraModel), as transformers names it.
 
     Standalone, PyTorch and Flax names have no base prefix; TF names always have the
     main layer (`bert/...`).
     """
     if cfg.architecture == "gpt2":
-        raise ConfigError("gpt2 cannot be the encoder; expected bert, roberta or bert-generation")
+        raise ConfigError("gpt2 cannot be the encoder; expected bert, roberta, bert-generation or electra")
     scope = scope or _Scope()
     base = BASE_MODEL_PREFIX[cfg.architecture]
     return ModelSpec(_bert_body(scope.child("", base, ""), cfg))
@@ -391,7 +426,7 @@ def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
 
 def decoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
     """A decoder with its LM head (BertLMHeadModel, RobertaForCausalLM, GPT2LMHeadModel,
-    BertGenerationDecoder), as transformers names it."""
+    BertGenerationDecoder, ElectraForCausalLM), as transformers names it."""
     scope = scope or _Scope()
     base = BASE_MODEL_PREFIX[cfg.architecture]
     body = scope.child(base)
@@ -465,6 +500,7 @@ def output_projection_name(cfg: ArchConfig, prefix: str = "decoder") -> str:
         "bert": "cls.predictions.decoder.weight",
         "roberta": "lm_head.decoder.weight",
         "bert-generation": "lm_head.decoder.weight",
+        "electra": "generator_lm_head.weight",
         "gpt2": "lm_head.weight",
     }.get(cfg.architecture)
     if leaf is None:
