@@ -47,7 +47,12 @@ VENV457 := .venv-457
 $(VENV457)/.installed-stamp: tools/venv457.sh
 	rm -f $@ && bash tools/venv457.sh
 
-test-slow: install $(VENV457)/.installed-stamp
+# optimum (with transformers 4.57) beside the project, for the slow test that loads encdec's ONNX export in
+# ORTModelForSeq2SeqLM; tools/venv_optimum.sh pins what it installs.
+.venv-optimum/.installed-stamp: tools/venv_optimum.sh
+	rm -f $@ && bash tools/venv_optimum.sh
+
+test-slow: install $(VENV457)/.installed-stamp .venv-optimum/.installed-stamp
 	$(BIN)/python -m pytest -q -m slow
 
 test-all: install
@@ -57,4 +62,4 @@ bench: install
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(VENV457) reports build *.egg-info
+	rm -rf $(VENV) $(CORE_VENV) $(VENV457) .venv-optimum reports build *.egg-info

@@ -1,4 +1,4 @@
-"""The `encdec` command: convert | inspect | conformance.
+"""The `encdec` command: convert | inspect | conformance | generate | export.
 
 A subcommand is a function that adds its parser to the subparsers and sets
 `func` on it; `func(args)` returns the exit code. Register one with
@@ -43,6 +43,7 @@ SUBCOMMANDS: dict[str, Register] = {}
 LAZY_SUBCOMMANDS: dict[str, str] = {
     "conformance": "encdec.conformance.cli:register",
     "generate": "encdec.cli_generate:register",
+    "export": "encdec.export.cli:register",
 }
 
 

@@ -27,3 +27,8 @@ class MissingFrameworkError(EncdecError, ImportError):
 
 class NonFiniteError(EncdecError, ArithmeticError):
     """Scores that became NaN or infinite while computing, e.g. from a non-finite weight."""
+
+
+class ExportError(EncdecError, ValueError):
+    """An export that cannot be written as asked: an unknown kind or option, a destination that
+    exists, a dtype its runtime cannot run."""

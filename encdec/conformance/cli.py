@@ -68,13 +68,14 @@ def _csv(allowed: tuple[str, ...] | None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .runners import RUNNERS
+    from .runners import all_runners
 
     parser.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
                         help="a checkpoint folder (any of the four transformers formats); "
                              "default: the built-in cases")
-    parser.add_argument("--frameworks", type=_csv(tuple(RUNNERS)), default=None,
-                        help="runners to compare: pt, tf, flax, hf (transformers); "
+    parser.add_argument("--frameworks", type=_csv(tuple(all_runners())), default=None,
+                        help="runners to compare: pt, tf, flax, hf (transformers), and the exports onnx, "
+                             "savedmodel, jax-export (each written from its port and run by its runtime); "
                              "default: every port installed, plus hf when transformers is installed")
     parser.add_argument("--devices", type=_csv(DEVICE_CLASSES), default=list(DEVICE_CLASSES),
                         help="device classes to run on; absent ones are reported as skipped (default: cpu,gpu,tpu)")

@@ -61,6 +61,11 @@ def _sequences(out: Any) -> Any:
     return getattr(out, "sequences", out)
 
 
+class NotRunnable(Exception):
+    """An item a runner cannot run by its nature (an export whose graph takes no decoder mask, a
+    generate option fixed otherwise at export): reported as a skip with this reason, not a failure."""
+
+
 class Runner(abc.ABC):
     """Base of the per-framework runners."""
 
@@ -69,6 +74,10 @@ class Runner(abc.ABC):
     library: ClassVar[str]  # the import devices.py probes ("torch", "tensorflow", "jax")
     native_format: ClassVar[str]  # the checkpoint format it loads (convert_checkpoint's `to`)
     requires: ClassVar[tuple[str, ...]]  # modules that must be importable
+    # The kinds of items it runs ("forward", "gradients", "generate", "text"); the others are skipped.
+    items: ClassVar[tuple[str, ...]] = ("forward", "gradients", "generate", "text")
+    # The forward outputs it returns, when not every one (then the others' are compared on these).
+    forward_outputs: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -565,7 +574,15 @@ PORTS = ("pt", "tf", "flax")
 REFERENCE = "hf"
 
 
+def all_runners() -> dict[str, type[Runner]]:
+    """The ports' and transformers' runners, then the exports' (which build on the ports' runners)."""
+    from .exports import EXPORT_RUNNERS
+
+    return {**RUNNERS, **EXPORT_RUNNERS}
+
+
 def runner_class(name: str) -> type[Runner]:
-    if name not in RUNNERS:
-        raise ValueError(f"unknown framework {name!r}; expected some of {', '.join(RUNNERS)}")
-    return RUNNERS[name]
+    known = all_runners()
+    if name not in known:
+        raise ValueError(f"unknown framework {name!r}; expected some of {', '.join(known)}")
+    return known[name]

@@ -36,7 +36,7 @@ from .compare import (
 )
 from .devices import Run, Skip, plan_runs
 from .report import Report
-from .runners import PORTS, REFERENCE, Runner, runner_class
+from .runners import PORTS, REFERENCE, NotRunnable, Runner, runner_class
 from .tolerances import activation_bound
 
 # Outputs one side may return and the other not, without failing the check.
@@ -361,6 +361,9 @@ def _execute(run: Run, case, config, src: str, inputs, plan, converted: dict, wo
             kind = item.split("/")[0]
             if kind == "gradients" and run.dtype != "float32":
                 continue  # the table bounds gradients in float32 only
+            if kind not in cls.items:
+                _skip(report, run, f"{case.name} {item}: {cls.label} runs no {kind} items")
+                continue
             start = time.perf_counter()
             try:
                 if kind == "forward":
@@ -374,12 +377,28 @@ def _execute(run: Run, case, config, src: str, inputs, plan, converted: dict, wo
                 else:
                     gen_inputs = inputs[case.input_names()[0]]
                     out[item] = runner.generate(gen_inputs, what.kwargs(config))
+            except NotRunnable as e:
+                _skip(report, run, f"{case.name} {item}: {e}")
             except Exception as e:
                 report.add([_error(dict(ctx, item=item), item.split("/")[0], e)])
             seconds[item] = round(time.perf_counter() - start, 3)
     finally:
         runner.close()
     return out
+
+
+def _skip(report: Report, run: Run, reason: str) -> None:
+    note = Skip(run.framework, run.device, run.dtype, reason)
+    if note not in report.skips:
+        report.skips.append(note)
+
+
+def _forward_outputs(framework: str) -> tuple[str, ...] | None:
+    """The forward outputs a runner returns when not every one (exports); None for all of them."""
+    try:
+        return runner_class(framework).forward_outputs
+    except ValueError:  # the golden "run" is not a runner
+        return None
 
 
 def _compare_runs(case, config, real: bool, inputs, left, right, order, report: Report) -> None:
@@ -399,6 +418,10 @@ def _compare_runs(case, config, real: bool, inputs, left, right, order, report: 
         ctx = dict(case=case.name, item=item, frameworks=(ra.framework, rb.framework), device=device, dtype=ra.dtype)
         out_a, out_b = a[item], b[item]
         kind, _, what = item.partition("/")
+        for partial in (_forward_outputs(ra.framework), _forward_outputs(rb.framework)):
+            if kind == "forward" and partial is not None:
+                out_a = {k: v for k, v in out_a.items() if k in partial}
+                out_b = {k: v for k, v in out_b.items() if k in partial}
         mask = inputs[what].get("decoder_attention_mask") if kind == "forward" and what in inputs else None
         silent = _silent_queries(inputs, item)
         if silent is not None and REFERENCE in (ra.framework, rb.framework):

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from encdec.conformance.runners import PORTS, REFERENCE, RUNNERS
+from encdec.conformance.runners import PORTS, REFERENCE, all_runners
+
+RUNNERS = all_runners()
 
 
 def available(names=None) -> list[str]:
