@@ -90,6 +90,11 @@ PARTITION_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"(cls/predictions|lm_head)/bias$", ("vocab",)),
     (r"(pooler/dense|enc_to_dec_proj)/kernel$", ("embed", "embed")),
     (r"(pooler/dense|enc_to_dec_proj)/bias$", ("embed",)),
+    # ELECTRA: the embeddings' projection to the hidden width, the generator head (hidden -> embedding
+    # width; its output projection is the tied word embeddings, or an untied [width, vocab] kernel)
+    (r"(embeddings_project|generator_predictions/dense)/kernel$", ("embed", "embed")),
+    (r"(embeddings_project|generator_predictions/dense)/bias$", ("embed",)),
+    (r"generator_lm_head/kernel$", ("embed", "vocab")),
 )
 
 # Logical axis -> mesh axis (None: replicated), as `flax.linen.logical_to_mesh` takes them.

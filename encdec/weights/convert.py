@@ -348,7 +348,8 @@ def load_state(
 
 # Heads of pretrained checkpoints that an encoder-decoder component has no place for.
 _ENCODER_FOREIGN = re.compile(
-    r"^(?:(?:bert|roberta)[./])?(?:cls|lm_head|mlm___cls|nsp___cls|qa_outputs|classifier)(?:[./]|$)"
+    r"^(?:(?:bert|roberta|electra)[./])?(?:cls|lm_head|mlm___cls|nsp___cls|qa_outputs|classifier"
+    r"|generator_predictions|generator_lm_head|discriminator_predictions)(?:[./]|$)"
 )
 _DECODER_FOREIGN = (
     (re.compile(r"(?:^|[./])pooler[./]"), "the pooler: a decoder has none"),

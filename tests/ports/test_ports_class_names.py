@@ -4,7 +4,8 @@ the name transformers gave it, so code written for transformers moves over by ch
 The names are transformers 4.57's (its last release with TF and Flax classes): modeling_bert.py,
 modeling_roberta.py, modeling_bert_generation.py, modeling_gpt2.py and their modeling_tf_* and
 modeling_flax_* counterparts. transformers had no TF or Flax BertGeneration; encdec's
-TFBertGeneration* and FlaxBertGeneration* are its own extension, named after the PyTorch classes.
+TFBertGeneration* and FlaxBertGeneration* are its own extension, named after the PyTorch classes, and so
+is TFElectraForCausalLM (transformers had no TF ELECTRA decoder; its names are TFElectraForMaskedLM's head's).
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ import pytest
 TRANSFORMERS_4_57 = {
     "pt": ("BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "XLMRobertaModel",
            "XLMRobertaForCausalLM", "CamembertModel", "CamembertForCausalLM", "BertGenerationEncoder",
-           "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel", "EncoderDecoderModel"),
+           "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel", "EncoderDecoderModel", "ElectraModel",
+           "ElectraForCausalLM"),
     "tf": ("TFBertModel", "TFBertLMHeadModel", "TFRobertaModel", "TFRobertaForCausalLM", "TFXLMRobertaModel",
            "TFXLMRobertaForCausalLM", "TFCamembertModel", "TFCamembertForCausalLM", "TFGPT2Model",
-           "TFGPT2LMHeadModel", "TFEncoderDecoderModel"),
+           "TFGPT2LMHeadModel", "TFEncoderDecoderModel", "TFElectraModel"),
     "flax": ("FlaxBertModel", "FlaxBertForCausalLM", "FlaxRobertaModel", "FlaxRobertaForCausalLM",
              "FlaxXLMRobertaModel", "FlaxXLMRobertaForCausalLM", "FlaxGPT2Model", "FlaxGPT2LMHeadModel",
-             "FlaxEncoderDecoderModel"),
+             "FlaxEncoderDecoderModel", "FlaxElectraModel", "FlaxElectraForCausalLM"),
 }
 # encdec's own, where transformers had none.
 EXTENSIONS = {
     "pt": (),
-    "tf": ("TFBertGenerationEncoder", "TFBertGenerationDecoder"),
+    "tf": ("TFBertGenerationEncoder", "TFBertGenerationDecoder", "TFElectraForCausalLM"),
     "flax": ("FlaxBertGenerationEncoder", "FlaxBertGenerationDecoder", "FlaxCamembertModel",
              "FlaxCamembertForCausalLM"),
 }
