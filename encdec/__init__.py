@@ -14,10 +14,12 @@ import importlib
 import importlib.util
 
 from .config import (
+    BartConfig,
     BertConfig,
     BertGenerationConfig,
     EncoderDecoderConfig,
     GenerationConfig,
+    ElectraConfig,
     GPT2Config,
     RobertaConfig,
 )
@@ -70,11 +72,13 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "BartConfig",
     "BertConfig",
     "BertGenerationConfig",
     "CheckpointError",
     "ConfigError",
     "EncdecError",
+    "ElectraConfig",
     "EncoderDecoderConfig",
     "FlaxEncoderDecoderModel",
     "GPT2Config",

@@ -1,5 +1,5 @@
 """The architecture configs (BERT, RoBERTa and its XLM-RoBERTa / CamemBERT names,
-BertGeneration, ELECTRA, GPT-2): their keys and defaults as transformers writes them, and the
+BertGeneration, ELECTRA, GPT-2, BART's decoder): their keys and defaults as transformers writes them, and the
 type check every config value gets.
 """
 
@@ -350,12 +350,106 @@ class GPT2Config(ArchConfig):
             raise ConfigError("gpt2: reorder_and_upcast_attn=True is not supported; expected False")
 
 
+class BartConfig(ArchConfig):
+    """BART, used as a decoder only (transformers' `BartForCausalLM`): the `decoder_*` sizes are the ones
+    that count. Post-LayerNorm layers (BartConfig has no pre/post-norm switch), learned positions
+    offset by 2, `scale_embedding` (sqrt(d_model)), a LayerNorm on the embeddings.
+
+    The generic names read the decoder's values: `num_attention_heads` is `decoder_attention_heads`
+    and `num_hidden_layers` is `decoder_layers` (transformers maps the first to the encoder's count,
+    which a decoder never uses); `initializer_range` is `init_std`. A config.json key of those generic
+    names is kept as written (`extra`) and not read.
+    """
+
+    model_type = "bart"
+    defaults = dict(
+        vocab_size=50265,
+        max_position_embeddings=1024,
+        encoder_layers=12,
+        encoder_ffn_dim=4096,
+        encoder_attention_heads=16,
+        decoder_layers=12,
+        decoder_ffn_dim=4096,
+        decoder_attention_heads=16,
+        encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0,
+        activation_function="gelu",
+        d_model=1024,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        init_std=0.02,
+        classifier_dropout=0.0,
+        scale_embedding=False,
+        use_cache=True,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
+        is_decoder=False,
+        add_cross_attention=False,
+        tie_word_embeddings=True,
+    )
+    types = {
+        **dict.fromkeys(
+            ("vocab_size", "max_position_embeddings", "encoder_layers", "encoder_ffn_dim", "encoder_attention_heads",
+             "decoder_layers", "decoder_ffn_dim", "decoder_attention_heads", "d_model"),
+            "positive",
+        ),
+        **dict.fromkeys(("activation_function",), "str"),
+        **dict.fromkeys(
+            ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout", "encoder_layerdrop",
+             "decoder_layerdrop"),
+            "probability",
+        ),
+        **dict.fromkeys(("init_std",), "real"),
+        **dict.fromkeys(("pad_token_id", "bos_token_id", "decoder_start_token_id"), "token"),
+        **dict.fromkeys(("eos_token_id", "forced_eos_token_id"), "tokens"),
+        **dict.fromkeys(("scale_embedding", "use_cache", "is_decoder", "add_cross_attention", "tie_word_embeddings"),
+                        "bool"),
+    }
+    aliases = dict(hidden_size="d_model", hidden_act="activation_function")
+    # BART's LayerNorms are torch.nn.LayerNorm's default (transformers does not read an eps from the config).
+    layer_norm_eps = 1e-5
+    # Rows of the position table before position 0 (transformers' BartLearnedPositionalEmbedding.offset).
+    position_offset = 2
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.decoder_attention_heads
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.decoder_layers
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.decoder_ffn_dim
+
+    @property
+    def initializer_range(self) -> float:
+        return self.init_std
+
+    @property
+    def embed_scale(self) -> float:
+        """The factor on the token embeddings: sqrt(d_model) with `scale_embedding`, else 1."""
+        return math.sqrt(self.d_model) if self.scale_embedding else 1.0
+
+    @property
+    def position_table_size(self) -> int:
+        """Rows of `embed_positions`: `max_position_embeddings` plus the offset."""
+        return self.max_position_embeddings + self.position_offset
+
+
 ARCH_CONFIGS: dict[str, type[ArchConfig]] = {
     c.model_type: c for c in (BertConfig, RobertaConfig, XLMRobertaConfig, CamembertConfig, BertGenerationConfig,
-                              ElectraConfig, GPT2Config)
+                              ElectraConfig, GPT2Config, BartConfig)
 }
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra")
-DECODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra", "gpt2")
+DECODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra", "gpt2", "bart")
+# Architectures that exist only as a decoder here (transformers' EncoderDecoderModel cannot use them as the encoder).
+DECODER_ONLY_TYPES = ("gpt2", "bart")
 
 
 def arch_config_from_dict(data: dict[str, Any]) -> ArchConfig:

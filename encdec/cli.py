@@ -200,7 +200,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .config import CONFIG_NAME, EncoderDecoderConfig, arch_config_from_dict, read_json
+    from .config import CONFIG_NAME, DECODER_ONLY_TYPES, EncoderDecoderConfig, arch_config_from_dict, read_json
     from .weights import names
     from .weights.convert import check_component, check_config_fits, check_state
     from .weights.formats import formats_present, is_floating, open_checkpoint
@@ -249,7 +249,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         arch = config
         console.print(f"[bold]{directory}[/bold]: a single {_arch_line(arch)}")
         specs = {}
-        if arch.model_type != "gpt2":
+        if arch.model_type not in DECODER_ONLY_TYPES:
             specs["as encoder"] = ("encoder", arch)
         # As a decoder it gains cross-attention, which a standalone checkpoint cannot hold.
         specs["as decoder"] = ("decoder", arch)
@@ -257,7 +257,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .tokenization import describe_tokenizer
 
     console.print(f"  tokenizer: {describe_tokenizer(directory) or 'none'}", markup=False)
-    first = specs["model"] if "model" in specs else names.encoder_spec(arch) if arch.model_type != "gpt2" else names.decoder_spec(arch)
+    first = specs["model"] if "model" in specs else names.encoder_spec(arch) if arch.model_type not in DECODER_ONLY_TYPES \
+        else names.decoder_spec(arch)
     console.print(
         f"  parameters: {first.num_parameters():,} stored, {len(first.params)} tensors"
         + (f" (+{len(first.tied)} tied)" if first.tied else "")

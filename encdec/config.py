@@ -19,7 +19,9 @@ from .arch_configs import (  # noqa: F401
     ARCH_CONFIGS,
     DECODER_TYPES,
     ENCODER_TYPES,
+    DECODER_ONLY_TYPES,
     ArchConfig,
+    BartConfig,
     BertConfig,
     BertGenerationConfig,
     CamembertConfig,
@@ -109,8 +111,9 @@ class EncoderDecoderConfig(ConfigFile):
         self.decoder.validate()
         check_types("encoder-decoder", self._values, self.types)
         if self.encoder.model_type not in ENCODER_TYPES:
+            why = " (it is a decoder only here)" if self.encoder.model_type in DECODER_ONLY_TYPES else ""
             raise ConfigError(
-                f"model_type {self.encoder.model_type!r} cannot be the encoder; expected one of {ENCODER_TYPES}"
+                f"model_type {self.encoder.model_type!r} cannot be the encoder{why}; expected one of {ENCODER_TYPES}"
             )
         if self.decoder.model_type not in DECODER_TYPES:
             raise ConfigError(

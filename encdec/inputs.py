@@ -96,8 +96,8 @@ def _same_shape(actual: tuple, expected: tuple) -> bool:
 
 
 def has_token_types(config: ArchConfig) -> bool:
-    """Whether an architecture embeds token types (bert-generation has no table for them)."""
-    return config.model_type != "bert-generation"
+    """Whether an architecture embeds token types (bert-generation and BART have no table for them)."""
+    return config.model_type not in ("bert-generation", "bart")
 
 
 def token_type_table(config: ArchConfig) -> int:

@@ -20,6 +20,7 @@ FILES = (
     "bert_generation.py",
     "electra.py",
     "gpt2.py",
+    "bart.py",
     "encoder_decoder.py",
     "generation.py",
     "pretrained.py",

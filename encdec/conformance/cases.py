@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from encdec.config import (
+    BartConfig,
     BertConfig,
     BertGenerationConfig,
     EncoderDecoderConfig,
@@ -36,8 +37,8 @@ from encdec.config import (
 from encdec.inputs import shift_tokens_right
 
 # The fixture folders (tests/fixtures/hf) that are model cases of the suite.
-FIXTURE_NAMES = ("bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen", "bert2bert_proj",
-                 "electra2electra")
+FIXTURE_NAMES = ("bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen", "bert2bert_proj", "bert2bart",
+                 "bert2bart_proj", "electra2electra")
 CASE_SETS = ("default", "quick", "full")
 
 # A checkpoint with more parameters than this is held to the "real checkpoint"
@@ -198,7 +199,13 @@ def tiny_arch(arch: str, **overrides: Any):
         base = dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, initializer_range=0.2,
                     bos_token_id=98, eos_token_id=98)
         return GPT2Config(**{**base, **overrides})
-    raise ValueError(f"unknown architecture {arch!r}; expected bert, roberta, bertgen or gpt2")
+    if arch == "bart":
+        # BART's decoder sizes; BartConfig's defaults for the rest (pad 1, bos 0, eos 2). encoder_layers is
+        # transformers' num_hidden_layers, which sizes its decoder cache: the decoder's count.
+        base = dict(vocab_size=99, d_model=32, decoder_layers=2, encoder_layers=2, decoder_attention_heads=4,
+                    decoder_ffn_dim=37, max_position_embeddings=64, init_std=0.2, scale_embedding=True)
+        return BartConfig(**{**base, **overrides})
+    raise ValueError(f"unknown architecture {arch!r}; expected bert, roberta, bertgen, gpt2 or bart")
 
 
 # Special ids of the joined model: (decoder_start, eos, pad), keyed by decoder
@@ -207,6 +214,9 @@ _SPECIAL = {
     "bert": (2, 3, 0),
     "roberta": (0, 2, 1),
     "bertgen": (2, 1, 0),
+    # BART starts from its bos (0), not from eos as BART itself does: the eos boost moves the eos row of the
+    # tied token table (see _raise_logit), which would move the start token's embedding too.
+    "bart": (0, 2, 1),
 }
 
 
@@ -265,10 +275,16 @@ def _raise_logit(state: dict, spec, config: EncoderDecoderConfig, token: int, am
     # that beta . d is about |d| and the step stays the size of an embedding row
     # (a long row would make the eos logit a sum of large terms that cancel, and
     # its rounding noise would dwarf the tolerance).
-    gamma = state["decoder.transformer.ln_f.weight"]
+    # BART's last operation is also a LayerNorm (its last layer's, post-norm) before a bias-free LM head.
+    if config.decoder.architecture == "bart":
+        norm = f"decoder.model.decoder.layers.{config.decoder.decoder_layers - 1}.final_layer_norm"
+        table = spec.stored_name("decoder.lm_head.weight")
+    else:
+        norm, table = "decoder.transformer.ln_f", spec.stored_name("decoder.lm_head.weight")
+    gamma = state[f"{norm}.weight"]
     d = (1.0 / gamma).astype(np.float32)
-    beta = state["decoder.transformer.ln_f.bias"] = state["decoder.transformer.ln_f.bias"] + d / np.linalg.norm(d)
-    state["decoder.transformer.wte.weight"][token] += (np.float32(amount) * d / np.float32(beta @ d)).astype(np.float32)
+    beta = state[f"{norm}.bias"] = state[f"{norm}.bias"] + d / np.linalg.norm(d)
+    state[table][token] += (np.float32(amount) * d / np.float32(beta @ d)).astype(np.float32)
 
 
 def seeded_state(config: EncoderDecoderConfig, seed: int, eos_boost: float = EOS_BOOST,
@@ -378,6 +394,9 @@ FULL_ONLY_PAIRS = [
     ("bert2gpt2_proj", "bert", "gpt2", {"dec_hidden": 48, "eos_boost": 1.0}),
     ("roberta2roberta_tied", "roberta", "roberta", {"tie": True, "eos_boost": 2.0}),
     ("bertgen2bertgen_tied", "bertgen", "bertgen", {"tie": True, "eos_boost": 1.0}),
+    ("bert2bart", "bert", "bart", {"eos_boost": 2.0}),
+    # Lowered: with this seed eos already leads at the first step in every row.
+    ("bert2bart_proj", "bert", "bart", {"dec_hidden": 48, "eos_boost": -0.5}),
 ]
 
 

@@ -3,6 +3,7 @@
 Imports only JAX, Flax and optax.
 """
 
+from .bart import FlaxBartForCausalLM
 from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .electra import FlaxElectraForCausalLM, FlaxElectraModel
@@ -19,6 +20,7 @@ from .roberta import (
 from .training import loss_fn, make_train_step, train_step
 
 __all__ = [
+    "FlaxBartForCausalLM",
     "FlaxBertForCausalLM",
     "FlaxBertGenerationDecoder",
     "FlaxBertGenerationEncoder",

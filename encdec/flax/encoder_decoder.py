@@ -32,6 +32,7 @@ from ..weights.names import (
 )
 from ..weights.pretrained import join_pretrained, write_model_folder
 from ..weights.state import nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
+from .bart import FlaxBartForCausalLM
 from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .common import _cross_entropy
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
@@ -45,7 +46,7 @@ _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "xlm-roberta": 
              "camembert": FlaxCamembertModel, "bert-generation": FlaxBertGenerationEncoder}
 _DECODERS = {"bert": FlaxBertForCausalLM, "roberta": FlaxRobertaForCausalLM, "xlm-roberta": FlaxXLMRobertaForCausalLM,
              "camembert": FlaxCamembertForCausalLM, "bert-generation": FlaxBertGenerationDecoder,
-             "gpt2": FlaxGPT2LMHeadModel}
+             "gpt2": FlaxGPT2LMHeadModel, "bart": FlaxBartForCausalLM}
 _ENCODERS["electra"] = FlaxElectraModel
 _DECODERS["electra"] = FlaxElectraForCausalLM
 

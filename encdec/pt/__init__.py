@@ -3,6 +3,7 @@
 Imports only torch and encdec's core.
 """
 
+from .bart import BartForCausalLM
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .electra import ElectraForCausalLM, ElectraModel
@@ -18,6 +19,7 @@ from .roberta import (
 )
 
 __all__ = [
+    "BartForCausalLM",
     "BertGenerationDecoder",
     "BertGenerationEncoder",
     "BertLMHeadModel",

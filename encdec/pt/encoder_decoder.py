@@ -37,6 +37,7 @@ from ..loading import as_encoder_decoder_config
 from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab, vocab_changes
 from ..weights.pretrained import ROLES, GivenHalf, join_pretrained, write_model_folder
 from ..weights.state import check_state
+from .bart import BartForCausalLM
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _host
@@ -50,7 +51,7 @@ ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XL
                    "camembert": CamembertModel, "bert-generation": BertGenerationEncoder}
 DECODER_CLASSES = {"bert": BertLMHeadModel, "roberta": RobertaForCausalLM, "xlm-roberta": XLMRobertaForCausalLM,
                    "camembert": CamembertForCausalLM, "bert-generation": BertGenerationDecoder,
-                   "gpt2": GPT2LMHeadModel}
+                   "gpt2": GPT2LMHeadModel, "bart": BartForCausalLM}
 ENCODER_CLASSES["electra"] = ElectraModel
 DECODER_CLASSES["electra"] = ElectraForCausalLM
 

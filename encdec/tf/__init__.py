@@ -17,6 +17,7 @@ if _keras.backend.backend() != "tensorflow":
         f"(KERAS_BACKEND={_os.environ.get('KERAS_BACKEND')!r}); expected KERAS_BACKEND unset or 'tensorflow'"
     )
 
+from .bart import TFBartForCausalLM  # noqa: E402
 from .bert import TFBertLMHeadModel, TFBertModel  # noqa: E402
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder  # noqa: E402
 from .electra import TFElectraForCausalLM, TFElectraModel  # noqa: E402
@@ -32,6 +33,7 @@ from .roberta import (  # noqa: E402
 )
 
 __all__ = [
+    "TFBartForCausalLM",
     "TFBertGenerationDecoder",
     "TFBertGenerationEncoder",
     "TFBertLMHeadModel",

@@ -43,6 +43,7 @@ from ..weights.names import (TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, 
                              vocab_changes)
 from ..weights.pretrained import join_pretrained, write_model_folder
 from ..weights.state import check_state
+from .bart import TFBartForCausalLM
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from .common import BaseModelOutput, Seq2SeqLMOutput, _as_index_tensor, _cross_entropy, _dense, _host_facts
@@ -57,7 +58,7 @@ ENCODER_CLASSES = {"bert": TFBertModel, "roberta": TFRobertaModel, "xlm-roberta"
                    "camembert": TFCamembertModel, "bert-generation": TFBertGenerationEncoder}
 DECODER_CLASSES = {"bert": TFBertLMHeadModel, "roberta": TFRobertaForCausalLM, "xlm-roberta": TFXLMRobertaForCausalLM,
                    "camembert": TFCamembertForCausalLM, "bert-generation": TFBertGenerationDecoder,
-                   "gpt2": TFGPT2LMHeadModel}
+                   "gpt2": TFGPT2LMHeadModel, "bart": TFBartForCausalLM}
 ENCODER_CLASSES["electra"] = TFElectraModel
 DECODER_CLASSES["electra"] = TFElectraForCausalLM
 

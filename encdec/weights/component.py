@@ -6,8 +6,8 @@ architecture config with `architectures`) and the weights under the names
 transformers gives that class alone: a bare model (`kind` "base": `BertModel`,
 `RobertaModel`, `BertGenerationEncoder`, `GPT2Model`) has no prefix in PyTorch
 and Flax, a model with an LM head (`kind` "lm": `BertLMHeadModel`,
-`RobertaForCausalLM`, `BertGenerationDecoder`, `GPT2LMHeadModel`) keeps its body
-under the base prefix (`bert.`, `roberta.`, `transformer.`); TF names always
+`RobertaForCausalLM`, `BertGenerationDecoder`, `GPT2LMHeadModel`, `BartForCausalLM`) keeps its
+body under the base prefix (`bert.`, `roberta.`, `transformer.`, `model.`); TF names always
 carry the main layer. Reading goes through `convert.load_component`, the reader
 `from_encoder_decoder_pretrained` uses for a half, so either naming loads as
 either kind and what the folder lacks (an LM head, cross-attention) is drawn
@@ -46,6 +46,8 @@ CLASS_NAMES = {
     ("electra", "lm"): "ElectraForCausalLM",
     ("gpt2", "base"): "GPT2Model",
     ("gpt2", "lm"): "GPT2LMHeadModel",
+    # BART is a decoder only here: no bare class (transformers' BartModel is a whole encoder-decoder).
+    ("bart", "lm"): "BartForCausalLM",
 }
 # Other names transformers gives a class in one framework (Flax's BERT decoder is `FlaxBertForCausalLM`).
 OTHER_CLASS_NAMES = {"BertForCausalLM": ("bert", "lm")}

@@ -39,6 +39,10 @@ IGNORED = (
     (re.compile(r"(^|\.)embeddings\.position_ids$"), "a non-persistent buffer (position ids 0..n-1)"),
     (re.compile(r"(^|\.)embeddings\.token_type_ids$"), "a non-persistent buffer (zero token types)"),
     (re.compile(r"\.(attn|crossattention)\.(bias|masked_bias)$"), "GPT-2's causal-mask buffer, rebuilt at run time"),
+    # A BartForConditionalGeneration checkpoint loaded as a BART decoder: its encoder half and its output
+    # bias, which BartForCausalLM has no place for (transformers leaves them out as well).
+    (re.compile(r"^model[./]encoder[./]"), "the encoder half of a BART checkpoint: BART is a decoder only here"),
+    (re.compile(r"^final_logits_bias$"), "BartForConditionalGeneration's output bias: BartForCausalLM has none"),
 )
 
 
@@ -406,9 +410,40 @@ def _gpt2_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
     return out
 
 
-# The attribute each decoder class keeps its base model under (PyTorch, TF and Flax alike).
+def _bart_attention(scope: _Scope, h: int) -> list[ParamSpec]:
+    out = []
+    for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+        out += _dense(scope.child(proj), h, h)
+    return out
+
+
+def _bart_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    """BART's decoder (`BartDecoder`): token and position tables (max_position_embeddings + 2 rows),
+    the embeddings' LayerNorm, post-LayerNorm layers. TF names follow transformers' TF BART layers
+    (`layers.{i}`, `embed_tokens/embeddings`)."""
+    h, inner = cfg.d_model, cfg.decoder_ffn_dim
+    out = _embedding(scope.child("embed_tokens"), cfg.vocab_size, h)
+    out += _embedding(scope.child("embed_positions"), cfg.position_table_size, h)
+    for i in range(cfg.decoder_layers):
+        layer = scope.child(f"layers.{i}", f"layers.{i}", f"layers/{i}")
+        out += _bart_attention(layer.child("self_attn"), h)
+        out += _layer_norm(layer.child("self_attn_layer_norm"), h)
+        # transformers' BartDecoderLayer always has its cross-attention, add_cross_attention or not.
+        out += _bart_attention(layer.child("encoder_attn"), h)
+        out += _layer_norm(layer.child("encoder_attn_layer_norm"), h)
+        out += _dense(layer.child("fc1"), h, inner)
+        out += _dense(layer.child("fc2"), inner, h)
+        out += _layer_norm(layer.child("final_layer_norm"), h)
+    out += _layer_norm(scope.child("layernorm_embedding"), h)
+    return out
+
+
+# The attribute each decoder class keeps its base model under (PyTorch, TF and Flax alike). BART's is
+# `model` (transformers' BartDecoderWrapper), which holds the `BartDecoder` as `decoder`.
 BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "electra": "electra",
-                     "gpt2": "transformer"}
+                     "gpt2": "transformer", "bart": "model"}
+# Architectures that are decoders only: no encoder spec.
+_DECODER_ONLY = ("gpt2", "bart")
 
 
 def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
@@ -417,8 +452,11 @@ def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
     Standalone, PyTorch and Flax names have no base prefix; TF names always have the
     main layer (`bert/...`).
     """
-    if cfg.architecture == "gpt2":
-        raise ConfigError("gpt2 cannot be the encoder; expected bert, roberta, bert-generation or electra")
+    if cfg.architecture in _DECODER_ONLY:
+        raise ConfigError(
+            f"{cfg.architecture} cannot be the encoder (encdec uses it as a decoder only); expected one of "
+            "bert, roberta, xlm-roberta, camembert, bert-generation, electra"
+        )
     scope = scope or _Scope()
     base = BASE_MODEL_PREFIX[cfg.architecture]
     return ModelSpec(_bert_body(scope.child("", base, ""), cfg))
@@ -426,18 +464,22 @@ def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
 
 def decoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
     """A decoder with its LM head (BertLMHeadModel, RobertaForCausalLM, GPT2LMHeadModel,
-    BertGenerationDecoder, ElectraForCausalLM), as transformers names it."""
+    BertGenerationDecoder, ElectraForCausalLM, BartForCausalLM), as transformers names it."""
     scope = scope or _Scope()
     base = BASE_MODEL_PREFIX[cfg.architecture]
     body = scope.child(base)
-    if cfg.architecture == "gpt2":
-        params = _gpt2_body(body, cfg)
+    if cfg.architecture in ("gpt2", "bart"):
+        # A bias-free LM head `lm_head`, tied to the token table unless the config unties it.
+        if cfg.architecture == "gpt2":
+            params, word = _gpt2_body(body, cfg), body.pt + ".wte.weight"
+        else:
+            params, word = _bart_body(body.child("decoder"), cfg), body.pt + ".decoder.embed_tokens.weight"
         head = scope.child("lm_head")
         if cfg.tie_word_embeddings:
-            tied = [TiedSpec(head.pt + ".weight", body.pt + ".wte.weight", "the LM head is tied to the word embeddings")]
+            tied = [TiedSpec(head.pt + ".weight", word, "the LM head is tied to the word embeddings")]
         else:
             tied = []
-            params += [head.param("weight", "kernel", "kernel", (cfg.vocab_size, cfg.n_embd), "dense")]
+            params += [head.param("weight", "kernel", "kernel", (cfg.vocab_size, cfg.hidden_size), "dense")]
         return ModelSpec(params, tied)
     head_params, tied = _bert_lm_head(scope, cfg, body)
     return ModelSpec(_bert_body(body, cfg) + head_params, tied)
@@ -488,7 +530,8 @@ def word_embedding_name(cfg: ArchConfig, role: str = "decoder", prefix: str | No
         leaf = "embeddings.word_embeddings.weight"
     elif role == "decoder":
         base = BASE_MODEL_PREFIX[cfg.architecture]
-        leaf = f"{base}.wte.weight" if cfg.architecture == "gpt2" else f"{base}.embeddings.word_embeddings.weight"
+        leaf = {"gpt2": f"{base}.wte.weight", "bart": f"{base}.decoder.embed_tokens.weight"}.get(
+            cfg.architecture, f"{base}.embeddings.word_embeddings.weight")
     else:
         raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
     return _join(prefix, leaf, ".")
@@ -502,6 +545,7 @@ def output_projection_name(cfg: ArchConfig, prefix: str = "decoder") -> str:
         "bert-generation": "lm_head.decoder.weight",
         "electra": "generator_lm_head.weight",
         "gpt2": "lm_head.weight",
+        "bart": "lm_head.weight",
     }.get(cfg.architecture)
     if leaf is None:
         raise ConfigError(f"model_type {cfg.architecture!r} has no LM head here; expected one of {sorted(BASE_MODEL_PREFIX)}")
@@ -524,7 +568,16 @@ def component_alternate_params(cfg: ArchConfig, role: str) -> list[ParamSpec]:
         raise ConfigError(f"role {role!r}; expected 'encoder' or 'decoder'")
     if cfg.architecture == "gpt2":
         return _gpt2_body(_Scope("", base, ""), cfg)
+    if cfg.architecture == "bart":
+        # A BartForConditionalGeneration / BartModel checkpoint names the decoder's layers as
+        # BartForCausalLM does; only its token table is the shared `model.shared` (the TF name pairs it).
+        embed = decoder_spec(cfg).by_name[f"{base}.decoder.embed_tokens.weight"]
+        return [ParamSpec(f"{base}.shared.weight", embed.shape, embed.kind, embed.tf_name, f"{base}/shared/embedding")]
     return encoder_spec(cfg).params  # the body alone: a decoder config has no pooler
+
+
+# Token tables whose padding row transformers initialises to zero (its nn.Embedding padding_idx).
+_WORD_TABLES = ("word_embeddings.weight", "embed_tokens.weight")
 
 
 def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role: str = "model") -> dict[str, np.ndarray]:
@@ -551,7 +604,7 @@ def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role:
         if p.kind in ("dense", "conv1d", "embedding"):
             value = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
             pad = pad_ids.get(prefix) if prefix is not None else None
-            if p.name.endswith("word_embeddings.weight") and pad is not None and 0 <= pad < p.shape[0]:
+            if p.name.endswith(_WORD_TABLES) and pad is not None and 0 <= pad < p.shape[0]:
                 value[pad] = 0.0
         elif p.kind == "norm_weight":
             value = np.ones(p.shape, np.float32)

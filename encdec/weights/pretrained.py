@@ -205,6 +205,11 @@ def _join_folders(encoder_path: Optional[str | os.PathLike], decoder_path: Optio
             drawn.update(n for n in stored if n.startswith(prefix) and n[len(prefix):] not in half)
             continue
         loaded, report = load_component(paths[role], getattr(config, role), role)
+        if report.ignored:
+            # What the half's checkpoint holds that the joined model has no place for (a task head, a pooler,
+            # the encoder half of a BART checkpoint), by name.
+            logger.info("%s: %d tensor(s) of the %s checkpoint are not used: %s", paths[role], len(report.ignored),
+                        role, ", ".join(f"{name} ({why})" for name, why in report.ignored))
         for name, array in loaded.items():
             if prefix + name in stored:
                 state[prefix + name] = array

@@ -71,8 +71,8 @@ def test_from_encoder_decoder_configs_does_not_mutate_inputs():
 
 
 def test_config_errors_are_clear():
-    with pytest.raises(ConfigError, match=r"unknown model_type 'bart'.*bert"):
-        arch_config_from_dict({"model_type": "bart"})
+    with pytest.raises(ConfigError, match=r"unknown model_type 't5'.*bert"):
+        arch_config_from_dict({"model_type": "t5"})
     with pytest.raises(ConfigError, match=r"hidden size 30 is not divisible.*4"):
         BertConfig(hidden_size=30, num_attention_heads=4)
     with pytest.raises(ConfigError, match=r"hidden size 30 is not divisible"):

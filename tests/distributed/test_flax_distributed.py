@@ -18,6 +18,8 @@ import dist_lib  # noqa: E402
 import jax  # noqa: E402
 from jax.sharding import AbstractMesh, PartitionSpec  # noqa: E402
 
+from conftest import FIXTURES  # noqa: E402
+from encdec.config import EncoderDecoderConfig  # noqa: E402
 from encdec.conformance.tolerances import FP32_GRAD_REL, FP32_LOSS_REL  # noqa: E402
 from encdec.errors import ConfigError  # noqa: E402
 from encdec.flax import FlaxEncoderDecoderModel  # noqa: E402
@@ -50,6 +52,16 @@ def test_rules_cover_every_parameter_with_valid_specs(pair):
             split += bool(named)
         # the tensor-parallel rules really split the layers (widths of 16 or more, vocab 64)
         assert split >= len(shapes) // 3, (pair, variant, split, len(shapes))
+
+
+@pytest.mark.parametrize("fixture", ["electra2electra", "bert2bart_proj", "rembert2rembert", "xlmr2xlmr"])
+def test_rules_cover_every_parameter_of_the_other_architectures(fixture):
+    config = EncoderDecoderConfig.from_pretrained(FIXTURES / fixture)
+    params = jax.eval_shape(lambda: FlaxEncoderDecoderModel(config).params)
+    mesh = AbstractMesh((2, 4), fd.MESH_AXES)
+    specs = fd.param_partition_specs(params, mesh)  # ConfigError for a parameter without a rule
+    shapes = [leaf.shape for leaf in jax.tree_util.tree_leaves(params)]
+    assert [len(spec) for _, spec in _leaves(specs)] == [len(shape) for shape in shapes]
 
 
 def test_a_parameter_without_a_rule_is_an_error():

@@ -5,7 +5,8 @@ The names are transformers 4.57's (its last release with TF and Flax classes): m
 modeling_roberta.py, modeling_bert_generation.py, modeling_gpt2.py and their modeling_tf_* and
 modeling_flax_* counterparts. transformers had no TF or Flax BertGeneration; encdec's
 TFBertGeneration* and FlaxBertGeneration* are its own extension, named after the PyTorch classes, and so
-is TFElectraForCausalLM (transformers had no TF ELECTRA decoder; its names are TFElectraForMaskedLM's head's).
+is TFElectraForCausalLM (transformers had no TF ELECTRA decoder; its names are TFElectraForMaskedLM's head's),
+and TFBartForCausalLM (its names are those of transformers' TF BART decoder layers, modeling_tf_bart.py).
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ TRANSFORMERS_4_57 = {
     "pt": ("BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "XLMRobertaModel",
            "XLMRobertaForCausalLM", "CamembertModel", "CamembertForCausalLM", "BertGenerationEncoder",
            "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel", "EncoderDecoderModel", "ElectraModel",
-           "ElectraForCausalLM"),
+           "ElectraForCausalLM", "BartForCausalLM"),
     "tf": ("TFBertModel", "TFBertLMHeadModel", "TFRobertaModel", "TFRobertaForCausalLM", "TFXLMRobertaModel",
            "TFXLMRobertaForCausalLM", "TFCamembertModel", "TFCamembertForCausalLM", "TFGPT2Model",
            "TFGPT2LMHeadModel", "TFEncoderDecoderModel", "TFElectraModel"),
     "flax": ("FlaxBertModel", "FlaxBertForCausalLM", "FlaxRobertaModel", "FlaxRobertaForCausalLM",
              "FlaxXLMRobertaModel", "FlaxXLMRobertaForCausalLM", "FlaxGPT2Model", "FlaxGPT2LMHeadModel",
-             "FlaxEncoderDecoderModel", "FlaxElectraModel", "FlaxElectraForCausalLM"),
+             "FlaxEncoderDecoderModel", "FlaxElectraModel", "FlaxElectraForCausalLM",
+             "FlaxBartForCausalLM"),
 }
 # encdec's own, where transformers had none.
 EXTENSIONS = {
     "pt": (),
-    "tf": ("TFBertGenerationEncoder", "TFBertGenerationDecoder", "TFElectraForCausalLM"),
+    "tf": ("TFBertGenerationEncoder", "TFBertGenerationDecoder", "TFElectraForCausalLM", "TFBartForCausalLM"),
     "flax": ("FlaxBertGenerationEncoder", "FlaxBertGenerationDecoder", "FlaxCamembertModel",
              "FlaxCamembertForCausalLM"),
 }

@@ -1,0 +1,324 @@
+"""BART's decoder (`FlaxBartForCausalLM`) as Linen modules, cross-attending an encoder's states.
+
+Post-LayerNorm layers (residual, then LayerNorm) after an embedding LayerNorm; learned
+positions whose table row is the position plus 2 (`max_position_embeddings + 2` rows);
+the word embeddings times sqrt(d_model) when `scale_embedding`; the LM head (no bias)
+tied to the word embeddings unless the config unties it. Params are named as
+transformers' FlaxBartForCausalLM names them (`model/decoder/layers/0/self_attn/q_proj`).
+In training each layer is skipped with probability `decoder_layerdrop` (LayerDrop), as in
+transformers' PyTorch BartDecoder. The cache has BERT's layout:
+`{"index", "encoder_attention_mask", "layers": ({"key", "value", "cross_key", "cross_value"}, ...)}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..config import ArchConfig
+from .bert import _layer_norm
+from .pretrained import FlaxPreTrainedModel
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    _attend,
+    _causal_lm_output,
+    _check_stack_inputs,
+    _fold_beams_attend,
+    _GradientCheckpointing,
+    _heads_first,
+    _layer_class,
+    _run_layers,
+    attention_bias,
+    causal_bias,
+)
+
+class FlaxBartLearnedPositionalEmbedding(nn.Module):
+    """Learned positions: position p reads row `p + position_offset` (2) of a `[max_position_embeddings + 2,
+    d_model]` table."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, past_length=0, position_ids=None):
+        cfg = self.config
+        table = self.param("embedding", nn.initializers.normal(0.02), (cfg.position_table_size, cfg.d_model))
+        if position_ids is None:
+            position_ids = (past_length + jnp.arange(input_ids.shape[1]))[None, :]  # [1, T]
+        return jnp.take(table, position_ids.astype("i4") + cfg.position_offset, axis=0).astype(self.dtype)
+
+
+class FlaxBartAttention(nn.Module):
+    """Multi-head attention: self-attention, or cross-attention over the encoder's states."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    is_cross_attention: bool = False
+
+    def setup(self):
+        h = self.config.d_model
+        self.k_proj = nn.Dense(h, dtype=self.dtype)
+        self.v_proj = nn.Dense(h, dtype=self.dtype)
+        self.q_proj = nn.Dense(h, dtype=self.dtype)
+        self.out_proj = nn.Dense(h, dtype=self.dtype)
+        self.dropout = nn.Dropout(rate=self.config.attention_dropout)
+
+    def _split_heads(self, x):
+        cfg = self.config
+        return x.reshape(x.shape[:2] + (cfg.decoder_attention_heads, cfg.head_dim))  # [B, T, H, D]
+
+    def _project_key_value(self, states):
+        """Keys and values of `states` `[B, S, d_model]`, each `[B, H, S, D]`."""
+        key, value = self.k_proj(states), self.v_proj(states)
+        return _heads_first(self._split_heads(key)), _heads_first(self._split_heads(value))
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        key_value_states=None,
+        kv_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        query = self._split_heads(self.q_proj(hidden_states))  # [B, T, H, D]
+        new_cache = None
+        if self.is_cross_attention:
+            key, value = kv_cache if kv_cache is not None else self._project_key_value(key_value_states)
+        else:
+            key, value = self._project_key_value(hidden_states)
+            if kv_cache is not None:
+                # Write the T new positions into the [B, H, L, D] cache at cache_index.
+                start = (0, 0, cache_index, 0)
+                key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
+                value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
+                new_cache = (key, value)
+        scale = self.config.head_dim ** -0.5
+        if self.is_cross_attention and key.shape[0] != query.shape[0]:
+            out, weights = _fold_beams_attend(query, key, value, attention_bias, scale, self.dropout, deterministic)
+        else:
+            out, weights = _attend(query, key, value, attention_bias, scale, self.dropout, deterministic)
+        return self.out_proj(out), (weights if output_attentions else None), new_cache
+
+
+class FlaxBartDecoderLayer(nn.Module):
+    """Post-LayerNorm: LN(x + self_attn(x)), LN(x + encoder_attn(x)), LN(x + fc2(act(fc1(x))))."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.self_attn = FlaxBartAttention(cfg, self.dtype)
+        self.self_attn_layer_norm = _layer_norm(cfg, self.dtype)
+        # Always there, as in transformers (add_cross_attention or not); it runs when encoder states are given.
+        self.encoder_attn = FlaxBartAttention(cfg, self.dtype, is_cross_attention=True)
+        self.encoder_attn_layer_norm = _layer_norm(cfg, self.dtype)
+        self.fc1 = nn.Dense(cfg.decoder_ffn_dim, dtype=self.dtype)
+        self.fc2 = nn.Dense(cfg.d_model, dtype=self.dtype)
+        self.final_layer_norm = _layer_norm(cfg, self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.dropout)
+        self.activation_dropout = nn.Dropout(rate=cfg.activation_dropout)
+
+    def _cross_key_value(self, encoder_hidden_states):
+        return self.encoder_attn._project_key_value(encoder_hidden_states)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        layer_cache=None,
+        cache_index=None,
+        output_attentions=False,
+        deterministic=True,
+    ):
+        layer_input = hidden_states
+        self_kv = None if layer_cache is None else (layer_cache["key"], layer_cache["value"])
+        attn_output, self_weights, new_self_kv = self.self_attn(
+            hidden_states,
+            attention_bias,
+            kv_cache=self_kv,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            deterministic=deterministic,
+        )
+        attn_output = self.dropout(attn_output, deterministic=deterministic)
+        hidden_states = self.self_attn_layer_norm(hidden_states + attn_output)
+        cross_weights = None
+        cross_kv = None if layer_cache is None else (layer_cache["cross_key"], layer_cache["cross_value"])
+        if encoder_hidden_states is not None or cross_kv is not None:
+            cross_output, cross_weights, _ = self.encoder_attn(
+                hidden_states,
+                encoder_bias,
+                key_value_states=encoder_hidden_states,
+                kv_cache=cross_kv,
+                output_attentions=output_attentions,
+                deterministic=deterministic,
+            )
+            cross_output = self.dropout(cross_output, deterministic=deterministic)
+            hidden_states = self.encoder_attn_layer_norm(hidden_states + cross_output)
+        feed_forward = ACT2FN[self.config.activation_function](self.fc1(hidden_states))
+        feed_forward = self.activation_dropout(feed_forward, deterministic=deterministic)
+        feed_forward = self.dropout(self.fc2(feed_forward), deterministic=deterministic)
+        output = self.final_layer_norm(hidden_states + feed_forward)
+        if not deterministic and self.config.decoder_layerdrop > 0.0:
+            # LayerDrop, as transformers' BartDecoder: in training the layer is skipped (its input passes
+            # on) with probability decoder_layerdrop, drawn from the dropout key so that each step draws anew.
+            kept = jax.random.uniform(self.make_rng("dropout")) >= self.config.decoder_layerdrop
+            output = jnp.where(kept, output, layer_input)
+        new_cache = None
+        if layer_cache is not None:
+            new_cache = dict(layer_cache, key=new_self_kv[0], value=new_self_kv[1])
+        return output, self_weights, cross_weights, new_cache
+
+
+class _FlaxBartDecoderLayerCollection(nn.Module):
+    """The decoder layers, named "0", "1", ... under `layers` as in transformers' Flax params."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        layer_class = _layer_class(FlaxBartDecoderLayer, self.gradient_checkpointing)
+        n = self.config.decoder_layers
+        self.layers = [layer_class(self.config, self.dtype, name=str(i)) for i in range(n)]
+
+
+class FlaxBartDecoder(nn.Module):
+    """Scaled word embeddings + learned positions, the embedding LayerNorm, the decoder layers. Always causal."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        cfg = self.config
+        self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype)
+        self.embed_positions = FlaxBartLearnedPositionalEmbedding(cfg, self.dtype)
+        self.layers = _FlaxBartDecoderLayerCollection(cfg, self.dtype, self.gradient_checkpointing)
+        self.layernorm_embedding = _layer_norm(cfg, self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.dropout)
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return [layer._cross_key_value(encoder_hidden_states) for layer in self.layers.layers]
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        deterministic=True,
+    ):
+        cache = past_key_values
+        past_length = 0 if cache is None else cache["index"]
+        cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
+        # Shapes and dtypes always; id ranges when the arrays are concrete (not traced).
+        _check_stack_inputs(self.config, input_ids, attention_mask, None, position_ids, past_length, cache_length)
+        length = input_ids.shape[1]
+        hidden = self.embed_tokens(input_ids.astype("i4")) * self.config.embed_scale
+        hidden = hidden + self.embed_positions(input_ids, past_length, position_ids)
+        hidden = self.dropout(self.layernorm_embedding(hidden), deterministic=deterministic)
+
+        key_length = length if cache_length is None else cache_length
+        bias = causal_bias(length, key_length, past_length, attention_mask, self.dtype)
+        encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
+
+        hidden, all_hidden, all_self, all_cross, new_layers = _run_layers(
+            self.layers.layers, hidden, bias, encoder_hidden_states, encoder_bias, cache, past_length,
+            output_attentions, output_hidden_states, deterministic,
+        )
+        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=new_layers)
+        return BaseModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=new_cache,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+
+
+class FlaxBartDecoderWrapper(nn.Module):
+    """Holds the decoder as `decoder`, so that its params are `model/decoder/*` as in transformers."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.decoder = FlaxBartDecoder(self.config, self.dtype, self.gradient_checkpointing)
+
+    def __call__(self, *args, **kwargs):
+        return self.decoder(*args, **kwargs)
+
+
+class FlaxBartForCausalLM(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
+    """BART's decoder with its LM head (no bias), tied to the word embeddings by default."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    base_model_prefix = "model"
+
+    def setup(self):
+        self.model = FlaxBartDecoderWrapper(self.config, self.dtype, self.gradient_checkpointing)
+        if not self.config.tie_word_embeddings:
+            self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype)
+
+    @property
+    def base_model(self):
+        return self.model.decoder
+
+    def get_input_embeddings(self):
+        return self.model.decoder.embed_tokens
+
+    def get_output_embeddings(self):
+        """The module that projects to the vocabulary: `embed_tokens` when tied."""
+        return self.model.decoder.embed_tokens if self.config.tie_word_embeddings else self.lm_head
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return self.model.decoder._cross_key_values(encoder_hidden_states)
+
+    def compute_logits(self, hidden_states):
+        if self.config.tie_word_embeddings:
+            # Contract the hidden axes of both: no transposed copy of the [V, H] table is made.
+            table = self.model.decoder.embed_tokens.embedding.astype(self.dtype)
+            return jnp.einsum("...h,vh->...v", hidden_states, table)
+        return self.lm_head(hidden_states)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        deterministic=True,
+    ):
+        out = self.model.decoder(
+            input_ids, attention_mask, position_ids, encoder_hidden_states, encoder_attention_mask,
+            past_key_values=past_key_values, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, deterministic=deterministic,
+        )
+        return _causal_lm_output(self, out, labels)

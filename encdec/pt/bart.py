@@ -1,0 +1,290 @@
+"""BART's decoder as a cross-attending decoder (`BartForCausalLM`): post-LayerNorm layers, learned positions.
+
+The position table has `max_position_embeddings + 2` rows: position p reads row
+p + 2 (`BartConfig.position_offset`, transformers' `BartLearnedPositionalEmbedding`).
+Token embeddings are multiplied by `embed_scale` (sqrt(d_model) with
+`scale_embedding`), summed with the positions and normalised by
+`layernorm_embedding` before the first layer. Each layer is
+x = LN(x + self_attn(x)), x = LN(x + encoder_attn(x)), x = LN(x + fc2(act(fc1(x)))).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..inputs import check_stack_inputs
+from .bert import _padding_idx
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    _attend,
+    _causal_lm_output,
+    _checkpointing,
+    _close_cache,
+    _cross_keys_values,
+    _decoder_self_bias,
+    _encoder_bias,
+    _fold_beams_attend,
+    _GradientCheckpointing,
+    _host,
+    _index,
+    _open_cache,
+    _run_layers,
+    _write_self_cache,
+)
+from .fast_linear import Linear
+from .pretrained import PreTrainedModel
+
+
+class BartLearnedPositionalEmbedding(nn.Embedding):
+    """The learned position table, `max_position_embeddings + 2` rows: position p reads row p + 2."""
+
+    def __init__(self, config) -> None:
+        self.offset = config.position_offset
+        super().__init__(config.position_table_size, config.d_model)
+
+    def forward(self, input_ids, past_length: int = 0, position_ids=None):
+        """The rows of `input_ids`' `[B, T]` positions after `past_length` cached tokens: `[T, H]` (the same
+        for every row), or `[B, T, H]` for given `position_ids` (counted from 0)."""
+        if position_ids is None:
+            start = self.offset + past_length
+            return self.weight[start : start + input_ids.shape[1]]
+        return super().forward(position_ids + self.offset)
+
+
+class BartAttention(nn.Module):
+    """Multi-head attention with `k_proj`, `v_proj`, `q_proj`, `out_proj` (all with bias)."""
+
+    def __init__(self, config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
+        super().__init__()
+        self.config = config  # shared with the joined model's: attn_implementation is read at call time
+        h = config.d_model
+        self.num_heads = config.decoder_attention_heads
+        self.head_dim = h // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.k_proj = Linear(h, h)
+        self.v_proj = Linear(h, h)
+        self.q_proj = Linear(h, h)
+        self.out_proj = Linear(h, h)
+        self.dropout_prob = config.attention_dropout
+        self.is_cross_attention = is_cross_attention
+        self.layer_idx = layer_idx
+
+    def _heads(self, x):
+        # [B, T, H*D] -> [B, H, T, D]
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _cross_key_value(self, encoder_hidden_states):
+        """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
+        return self._heads(self.k_proj(encoder_hidden_states)), self._heads(self.v_proj(encoder_hidden_states))
+
+    @property
+    def _eager(self) -> bool:
+        return getattr(self.config, "_attn_implementation", None) == "eager"
+
+    def forward(
+        self,
+        hidden_states,
+        attention_bias=None,
+        is_causal: bool = False,
+        key_value_states=None,
+        cache: Optional[dict] = None,
+        output_attentions: bool = False,
+        past_length: int = 0,
+    ):
+        b, t, _ = hidden_states.shape
+        query = self._heads(self.q_proj(hidden_states))
+        if self.is_cross_attention:
+            key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
+        else:
+            key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
+            if cache is not None:
+                key, value = _write_self_cache(cache, past_length, key, value)
+        dropout_p = self.dropout_prob if self.training else 0.0
+        if key.shape[0] != b:
+            out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
+        else:
+            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions,
+                                 self._eager)
+        out = out.transpose(1, 2).reshape(b, t, -1)  # [B, T, H*D]
+        return self.out_proj(out), probs
+
+
+class BartDecoderLayer(nn.Module):
+    """Post-LayerNorm: each block's output is added to its input, then normalised."""
+
+    def __init__(self, config, layer_idx: int = 0) -> None:
+        super().__init__()
+        h, eps = config.d_model, config.layer_norm_eps
+        self.self_attn = BartAttention(config, layer_idx=layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(h, eps=eps)
+        # Always there, as in transformers (add_cross_attention or not); it runs when encoder states are given.
+        self.encoder_attn = BartAttention(config, is_cross_attention=True, layer_idx=layer_idx)
+        self.encoder_attn_layer_norm = nn.LayerNorm(h, eps=eps)
+        self.fc1 = Linear(h, config.decoder_ffn_dim)
+        self.fc2 = Linear(config.decoder_ffn_dim, h)
+        self.final_layer_norm = nn.LayerNorm(h, eps=eps)
+        self.activation_fn = ACT2FN[config.activation_function]
+        self.dropout = nn.Dropout(config.dropout)
+        self.activation_dropout = nn.Dropout(config.activation_dropout)
+
+    def forward(
+        self,
+        hidden_states,
+        attention_bias=None,
+        is_causal: bool = False,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        cache=None,
+        output_attentions: bool = False,
+        past_length: int = 0,
+    ):
+        attn, self_probs = self.self_attn(hidden_states, attention_bias, is_causal, None, cache, output_attentions,
+                                          past_length)
+        hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn))
+        cross_probs = None
+        if encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None):
+            cross, cross_probs = self.encoder_attn(hidden_states, encoder_bias, False, encoder_hidden_states, cache,
+                                                   output_attentions)
+            hidden_states = self.encoder_attn_layer_norm(hidden_states + self.dropout(cross))
+        inner = self.activation_dropout(self.activation_fn(self.fc1(hidden_states)))
+        hidden_states = self.final_layer_norm(hidden_states + self.dropout(self.fc2(inner)))
+        return hidden_states, self_probs, cross_probs
+
+
+class BartDecoder(_GradientCheckpointing, nn.Module):
+    """Token embeddings (scaled) + learned positions, `layernorm_embedding`, dropout, the layers."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        h = config.d_model
+        self.embed_tokens = nn.Embedding(config.vocab_size, h, padding_idx=_padding_idx(config))
+        self.embed_positions = BartLearnedPositionalEmbedding(config)
+        self.layers = nn.ModuleList([BartDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.layernorm_embedding = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.gradient_checkpointing = False  # set through gradient_checkpointing_enable
+        self._gradient_checkpointing_func = None
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def _kept_layers(self, cache):
+        """The layers this forward runs, with their cache entries: all of them, except that in training
+        each is skipped with probability `decoder_layerdrop`, as transformers does."""
+        layers, entries = list(self.layers), cache
+        drop = self.config.decoder_layerdrop
+        if self.training and drop > 0.0:
+            keep = [i for i in range(len(layers)) if not bool(torch.rand([]) < drop)]
+            layers = [layers[i] for i in keep]
+            entries = [cache[i] for i in keep] if cache is not None else None
+        return layers, entries
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values: Optional[dict] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ):
+        cfg = self.config
+        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
+        use_cache = use_cache and not _checkpointing(self)  # as transformers: no cache while recomputing
+        past_length, cache = _open_cache(past_key_values, cfg.decoder_layers, use_cache)
+        check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask, None,
+                           _host(position_ids, "position_ids"), past_length=past_length)
+        input_ids, position_ids = _index(input_ids), _index(position_ids)
+        length = input_ids.shape[1]
+
+        hidden = self.embed_tokens(input_ids) * cfg.embed_scale + self.embed_positions(input_ids, past_length,
+                                                                                       position_ids)
+        hidden = self.dropout(self.layernorm_embedding(hidden))
+
+        bias, is_causal = _decoder_self_bias(attention_mask, length, past_length, hidden.dtype, hidden.device)
+        layers, entries = self._kept_layers(cache)
+        hidden, all_hidden, all_self, all_cross = _run_layers(
+            self, layers, hidden, bias, is_causal, encoder_hidden_states,
+            _encoder_bias(encoder_attention_mask, hidden.dtype), entries, output_attentions, output_hidden_states,
+            past_length,
+        )
+        out = BaseModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class BartDecoderWrapper(nn.Module):
+    """transformers' wrapper that puts the decoder under `model.decoder` (the names of a whole BART)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.decoder = BartDecoder(config)
+
+    def forward(self, *args, **kwargs):
+        return self.decoder(*args, **kwargs)
+
+
+class BartForCausalLM(PreTrainedModel, _GradientCheckpointing, nn.Module):
+    """BART's decoder with its LM head (no bias), tied to the token embeddings unless the config unties it."""
+
+    base_model_prefix = "model"
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.model = BartDecoderWrapper(config)
+        self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.decoder.embed_tokens.weight
+
+    @property
+    def base_model(self) -> BartDecoder:
+        return self.model.decoder
+
+    def get_input_embeddings(self):
+        return self.model.decoder.embed_tokens
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def compute_logits(self, hidden_states):
+        return self.lm_head(hidden_states)
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache: Optional[bool] = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        labels=None,
+        logits_to_keep: int = 0,
+        return_dict: bool = True,
+    ):
+        out = self.model.decoder(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

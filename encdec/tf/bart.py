@@ -1,0 +1,332 @@
+"""BART's decoder (`TFBartForCausalLM`) in Keras 3, cross-attending an encoder's states.
+
+Post-LayerNorm layers (residual, then LayerNorm) after an embedding LayerNorm; learned
+positions whose table row is the position plus 2 (`max_position_embeddings + 2` rows);
+the word embeddings times sqrt(d_model) when `scale_embedding`; the LM head (no bias)
+tied to the word embeddings unless the config unties it. The layer tree follows the
+canonical names (`model.decoder.layers[i].self_attn.q_proj`, ...). The cache layout is
+BERT's: per layer `(self_k, self_v, cross_k, cross_v)`, each `[B, heads, S, head_dim]`.
+In training each layer is skipped with probability `decoder_layerdrop` (LayerDrop), as in
+transformers' PyTorch BartDecoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ..config import ArchConfig
+from ..errors import ConfigError
+from .pretrained import TFPreTrainedModel
+from .common import (
+    ACT2FN,
+    BaseModelOutput,
+    _attend,
+    _as_index_tensor,
+    _cache_lengths,
+    _causal_lm_output,
+    _check_stack,
+    _dense,
+    _embedding,
+    _encoder_bias,
+    _extend_cache,
+    _fold_beams_attend,
+    _heads_first,
+    _layer_norm,
+    _project_to_vocab,
+    _rows_differ,
+    _run_layers,
+    causal_bias,
+)
+
+class TFBartLearnedPositionalEmbedding(keras.layers.Embedding):
+    """Learned positions: position p reads row `p + position_offset` (2) of a `[max_position_embeddings + 2,
+    d_model]` table."""
+
+    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
+        super().__init__(config.position_table_size, config.d_model, embeddings_initializer="zeros", **kwargs)
+        self.offset = config.position_offset
+        self.build((None,))
+
+    def call(self, input_ids, past_length=0, position_ids=None):
+        if position_ids is None:
+            # Positions past_length .. past_length + S - 1, the same for every row: [1, S].
+            position_ids = (tf.range(tf.shape(input_ids)[1]) + tf.cast(past_length, tf.int32))[None, :]
+        return super().call(position_ids + tf.cast(self.offset, position_ids.dtype))
+
+
+class TFBartAttention(keras.layers.Layer):
+    """Multi-head attention: self-attention, or cross-attention over the encoder's states."""
+
+    def __init__(self, config: ArchConfig, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        h = config.d_model
+        self.num_heads = config.decoder_attention_heads
+        self.head_dim = h // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.k_proj = _dense(h, h, "k_proj")
+        self.v_proj = _dense(h, h, "v_proj")
+        self.q_proj = _dense(h, h, "q_proj")
+        self.out_proj = _dense(h, h, "out_proj")
+        self.dropout = keras.layers.Dropout(config.attention_dropout)
+        self.is_cross_attention = is_cross_attention
+        self.layer_idx = layer_idx
+        self.built = True  # every weight exists from here on
+
+    def _heads(self, x):
+        # [B, S, H*D] -> [B, S, H, D]
+        return tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self.head_dim])
+
+    def _key_value(self, states):
+        """Keys and values `[B, H, S, D]` of `states` `[B, S, d_model]`."""
+        return _heads_first(self._heads(self.k_proj(states))), _heads_first(self._heads(self.v_proj(states)))
+
+    def call(
+        self,
+        hidden_states,
+        attention_bias=None,
+        key_value_states=None,
+        past_key_value=None,
+        cache_index=None,
+        output_attentions=False,
+        training=False,
+    ):
+        query = self._heads(self.q_proj(hidden_states))
+        if self.is_cross_attention:
+            if past_key_value is not None:
+                key, value = past_key_value  # the encoder output does not change while decoding
+            else:
+                key, value = self._key_value(key_value_states)
+        else:
+            key, value = self._key_value(hidden_states)
+            if past_key_value is not None:
+                key, value = _extend_cache(past_key_value, key, value, cache_index)
+        if self.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
+            context, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, self.dropout, training)
+        else:
+            context, probs = _attend(query, key, value, attention_bias, self.scale, self.dropout, training)
+        return self.out_proj(context), (key, value), probs if output_attentions else None
+
+
+class TFBartDecoderLayer(keras.layers.Layer):
+    """Post-LayerNorm: LN(x + self_attn(x)), LN(x + encoder_attn(x)), LN(x + fc2(act(fc1(x))))."""
+
+    def __init__(self, config: ArchConfig, layer_idx: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        h = config.d_model
+        self.self_attn = TFBartAttention(config, layer_idx=layer_idx, name="self_attn")
+        self.self_attn_layer_norm = _layer_norm(h, config.layer_norm_eps, "self_attn_layer_norm")
+        # Always there, as in transformers (add_cross_attention or not); it runs when encoder states are given.
+        self.encoder_attn = TFBartAttention(config, is_cross_attention=True, layer_idx=layer_idx, name="encoder_attn")
+        self.encoder_attn_layer_norm = _layer_norm(h, config.layer_norm_eps, "encoder_attn_layer_norm")
+        self.fc1 = _dense(config.decoder_ffn_dim, h, "fc1")
+        self.fc2 = _dense(h, config.decoder_ffn_dim, "fc2")
+        self.final_layer_norm = _layer_norm(h, config.layer_norm_eps, "final_layer_norm")
+        self.act = ACT2FN[config.activation_function]
+        self.dropout = keras.layers.Dropout(config.dropout)
+        self.activation_dropout = keras.layers.Dropout(config.activation_dropout)
+        self.layerdrop = config.decoder_layerdrop
+        if self.layerdrop > 0.0:
+            self.layerdrop_seed = keras.random.SeedGenerator()
+        self.built = True  # every weight exists from here on
+
+    def call(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        past_key_value=None,
+        cache_index=None,
+        output_attentions=False,
+        training=False,
+    ):
+        layer_input = hidden_states
+        attn, present, self_probs = self.self_attn(
+            hidden_states,
+            attention_bias,
+            past_key_value=past_key_value[:2] if past_key_value is not None else None,
+            cache_index=cache_index,
+            output_attentions=output_attentions,
+            training=training,
+        )
+        hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn, training=training))
+        cross_probs = None
+        cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+        if encoder_hidden_states is not None or cross_past is not None:
+            cross, cross_present, cross_probs = self.encoder_attn(
+                hidden_states,
+                encoder_bias,
+                key_value_states=encoder_hidden_states,
+                past_key_value=cross_past,
+                output_attentions=output_attentions,
+                training=training,
+            )
+            hidden_states = self.encoder_attn_layer_norm(hidden_states + self.dropout(cross, training=training))
+            present = present + cross_present
+        feed_forward = self.activation_dropout(self.act(self.fc1(hidden_states)), training=training)
+        feed_forward = self.dropout(self.fc2(feed_forward), training=training)
+        output = self.final_layer_norm(hidden_states + feed_forward)
+        if training and self.layerdrop > 0.0:
+            # LayerDrop, as transformers' BartDecoder: in training the layer is skipped (its input passes
+            # on) with probability decoder_layerdrop, drawn in the graph so that each step draws anew.
+            kept = keras.random.uniform((), seed=self.layerdrop_seed) >= self.layerdrop
+            output = tf.where(kept, output, layer_input)
+        return output, present, self_probs, cross_probs
+
+
+class TFBartDecoder(keras.layers.Layer):
+    """Scaled word embeddings + learned positions, the embedding LayerNorm, the decoder layers. Always causal."""
+
+    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        h = config.d_model
+        self.embed_scale = config.embed_scale
+        self.embed_tokens = _embedding(config.vocab_size, h, "embed_tokens")
+        self.embed_positions = TFBartLearnedPositionalEmbedding(config, name="embed_positions")
+        self.layers = [TFBartDecoderLayer(config, layer_idx=i, name=f"layers.{i}")
+                       for i in range(config.decoder_layers)]
+        self.layernorm_embedding = _layer_norm(h, config.layer_norm_eps, "layernorm_embedding")
+        self.dropout = keras.layers.Dropout(config.dropout)
+        self.built = True  # every weight exists from here on
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.embed_tokens
+
+    def _cross_attention_cache(self, encoder_hidden_states):
+        """Each layer's cross-attention keys and values of `encoder_hidden_states`, `((k, v), ...)` `[B, H, S, D]`."""
+        return tuple(layer.encoder_attn._key_value(encoder_hidden_states) for layer in self.layers)
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        cfg = self.config
+        input_ids = tf.convert_to_tensor(input_ids)
+        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
+        past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
+        _check_stack(cfg, input_ids, attention_mask, None, position_ids, past_length)
+        input_ids, position_ids = map(_as_index_tensor, (input_ids, position_ids))
+        length = tf.shape(input_ids)[1]
+        hidden = self.embed_tokens(input_ids) * self.embed_scale
+        hidden = hidden + self.embed_positions(input_ids, past_length=past_length, position_ids=position_ids)
+        hidden = self.dropout(self.layernorm_embedding(hidden), training=training)
+        bias = causal_bias(length, key_length, past_length, attention_mask)  # BART's decoder is always causal
+
+        hidden, presents, all_hidden, all_self, all_cross = _run_layers(
+            self.layers, hidden, bias, encoder_hidden_states, _encoder_bias(encoder_attention_mask),
+            past_key_values, cache_index, output_attentions, output_hidden_states, training,
+        )
+        out = BaseModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=presents if use_cache else None,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class TFBartDecoderWrapper(keras.layers.Layer):
+    """Holds the decoder as `decoder`, so that its names are `model.decoder.*` as in transformers."""
+
+    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.decoder = TFBartDecoder(config, name="decoder")
+        self.built = True  # every weight exists from here on
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        return self.decoder(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict, training=training,
+            cache_index=cache_index,
+        )
+
+
+class TFBartForCausalLM(TFPreTrainedModel, keras.Model):
+    """BART's decoder with its LM head (no bias), tied to the word embeddings by default."""
+
+    base_model_prefix = "model"
+
+    def __init__(self, config: ArchConfig, shared: keras.Model | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if shared is not None:
+            raise ConfigError(
+                "bart cannot share its weights with an encoder; tie_encoder_decoder needs one architecture"
+            )
+        self.config = config
+        self.model = TFBartDecoderWrapper(config, name="model")
+        if config.tie_word_embeddings:
+            self.lm_head = self.model.decoder.embed_tokens
+        else:
+            self.lm_head = _dense(config.vocab_size, config.d_model, "lm_head", use_bias=False)
+        self.built = True  # every weight exists from here on
+
+    @property
+    def base_model(self) -> TFBartDecoder:
+        return self.model.decoder
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.model.decoder.embed_tokens
+
+    def get_output_embeddings(self) -> keras.layers.Layer:
+        return self.lm_head
+
+    def compute_logits(self, hidden_states):
+        return _project_to_vocab(self.lm_head, hidden_states)
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        logits_to_keep=0,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        out = self.model.decoder(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training, cache_index=cache_index,
+        )
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)
