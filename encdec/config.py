@@ -24,6 +24,7 @@ from .arch_configs import (  # noqa: F401
     BertGenerationConfig,
     CamembertConfig,
     GPT2Config,
+    RemBertConfig,
     RobertaConfig,
     XLMRobertaConfig,
     _is_int,

@@ -63,10 +63,13 @@ FAMILY_DEFAULTS: dict[str, dict[str, Optional[str]]] = {
                                     sep_token="<::::>"),
 }
 FAMILY_DEFAULTS["BartTokenizer"] = FAMILY_DEFAULTS["RobertaTokenizer"]
+# RemBERT's SentencePiece tokenizer keeps BERT's bracketed special tokens.
+FAMILY_DEFAULTS["RemBertTokenizer"] = dict(FAMILY_DEFAULTS["BertTokenizer"], bos_token="[CLS]", eos_token="[SEP]")
 # config.json model_type -> tokenizer class, when tokenizer_config.json names none
 MODEL_TYPE_TOKENIZERS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
                          "bart": "BartTokenizer", "bert-generation": "BertGenerationTokenizer",
-                         "xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer"}
+                         "xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer",
+                         "rembert": "RemBertTokenizer"}
 SPIECE_UNDERLINE = "\u2581"
 
 

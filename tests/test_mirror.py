@@ -18,6 +18,7 @@ FILES = (
     "bert.py",
     "roberta.py",
     "bert_generation.py",
+    "rembert.py",
     "gpt2.py",
     "encoder_decoder.py",
     "generation.py",

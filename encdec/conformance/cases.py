@@ -36,7 +36,8 @@ from encdec.config import (
 from encdec.inputs import shift_tokens_right
 
 # The fixture folders (tests/fixtures/hf) that are model cases of the suite.
-FIXTURE_NAMES = ("bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen", "bert2bert_proj")
+FIXTURE_NAMES = ("bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen", "bert2bert_proj",
+                 "rembert2rembert")
 CASE_SETS = ("default", "quick", "full")
 
 # A checkpoint with more parameters than this is held to the "real checkpoint"

@@ -7,6 +7,7 @@ from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from .encoder_decoder import FlaxEncoderDecoderModel, shift_tokens_right
 from .gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
+from .rembert import FlaxRemBertForCausalLM, FlaxRemBertModel
 from .roberta import (
     FlaxCamembertForCausalLM,
     FlaxCamembertModel,
@@ -35,4 +36,6 @@ __all__ = [
     "make_train_step",
     "shift_tokens_right",
     "train_step",
+    "FlaxRemBertModel",
+    "FlaxRemBertForCausalLM",
 ]

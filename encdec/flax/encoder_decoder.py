@@ -39,12 +39,15 @@ from .common import BaseModelOutput, Seq2SeqLMOutput, _fact, _is_concrete, _reor
 from .gpt2 import FlaxGPT2LMHeadModel
 from .roberta import (FlaxCamembertForCausalLM, FlaxCamembertModel, FlaxRobertaForCausalLM, FlaxRobertaModel,
                       FlaxXLMRobertaForCausalLM, FlaxXLMRobertaModel)
+from .rembert import FlaxRemBertForCausalLM, FlaxRemBertModel
 
 _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "xlm-roberta": FlaxXLMRobertaModel,
              "camembert": FlaxCamembertModel, "bert-generation": FlaxBertGenerationEncoder}
 _DECODERS = {"bert": FlaxBertForCausalLM, "roberta": FlaxRobertaForCausalLM, "xlm-roberta": FlaxXLMRobertaForCausalLM,
              "camembert": FlaxCamembertForCausalLM, "bert-generation": FlaxBertGenerationDecoder,
              "gpt2": FlaxGPT2LMHeadModel}
+_ENCODERS["rembert"] = FlaxRemBertModel
+_DECODERS["rembert"] = FlaxRemBertForCausalLM
 
 
 def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):

@@ -7,6 +7,7 @@ from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .encoder_decoder import EncoderDecoderModel, shift_tokens_right
 from .gpt2 import GPT2LMHeadModel, GPT2Model
+from .rembert import RemBertForCausalLM, RemBertModel
 from .roberta import (
     CamembertForCausalLM,
     CamembertModel,
@@ -31,4 +32,6 @@ __all__ = [
     "CamembertModel",
     "CamembertForCausalLM",
     "shift_tokens_right",
+    "RemBertModel",
+    "RemBertForCausalLM",
 ]

@@ -44,12 +44,15 @@ from .fast_linear import Linear
 from .gpt2 import GPT2LMHeadModel
 from .roberta import (CamembertForCausalLM, CamembertModel, RobertaForCausalLM, RobertaModel,
                       XLMRobertaForCausalLM, XLMRobertaModel)
+from .rembert import RemBertForCausalLM, RemBertModel
 
 ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
                    "camembert": CamembertModel, "bert-generation": BertGenerationEncoder}
 DECODER_CLASSES = {"bert": BertLMHeadModel, "roberta": RobertaForCausalLM, "xlm-roberta": XLMRobertaForCausalLM,
                    "camembert": CamembertForCausalLM, "bert-generation": BertGenerationDecoder,
                    "gpt2": GPT2LMHeadModel}
+ENCODER_CLASSES["rembert"] = RemBertModel
+DECODER_CLASSES["rembert"] = RemBertForCausalLM
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):

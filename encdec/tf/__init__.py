@@ -21,6 +21,7 @@ from .bert import TFBertLMHeadModel, TFBertModel  # noqa: E402
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder  # noqa: E402
 from .encoder_decoder import TFEncoderDecoderModel, shift_tokens_right  # noqa: E402
 from .gpt2 import TFGPT2LMHeadModel, TFGPT2Model  # noqa: E402
+from .rembert import TFRemBertForCausalLM, TFRemBertModel  # noqa: E402
 from .roberta import (  # noqa: E402
     TFCamembertForCausalLM,
     TFCamembertModel,
@@ -45,4 +46,6 @@ __all__ = [
     "TFCamembertModel",
     "TFCamembertForCausalLM",
     "shift_tokens_right",
+    "TFRemBertModel",
+    "TFRemBertForCausalLM",
 ]

@@ -49,6 +49,7 @@ from .common import BaseModelOutput, Seq2SeqLMOutput, _as_index_tensor, _cross_e
 from .gpt2 import TFGPT2LMHeadModel
 from .roberta import (TFCamembertForCausalLM, TFCamembertModel, TFRobertaForCausalLM, TFRobertaModel,
                       TFXLMRobertaForCausalLM, TFXLMRobertaModel)
+from .rembert import TFRemBertForCausalLM, TFRemBertModel
 
 logger = logging.getLogger("encdec")
 
@@ -57,6 +58,8 @@ ENCODER_CLASSES = {"bert": TFBertModel, "roberta": TFRobertaModel, "xlm-roberta"
 DECODER_CLASSES = {"bert": TFBertLMHeadModel, "roberta": TFRobertaForCausalLM, "xlm-roberta": TFXLMRobertaForCausalLM,
                    "camembert": TFCamembertForCausalLM, "bert-generation": TFBertGenerationDecoder,
                    "gpt2": TFGPT2LMHeadModel}
+ENCODER_CLASSES["rembert"] = TFRemBertModel
+DECODER_CLASSES["rembert"] = TFRemBertForCausalLM
 
 # The inputs `call` takes, also as the keys of a dict passed as its first argument (Keras' `fit`).
 _CALL_INPUTS = (
@@ -113,6 +116,7 @@ _KERAS_LEAF = {
     "dense": "kernel", "bias": "bias", "conv1d": "weight", "conv1d_bias": "bias", "embedding": "embeddings",
     "norm_weight": "gamma", "norm_bias": "beta",
 }
+_KERAS_LEAF["output_embedding"] = "embeddings"  # RemBERT's output embeddings (encdec/tf/rembert.py)
 
 
 def _variable(root: keras.layers.Layer, param: ParamSpec) -> keras.Variable:

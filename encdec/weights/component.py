@@ -42,6 +42,8 @@ CLASS_NAMES = {
     ("camembert", "lm"): "CamembertForCausalLM",
     ("bert-generation", "base"): "BertGenerationEncoder",
     ("bert-generation", "lm"): "BertGenerationDecoder",
+    ("rembert", "base"): "RemBertModel",
+    ("rembert", "lm"): "RemBertForCausalLM",
     ("gpt2", "base"): "GPT2Model",
     ("gpt2", "lm"): "GPT2LMHeadModel",
 }

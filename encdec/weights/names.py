@@ -26,6 +26,9 @@ KIND_LAYOUTS = {
     "conv1d": ("same", "T"),  # GPT-2 Conv1D [in, out] in PyTorch and TF; Flax [out, in]
     "conv1d_bias": ("row", "same"),  # TF GPT-2 Conv1D bias is [1, out]
     "embedding": ("same", "same"),
+    # RemBERT's output embeddings [V, E]: the same layout everywhere, but a projection (PyTorch's nn.Linear),
+    # not an embedding table (num_parameters(exclude_embeddings=True) keeps it, as transformers does).
+    "output_embedding": ("same", "same"),
     "norm_weight": ("same", "same"),
     "norm_bias": ("same", "same"),
     "bias": ("same", "same"),
@@ -277,11 +280,16 @@ def _embedding(scope: _Scope, rows: int, width: int, tf_leaf: str = "embeddings"
 
 
 # ---------------------------------------------------------------------------
-# BERT, RoBERTa and BertGeneration share one body.
+# BERT, RoBERTa, BertGeneration and RemBERT share one body.
+
+
+def _embedding_size(cfg: ArchConfig) -> int:
+    """The width of the embeddings: RemBERT's are narrower than its layers (`input_embedding_size`)."""
+    return cfg.input_embedding_size if cfg.architecture == "rembert" else cfg.hidden_size
 
 
 def _bert_embeddings(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
-    h = cfg.hidden_size
+    h = _embedding_size(cfg)
     emb = scope.child("embeddings")
     # transformers' TF BERT names the word table "weight", the others "embeddings".
     out = _embedding(emb.child("word_embeddings"), cfg.vocab_size, h, tf_leaf="weight")
@@ -304,6 +312,9 @@ def _bert_attention(scope: _Scope, h: int) -> list[ParamSpec]:
 def _bert_layers(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
     h, inner = cfg.hidden_size, cfg.intermediate_size
     out = []
+    if cfg.architecture == "rembert":
+        # RemBERT projects its embeddings to the layers' width before the first layer.
+        out += _dense(scope.child("encoder").child("embedding_hidden_mapping_in"), _embedding_size(cfg), h)
     for i in range(cfg.num_hidden_layers):
         layer = scope.child("encoder").child(f"layer.{i}", f"layer_._{i}", f"layer/{i}")
         out += _bert_attention(layer.child("attention"), h)
@@ -317,7 +328,7 @@ def _bert_layers(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 
 def _has_pooler(cfg: ArchConfig) -> bool:
     # Encoders keep transformers' pooler (it is in their checkpoints); decoders have none.
-    return cfg.architecture in ("bert", "roberta") and not cfg.is_decoder
+    return cfg.architecture in ("bert", "roberta", "rembert") and not cfg.is_decoder
 
 
 def _bert_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
@@ -331,6 +342,8 @@ def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[Pa
     """The LM head of BertLMHeadModel / RobertaForCausalLM / BertGenerationDecoder."""
     h, v = cfg.hidden_size, cfg.vocab_size
     word = body.child("embeddings").child("word_embeddings")
+    if cfg.architecture == "rembert":
+        return _rembert_lm_head(scope, cfg), []
     if cfg.architecture == "bert":
         head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
         transform = head.child("transform")
@@ -350,6 +363,23 @@ def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[Pa
     else:
         params.insert(0, decoder.param("weight", "kernel", "kernel", (v, h), "dense"))
     return params, tied
+
+
+def _rembert_lm_head(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    """RemBertForCausalLM's head: dense to `output_embedding_size`, activation, LayerNorm, then the output
+    embeddings `[V, output_embedding_size]` with their own bias, untied.
+
+    transformers' TF class stores the output embeddings as `decoder/weight` `[V, E]` (PyTorch's layout);
+    transformers had no Flax RemBERT, so the Flax names follow Flax BERT's (`cls/predictions/...`),
+    the table kept `[V, E]` as `decoder/embedding`, the layout of a Flax `nn.Embed`.
+    """
+    e, v = cfg.output_embedding_size, cfg.vocab_size
+    head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
+    params = _dense(head.child("dense"), cfg.hidden_size, e) + _layer_norm(head.child("LayerNorm"), e)
+    decoder = head.child("decoder")
+    params.append(decoder.param("weight", "weight", "embedding", (v, e), "output_embedding"))
+    params.append(decoder.param("bias", "bias", "bias", (v,), "bias"))
+    return params
 
 
 def _gpt2_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
@@ -373,7 +403,8 @@ def _gpt2_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 
 
 # The attribute each decoder class keeps its base model under (PyTorch, TF and Flax alike).
-BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "gpt2": "transformer"}
+BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "rembert": "rembert",
+                     "gpt2": "transformer"}
 
 
 def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
@@ -465,6 +496,7 @@ def output_projection_name(cfg: ArchConfig, prefix: str = "decoder") -> str:
         "bert": "cls.predictions.decoder.weight",
         "roberta": "lm_head.decoder.weight",
         "bert-generation": "lm_head.decoder.weight",
+        "rembert": "cls.predictions.decoder.weight",
         "gpt2": "lm_head.weight",
     }.get(cfg.architecture)
     if leaf is None:
@@ -512,7 +544,7 @@ def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role:
     for p in spec:
         prefix = next((k for k in ranges if p.name.startswith(k)), None)
         std = ranges[prefix] if prefix is not None else max(ranges.values())
-        if p.kind in ("dense", "conv1d", "embedding"):
+        if p.kind in ("dense", "conv1d", "embedding", "output_embedding"):
             value = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
             pad = pad_ids.get(prefix) if prefix is not None else None
             if p.name.endswith("word_embeddings.weight") and pad is not None and 0 <= pad < p.shape[0]:
