@@ -1,5 +1,5 @@
 """The architecture configs (BERT, RoBERTa and its XLM-RoBERTa / CamemBERT names,
-BertGeneration, ELECTRA, GPT-2, BART's decoder): their keys and defaults as transformers writes them, and the
+BertGeneration, ELECTRA, RemBERT, GPT-2, BART's decoder): their keys and defaults as transformers writes them, and the
 type check every config value gets.
 """
 
@@ -290,6 +290,41 @@ class ElectraConfig(BertConfig):
     types = dict(_BERT_TYPES, embedding_size="positive")
 
 
+class RemBertConfig(ArchConfig):
+    """RemBERT: BERT's layers over narrower input embeddings (`input_embedding_size`, projected to
+    `hidden_size` by `encoder.embedding_hidden_mapping_in`), and an LM head with output embeddings of
+    their own (`output_embedding_size`), never tied to the input ones."""
+
+    model_type = "rembert"
+    defaults = dict(
+        {k: v for k, v in _BERT_LIKE.items() if k != "position_embedding_type"},
+        vocab_size=250300,
+        hidden_size=1152,
+        num_hidden_layers=32,
+        num_attention_heads=18,
+        input_embedding_size=256,
+        output_embedding_size=1664,
+        intermediate_size=4608,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout_prob=0.1,
+        bos_token_id=312,
+        eos_token_id=313,
+        tie_word_embeddings=False,
+    )
+    types = dict(_BERT_TYPES, input_embedding_size="positive", output_embedding_size="positive",
+                 classifier_dropout_prob="probability")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tie_word_embeddings:
+            raise ConfigError(
+                "rembert: tie_word_embeddings=True is not supported: RemBERT's output embeddings "
+                f"({self.output_embedding_size} wide) are its own, not the {self.input_embedding_size}-wide input "
+                "ones; expected tie_word_embeddings=false"
+            )
+
+
 class GPT2Config(ArchConfig):
     model_type = "gpt2"
     defaults = dict(
@@ -444,10 +479,11 @@ class BartConfig(ArchConfig):
 
 ARCH_CONFIGS: dict[str, type[ArchConfig]] = {
     c.model_type: c for c in (BertConfig, RobertaConfig, XLMRobertaConfig, CamembertConfig, BertGenerationConfig,
-                              ElectraConfig, GPT2Config, BartConfig)
+                              ElectraConfig, RemBertConfig, GPT2Config, BartConfig)
 }
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra")
-DECODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra", "gpt2", "bart")
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra", "rembert")
+DECODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "bert-generation", "electra", "rembert", "gpt2",
+                 "bart")
 # Architectures that exist only as a decoder here (transformers' EncoderDecoderModel cannot use them as the encoder).
 DECODER_ONLY_TYPES = ("gpt2", "bart")
 

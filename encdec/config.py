@@ -27,6 +27,7 @@ from .arch_configs import (  # noqa: F401
     CamembertConfig,
     ElectraConfig,
     GPT2Config,
+    RemBertConfig,
     RobertaConfig,
     XLMRobertaConfig,
     _is_int,

@@ -65,11 +65,14 @@ FAMILY_DEFAULTS: dict[str, dict[str, Optional[str]]] = {
 FAMILY_DEFAULTS["BartTokenizer"] = FAMILY_DEFAULTS["RobertaTokenizer"]
 # ELECTRA's tokenizer is BERT's WordPiece under its own class name.
 FAMILY_DEFAULTS["ElectraTokenizer"] = FAMILY_DEFAULTS["BertTokenizer"]
+# RemBERT's SentencePiece tokenizer keeps BERT's bracketed special tokens.
+FAMILY_DEFAULTS["RemBertTokenizer"] = dict(FAMILY_DEFAULTS["BertTokenizer"], bos_token="[CLS]", eos_token="[SEP]")
 # config.json model_type -> tokenizer class, when tokenizer_config.json names none
 MODEL_TYPE_TOKENIZERS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
                          "bart": "BartTokenizer", "bert-generation": "BertGenerationTokenizer",
                          "xlm-roberta": "XLMRobertaTokenizer", "camembert": "CamembertTokenizer",
-                         "electra": "ElectraTokenizer"}
+                         "electra": "ElectraTokenizer",
+                         "rembert": "RemBertTokenizer"}
 SPIECE_UNDERLINE = "\u2581"
 
 

@@ -19,6 +19,7 @@ FILES = (
     "roberta.py",
     "bert_generation.py",
     "electra.py",
+    "rembert.py",
     "gpt2.py",
     "bart.py",
     "encoder_decoder.py",

@@ -38,7 +38,7 @@ from encdec.inputs import shift_tokens_right
 
 # The fixture folders (tests/fixtures/hf) that are model cases of the suite.
 FIXTURE_NAMES = ("bert2bert", "bert2gpt2", "roberta2roberta", "bertgen2bertgen", "bert2bert_proj", "bert2bart",
-                 "bert2bart_proj", "electra2electra")
+                 "bert2bart_proj", "electra2electra", "rembert2rembert")
 CASE_SETS = ("default", "quick", "full")
 
 # A checkpoint with more parameters than this is held to the "real checkpoint"

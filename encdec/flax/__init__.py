@@ -9,6 +9,7 @@ from .bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncode
 from .electra import FlaxElectraForCausalLM, FlaxElectraModel
 from .encoder_decoder import FlaxEncoderDecoderModel, shift_tokens_right
 from .gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
+from .rembert import FlaxRemBertForCausalLM, FlaxRemBertModel
 from .roberta import (
     FlaxCamembertForCausalLM,
     FlaxCamembertModel,
@@ -40,4 +41,6 @@ __all__ = [
     "make_train_step",
     "shift_tokens_right",
     "train_step",
+    "FlaxRemBertModel",
+    "FlaxRemBertForCausalLM",
 ]

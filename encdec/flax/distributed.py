@@ -95,6 +95,25 @@ PARTITION_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"(embeddings_project|generator_predictions/dense)/kernel$", ("embed", "embed")),
     (r"(embeddings_project|generator_predictions/dense)/bias$", ("embed",)),
     (r"generator_lm_head/kernel$", ("embed", "vocab")),
+    # RemBERT: the embeddings' projection to the hidden width, the head (dense to the output embedding
+    # width, then output embeddings of their own, [vocab, width] as an embedding table)
+    (r"(embedding_hidden_mapping_in|cls/predictions/dense)/kernel$", ("embed", "embed")),
+    (r"(embedding_hidden_mapping_in|cls/predictions/dense)/bias$", ("embed",)),
+    (r"cls/predictions/decoder/embedding$", ("vocab", "embed")),
+    (r"cls/predictions/decoder/bias$", ("vocab",)),
+    # BART's decoder: tables, the embeddings' LayerNorm, attention split by head as BERT's, fc1/fc2 as
+    # BERT's feed-forward
+    (r"embed_tokens/embedding$", ("vocab", "embed")),
+    (r"embed_positions/embedding$", ("positions", "embed")),
+    (r"layernorm_embedding/(scale|bias)$", ("embed",)),
+    (r"(self_attn|encoder_attn)/(q_proj|k_proj|v_proj)/kernel$", ("embed", "heads")),
+    (r"(self_attn|encoder_attn)/(q_proj|k_proj|v_proj)/bias$", ("heads",)),
+    (r"(self_attn|encoder_attn)/out_proj/kernel$", ("heads", "embed")),
+    (r"(self_attn|encoder_attn)/out_proj/bias$", ("embed",)),
+    (r"/fc1/kernel$", ("embed", "mlp")),
+    (r"/fc1/bias$", ("mlp",)),
+    (r"/fc2/kernel$", ("mlp", "embed")),
+    (r"/fc2/bias$", ("embed",)),
 )
 
 # Logical axis -> mesh axis (None: replicated), as `flax.linen.logical_to_mesh` takes them.

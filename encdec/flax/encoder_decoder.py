@@ -41,6 +41,7 @@ from .electra import FlaxElectraForCausalLM, FlaxElectraModel
 from .gpt2 import FlaxGPT2LMHeadModel
 from .roberta import (FlaxCamembertForCausalLM, FlaxCamembertModel, FlaxRobertaForCausalLM, FlaxRobertaModel,
                       FlaxXLMRobertaForCausalLM, FlaxXLMRobertaModel)
+from .rembert import FlaxRemBertForCausalLM, FlaxRemBertModel
 
 _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "xlm-roberta": FlaxXLMRobertaModel,
              "camembert": FlaxCamembertModel, "bert-generation": FlaxBertGenerationEncoder}
@@ -49,6 +50,8 @@ _DECODERS = {"bert": FlaxBertForCausalLM, "roberta": FlaxRobertaForCausalLM, "xl
              "gpt2": FlaxGPT2LMHeadModel, "bart": FlaxBartForCausalLM}
 _ENCODERS["electra"] = FlaxElectraModel
 _DECODERS["electra"] = FlaxElectraForCausalLM
+_ENCODERS["rembert"] = FlaxRemBertModel
+_DECODERS["rembert"] = FlaxRemBertForCausalLM
 
 
 def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):

@@ -9,6 +9,7 @@ from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from .electra import ElectraForCausalLM, ElectraModel
 from .encoder_decoder import EncoderDecoderModel, shift_tokens_right
 from .gpt2 import GPT2LMHeadModel, GPT2Model
+from .rembert import RemBertForCausalLM, RemBertModel
 from .roberta import (
     CamembertForCausalLM,
     CamembertModel,
@@ -36,4 +37,6 @@ __all__ = [
     "ElectraModel",
     "ElectraForCausalLM",
     "shift_tokens_right",
+    "RemBertModel",
+    "RemBertForCausalLM",
 ]

@@ -46,6 +46,7 @@ from .fast_linear import Linear
 from .gpt2 import GPT2LMHeadModel
 from .roberta import (CamembertForCausalLM, CamembertModel, RobertaForCausalLM, RobertaModel,
                       XLMRobertaForCausalLM, XLMRobertaModel)
+from .rembert import RemBertForCausalLM, RemBertModel
 
 ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
                    "camembert": CamembertModel, "bert-generation": BertGenerationEncoder}
@@ -54,6 +55,8 @@ DECODER_CLASSES = {"bert": BertLMHeadModel, "roberta": RobertaForCausalLM, "xlm-
                    "gpt2": GPT2LMHeadModel, "bart": BartForCausalLM}
 ENCODER_CLASSES["electra"] = ElectraModel
 DECODER_CLASSES["electra"] = ElectraForCausalLM
+ENCODER_CLASSES["rembert"] = RemBertModel
+DECODER_CLASSES["rembert"] = RemBertForCausalLM
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):

@@ -23,6 +23,7 @@ from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder  #
 from .electra import TFElectraForCausalLM, TFElectraModel  # noqa: E402
 from .encoder_decoder import TFEncoderDecoderModel, shift_tokens_right  # noqa: E402
 from .gpt2 import TFGPT2LMHeadModel, TFGPT2Model  # noqa: E402
+from .rembert import TFRemBertForCausalLM, TFRemBertModel  # noqa: E402
 from .roberta import (  # noqa: E402
     TFCamembertForCausalLM,
     TFCamembertModel,
@@ -50,4 +51,6 @@ __all__ = [
     "TFElectraModel",
     "TFElectraForCausalLM",
     "shift_tokens_right",
+    "TFRemBertModel",
+    "TFRemBertForCausalLM",
 ]

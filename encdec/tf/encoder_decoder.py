@@ -51,6 +51,7 @@ from .electra import TFElectraForCausalLM, TFElectraModel
 from .gpt2 import TFGPT2LMHeadModel
 from .roberta import (TFCamembertForCausalLM, TFCamembertModel, TFRobertaForCausalLM, TFRobertaModel,
                       TFXLMRobertaForCausalLM, TFXLMRobertaModel)
+from .rembert import TFRemBertForCausalLM, TFRemBertModel
 
 logger = logging.getLogger("encdec")
 
@@ -61,6 +62,8 @@ DECODER_CLASSES = {"bert": TFBertLMHeadModel, "roberta": TFRobertaForCausalLM, "
                    "gpt2": TFGPT2LMHeadModel, "bart": TFBartForCausalLM}
 ENCODER_CLASSES["electra"] = TFElectraModel
 DECODER_CLASSES["electra"] = TFElectraForCausalLM
+ENCODER_CLASSES["rembert"] = TFRemBertModel
+DECODER_CLASSES["rembert"] = TFRemBertForCausalLM
 
 # The inputs `call` takes, also as the keys of a dict passed as its first argument (Keras' `fit`).
 _CALL_INPUTS = (
@@ -117,6 +120,7 @@ _KERAS_LEAF = {
     "dense": "kernel", "bias": "bias", "conv1d": "weight", "conv1d_bias": "bias", "embedding": "embeddings",
     "norm_weight": "gamma", "norm_bias": "beta",
 }
+_KERAS_LEAF["output_embedding"] = "embeddings"  # RemBERT's output embeddings (encdec/tf/rembert.py)
 
 
 def _variable(root: keras.layers.Layer, param: ParamSpec) -> keras.Variable:

@@ -44,6 +44,8 @@ CLASS_NAMES = {
     ("bert-generation", "lm"): "BertGenerationDecoder",
     ("electra", "base"): "ElectraModel",
     ("electra", "lm"): "ElectraForCausalLM",
+    ("rembert", "base"): "RemBertModel",
+    ("rembert", "lm"): "RemBertForCausalLM",
     ("gpt2", "base"): "GPT2Model",
     ("gpt2", "lm"): "GPT2LMHeadModel",
     # BART is a decoder only here: no bare class (transformers' BartModel is a whole encoder-decoder).

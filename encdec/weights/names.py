@@ -26,6 +26,9 @@ KIND_LAYOUTS = {
     "conv1d": ("same", "T"),  # GPT-2 Conv1D [in, out] in PyTorch and TF; Flax [out, in]
     "conv1d_bias": ("row", "same"),  # TF GPT-2 Conv1D bias is [1, out]
     "embedding": ("same", "same"),
+    # RemBERT's output embeddings [V, E]: the same layout everywhere, but a projection (PyTorch's nn.Linear),
+    # not an embedding table (num_parameters(exclude_embeddings=True) keeps it, as transformers does).
+    "output_embedding": ("same", "same"),
     "norm_weight": ("same", "same"),
     "norm_bias": ("same", "same"),
     "bias": ("same", "same"),
@@ -281,12 +284,17 @@ def _embedding(scope: _Scope, rows: int, width: int, tf_leaf: str = "embeddings"
 
 
 # ---------------------------------------------------------------------------
-# BERT, RoBERTa, BertGeneration and ELECTRA share one body.
+# BERT, RoBERTa, BertGeneration, ELECTRA and RemBERT share one body.
 
 
 def embedding_width(cfg: ArchConfig) -> int:
-    """The width of an architecture's embedding tables: ELECTRA's `embedding_size`, else `hidden_size`."""
-    return cfg.embedding_size if cfg.architecture == "electra" else cfg.hidden_size
+    """The width of an architecture's embedding tables: ELECTRA's `embedding_size`, RemBERT's
+    `input_embedding_size`, else `hidden_size`."""
+    if cfg.architecture == "electra":
+        return cfg.embedding_size
+    if cfg.architecture == "rembert":
+        return cfg.input_embedding_size
+    return cfg.hidden_size
 
 
 def has_embeddings_project(cfg: ArchConfig) -> bool:
@@ -320,6 +328,9 @@ def _bert_attention(scope: _Scope, h: int) -> list[ParamSpec]:
 def _bert_layers(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
     h, inner = cfg.hidden_size, cfg.intermediate_size
     out = []
+    if cfg.architecture == "rembert":
+        # RemBERT projects its embeddings to the layers' width before the first layer.
+        out += _dense(scope.child("encoder").child("embedding_hidden_mapping_in"), embedding_width(cfg), h)
     for i in range(cfg.num_hidden_layers):
         layer = scope.child("encoder").child(f"layer.{i}", f"layer_._{i}", f"layer/{i}")
         out += _bert_attention(layer.child("attention"), h)
@@ -333,7 +344,7 @@ def _bert_layers(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 
 def _has_pooler(cfg: ArchConfig) -> bool:
     # Encoders keep transformers' pooler (it is in their checkpoints); decoders have none.
-    return cfg.architecture in ("bert", "roberta") and not cfg.is_decoder
+    return cfg.architecture in ("bert", "roberta", "rembert") and not cfg.is_decoder
 
 
 def _bert_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
@@ -349,6 +360,8 @@ def _bert_lm_head(scope: _Scope, cfg: ArchConfig, body: _Scope) -> tuple[list[Pa
     word = body.child("embeddings").child("word_embeddings")
     if cfg.architecture == "electra":
         return _electra_generator_head(scope, cfg, word)
+    if cfg.architecture == "rembert":
+        return _rembert_lm_head(scope, cfg), []
     if cfg.architecture == "bert":
         head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
         transform = head.child("transform")
@@ -388,6 +401,23 @@ def _electra_generator_head(scope: _Scope, cfg: ArchConfig, word: _Scope) -> tup
         params.append(head.param("weight", "kernel", "kernel", (v, e), "dense"))
     params.append(head.param("bias", "bias", "bias", (v,), "bias"))
     return params, tied
+
+
+def _rembert_lm_head(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
+    """RemBertForCausalLM's head: dense to `output_embedding_size`, activation, LayerNorm, then the output
+    embeddings `[V, output_embedding_size]` with their own bias, untied.
+
+    transformers' TF class stores the output embeddings as `decoder/weight` `[V, E]` (PyTorch's layout);
+    transformers had no Flax RemBERT, so the Flax names follow Flax BERT's (`cls/predictions/...`),
+    the table kept `[V, E]` as `decoder/embedding`, the layout of a Flax `nn.Embed`.
+    """
+    e, v = cfg.output_embedding_size, cfg.vocab_size
+    head = scope.child("cls.predictions", "mlm___cls/predictions", "cls/predictions")
+    params = _dense(head.child("dense"), cfg.hidden_size, e) + _layer_norm(head.child("LayerNorm"), e)
+    decoder = head.child("decoder")
+    params.append(decoder.param("weight", "weight", "embedding", (v, e), "output_embedding"))
+    params.append(decoder.param("bias", "bias", "bias", (v,), "bias"))
+    return params
 
 
 def _gpt2_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
@@ -441,7 +471,7 @@ def _bart_body(scope: _Scope, cfg: ArchConfig) -> list[ParamSpec]:
 # The attribute each decoder class keeps its base model under (PyTorch, TF and Flax alike). BART's is
 # `model` (transformers' BartDecoderWrapper), which holds the `BartDecoder` as `decoder`.
 BASE_MODEL_PREFIX = {"bert": "bert", "roberta": "roberta", "bert-generation": "bert", "electra": "electra",
-                     "gpt2": "transformer", "bart": "model"}
+                     "rembert": "rembert", "gpt2": "transformer", "bart": "model"}
 # Architectures that are decoders only: no encoder spec.
 _DECODER_ONLY = ("gpt2", "bart")
 
@@ -455,7 +485,7 @@ def encoder_spec(cfg: ArchConfig, scope: _Scope | None = None) -> ModelSpec:
     if cfg.architecture in _DECODER_ONLY:
         raise ConfigError(
             f"{cfg.architecture} cannot be the encoder (encdec uses it as a decoder only); expected one of "
-            "bert, roberta, xlm-roberta, camembert, bert-generation, electra"
+            "bert, roberta, xlm-roberta, camembert, bert-generation, electra, rembert"
         )
     scope = scope or _Scope()
     base = BASE_MODEL_PREFIX[cfg.architecture]
@@ -544,6 +574,7 @@ def output_projection_name(cfg: ArchConfig, prefix: str = "decoder") -> str:
         "roberta": "lm_head.decoder.weight",
         "bert-generation": "lm_head.decoder.weight",
         "electra": "generator_lm_head.weight",
+        "rembert": "cls.predictions.decoder.weight",
         "gpt2": "lm_head.weight",
         "bart": "lm_head.weight",
     }.get(cfg.architecture)
@@ -601,7 +632,7 @@ def init_weights(config: EncoderDecoderConfig | ArchConfig, seed: int = 0, role:
     for p in spec:
         prefix = next((k for k in ranges if p.name.startswith(k)), None)
         std = ranges[prefix] if prefix is not None else max(ranges.values())
-        if p.kind in ("dense", "conv1d", "embedding"):
+        if p.kind in ("dense", "conv1d", "embedding", "output_embedding"):
             value = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
             pad = pad_ids.get(prefix) if prefix is not None else None
             if p.name.endswith(_WORD_TABLES) and pad is not None and 0 <= pad < p.shape[0]:

@@ -4,7 +4,8 @@ the name transformers gave it, so code written for transformers moves over by ch
 The names are transformers 4.57's (its last release with TF and Flax classes): modeling_bert.py,
 modeling_roberta.py, modeling_bert_generation.py, modeling_gpt2.py and their modeling_tf_* and
 modeling_flax_* counterparts. transformers had no TF or Flax BertGeneration; encdec's
-TFBertGeneration* and FlaxBertGeneration* are its own extension, named after the PyTorch classes, and so
+TFBertGeneration* and FlaxBertGeneration* are its own extension, named after the PyTorch classes
+(transformers had no Flax RemBERT either: FlaxRemBert* are encdec's, likewise), and so
 is TFElectraForCausalLM (transformers had no TF ELECTRA decoder; its names are TFElectraForMaskedLM's head's),
 and TFBartForCausalLM (its names are those of transformers' TF BART decoder layers, modeling_tf_bart.py).
 """
@@ -19,11 +20,12 @@ import pytest
 TRANSFORMERS_4_57 = {
     "pt": ("BertModel", "BertLMHeadModel", "RobertaModel", "RobertaForCausalLM", "XLMRobertaModel",
            "XLMRobertaForCausalLM", "CamembertModel", "CamembertForCausalLM", "BertGenerationEncoder",
-           "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel", "EncoderDecoderModel", "ElectraModel",
-           "ElectraForCausalLM", "BartForCausalLM"),
+           "BertGenerationDecoder", "GPT2Model", "GPT2LMHeadModel", "RemBertModel", "RemBertForCausalLM",
+           "EncoderDecoderModel", "ElectraModel", "ElectraForCausalLM", "BartForCausalLM"),
     "tf": ("TFBertModel", "TFBertLMHeadModel", "TFRobertaModel", "TFRobertaForCausalLM", "TFXLMRobertaModel",
            "TFXLMRobertaForCausalLM", "TFCamembertModel", "TFCamembertForCausalLM", "TFGPT2Model",
-           "TFGPT2LMHeadModel", "TFEncoderDecoderModel", "TFElectraModel"),
+           "TFGPT2LMHeadModel", "TFRemBertModel", "TFRemBertForCausalLM", "TFEncoderDecoderModel",
+           "TFElectraModel"),
     "flax": ("FlaxBertModel", "FlaxBertForCausalLM", "FlaxRobertaModel", "FlaxRobertaForCausalLM",
              "FlaxXLMRobertaModel", "FlaxXLMRobertaForCausalLM", "FlaxGPT2Model", "FlaxGPT2LMHeadModel",
              "FlaxEncoderDecoderModel", "FlaxElectraModel", "FlaxElectraForCausalLM",
@@ -34,7 +36,7 @@ EXTENSIONS = {
     "pt": (),
     "tf": ("TFBertGenerationEncoder", "TFBertGenerationDecoder", "TFElectraForCausalLM", "TFBartForCausalLM"),
     "flax": ("FlaxBertGenerationEncoder", "FlaxBertGenerationDecoder", "FlaxCamembertModel",
-             "FlaxCamembertForCausalLM"),
+             "FlaxCamembertForCausalLM", "FlaxRemBertModel", "FlaxRemBertForCausalLM"),
 }
 # Names transformers never had, kept for a while; each must be the transformers-named class.
 ALIASES: dict = {}
