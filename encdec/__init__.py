@@ -63,6 +63,9 @@ def __getattr__(name: str):
         from .pipelines import pipeline
 
         return pipeline
+    if name in ("export", "onnx"):
+        # encdec.export(...) exports a model folder (the module is callable); encdec.onnx runs an ONNX export
+        return importlib.import_module(f"{__name__}.{name}")
     port = _LAZY.get(name)
     if port is None:
         raise AttributeError(f"module 'encdec' has no attribute {name!r}")
@@ -89,6 +92,7 @@ __all__ = [
     "RobertaConfig",
     "TFEncoderDecoderModel",
     "UnsafePickleError",
+    "export",
     "pipeline",
     "require_framework",
 ]

@@ -1,6 +1,6 @@
 """Exports for deployment: ONNX (with a decoder cache), TF SavedModel and JAX.
 
-`export(model_dir, out, to=...)` reads a model folder (what `save_pretrained` writes)
+`encdec.export(model_dir, out, to=...)` (this module is callable; the same as its `export`) reads a model folder (what `save_pretrained` writes)
 and writes `out`: the export's own files (written by the kind's module), the model's
 `config.json` and `generation_config.json`, its tokenizer files, and `export.json`
 (the kind, dtype, opset and the generation options fixed at export time). The folder
@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Optional
@@ -132,3 +133,13 @@ def _copy_model_files(source: Path, target: Path) -> None:
     copy_tokenizer_files(source, target)
     if (source / DECODER_TOKENIZER_DIR).is_dir():
         copy_tokenizer_files(source / DECODER_TOKENIZER_DIR, target / DECODER_TOKENIZER_DIR)
+
+
+class _ExportModule(ModuleType):
+    """This module, callable: `encdec.export(model_dir, out, to=...)` is `encdec.export.export(...)`."""
+
+    def __call__(self, model_dir: str | os.PathLike, out: str | os.PathLike, **options) -> Path:
+        return export(model_dir, out, **options)
+
+
+sys.modules[__name__].__class__ = _ExportModule
