@@ -164,3 +164,17 @@ def test_electra_classes_go_both_ways_with_transformers(port, name, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert_close(f"transformers' {name} from the {port.name} folder",
                  to_numpy(getattr(hf_run(loaded.eval(), input_ids=ids, attention_mask=mask), field)), expected)
+
+
+@pytest.mark.parametrize("settings", [dict(max_length=10), pytest.param(dict(max_length=10, num_beams=3),
+                                                                        marks=pytest.mark.slow)],
+                         ids=["greedy", "beam3"])
+def test_random_electra_pair_generates_transformers_ids(port, settings):
+    config = _joined(_electra(12), _electra(8))
+    state = random_state(config, 5)
+    batch = random_batch(config, np.random.default_rng(5), 3, 7, 5, "ragged")
+    expected = to_numpy(hf_run(hf_model(config, state), "generate", input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"], **settings))
+    got = port.generated_ids(port.from_state(config, state), batch["input_ids"],
+                             attention_mask=batch["attention_mask"], **settings)
+    assert_same_ids(f"{port.name} electra {settings}", got, expected)

@@ -201,3 +201,15 @@ def test_rembert_model_alone_both_ways_with_transformers(port, tmp_path):
     assert sorted(back.state_dict()) == sorted(want)
     for name, value in back.state_dict().items():
         assert torch.equal(value, want[name]), name
+
+
+@pytest.mark.parametrize("settings", [dict(max_length=10), dict(max_length=10, num_beams=3)], ids=["greedy", "beam3"])
+def test_tiny_generates_transformers_ids(port, settings):
+    config = tiny_config()
+    state = random_state(config, 5)
+    b = random_batch(config, np.random.default_rng(9), 3, 7, 5, "ragged")
+    expected = to_numpy(hf_run(hf_model(config, state), "generate", input_ids=b["input_ids"],
+                               attention_mask=b["attention_mask"], **settings))
+    got = port.generated_ids(port.from_state(config, state), b["input_ids"], attention_mask=b["attention_mask"],
+                             **settings)
+    assert_same_ids(f"{port.name} rembert {settings}", got, expected)
