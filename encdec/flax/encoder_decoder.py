@@ -44,14 +44,12 @@ from .roberta import (FlaxCamembertForCausalLM, FlaxCamembertModel, FlaxRobertaF
 from .rembert import FlaxRemBertForCausalLM, FlaxRemBertModel
 
 _ENCODERS = {"bert": FlaxBertModel, "roberta": FlaxRobertaModel, "xlm-roberta": FlaxXLMRobertaModel,
-             "camembert": FlaxCamembertModel, "bert-generation": FlaxBertGenerationEncoder}
+             "camembert": FlaxCamembertModel, "bert-generation": FlaxBertGenerationEncoder, "electra": FlaxElectraModel,
+             "rembert": FlaxRemBertModel}
 _DECODERS = {"bert": FlaxBertForCausalLM, "roberta": FlaxRobertaForCausalLM, "xlm-roberta": FlaxXLMRobertaForCausalLM,
              "camembert": FlaxCamembertForCausalLM, "bert-generation": FlaxBertGenerationDecoder,
-             "gpt2": FlaxGPT2LMHeadModel, "bart": FlaxBartForCausalLM}
-_ENCODERS["electra"] = FlaxElectraModel
-_DECODERS["electra"] = FlaxElectraForCausalLM
-_ENCODERS["rembert"] = FlaxRemBertModel
-_DECODERS["rembert"] = FlaxRemBertForCausalLM
+             "electra": FlaxElectraForCausalLM, "rembert": FlaxRemBertForCausalLM, "gpt2": FlaxGPT2LMHeadModel,
+             "bart": FlaxBartForCausalLM}
 
 
 def shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id):

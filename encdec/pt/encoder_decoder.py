@@ -49,14 +49,12 @@ from .roberta import (CamembertForCausalLM, CamembertModel, RobertaForCausalLM, 
 from .rembert import RemBertForCausalLM, RemBertModel
 
 ENCODER_CLASSES = {"bert": BertModel, "roberta": RobertaModel, "xlm-roberta": XLMRobertaModel,
-                   "camembert": CamembertModel, "bert-generation": BertGenerationEncoder}
+                   "camembert": CamembertModel, "bert-generation": BertGenerationEncoder, "electra": ElectraModel,
+                   "rembert": RemBertModel}
 DECODER_CLASSES = {"bert": BertLMHeadModel, "roberta": RobertaForCausalLM, "xlm-roberta": XLMRobertaForCausalLM,
                    "camembert": CamembertForCausalLM, "bert-generation": BertGenerationDecoder,
-                   "gpt2": GPT2LMHeadModel, "bart": BartForCausalLM}
-ENCODER_CLASSES["electra"] = ElectraModel
-DECODER_CLASSES["electra"] = ElectraForCausalLM
-ENCODER_CLASSES["rembert"] = RemBertModel
-DECODER_CLASSES["rembert"] = RemBertForCausalLM
+                   "electra": ElectraForCausalLM, "rembert": RemBertForCausalLM, "gpt2": GPT2LMHeadModel,
+                   "bart": BartForCausalLM}
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):

@@ -28,16 +28,8 @@ import tensorflow as tf
 from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
 from ..errors import ConfigError, InputError
 from ..generation import plan_generation
-from ..inputs import (
-    IGNORE_INDEX,
-    check_decoder_inputs,
-    check_encoder_inputs,
-    check_encoder_outputs,
-    check_model_inputs,
-    check_shift_config,
-    output_flags,
-    route_kwargs,
-)
+from ..inputs import (IGNORE_INDEX, check_decoder_inputs, check_encoder_inputs, check_encoder_outputs, check_model_inputs,
+                      check_shift_config, output_flags, route_kwargs)
 from ..loading import as_encoder_decoder_config
 from ..weights.names import (TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab,
                              vocab_changes)
@@ -56,14 +48,12 @@ from .rembert import TFRemBertForCausalLM, TFRemBertModel
 logger = logging.getLogger("encdec")
 
 ENCODER_CLASSES = {"bert": TFBertModel, "roberta": TFRobertaModel, "xlm-roberta": TFXLMRobertaModel,
-                   "camembert": TFCamembertModel, "bert-generation": TFBertGenerationEncoder}
+                   "camembert": TFCamembertModel, "bert-generation": TFBertGenerationEncoder, "electra": TFElectraModel,
+                   "rembert": TFRemBertModel}
 DECODER_CLASSES = {"bert": TFBertLMHeadModel, "roberta": TFRobertaForCausalLM, "xlm-roberta": TFXLMRobertaForCausalLM,
                    "camembert": TFCamembertForCausalLM, "bert-generation": TFBertGenerationDecoder,
-                   "gpt2": TFGPT2LMHeadModel, "bart": TFBartForCausalLM}
-ENCODER_CLASSES["electra"] = TFElectraModel
-DECODER_CLASSES["electra"] = TFElectraForCausalLM
-ENCODER_CLASSES["rembert"] = TFRemBertModel
-DECODER_CLASSES["rembert"] = TFRemBertForCausalLM
+                   "electra": TFElectraForCausalLM, "rembert": TFRemBertForCausalLM, "gpt2": TFGPT2LMHeadModel,
+                   "bart": TFBartForCausalLM}
 
 # The inputs `call` takes, also as the keys of a dict passed as its first argument (Keras' `fit`).
 _CALL_INPUTS = (
