@@ -58,8 +58,9 @@ test-slow: install $(VENV457)/.installed-stamp .venv-optimum/.installed-stamp
 test-all: install
 	$(BIN)/python -m pytest -q -m ''
 
-bench: install
+bench: install .venv-optimum/.installed-stamp
 	$(BIN)/python benchmarks/run.py --out benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/export_bench.py --append benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) $(VENV457) .venv-optimum reports build *.egg-info

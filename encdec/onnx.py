@@ -154,7 +154,7 @@ def build_logits_processors(specs: tuple) -> list:
 class Runner:
     """A finished onnx export: three onnxruntime sessions, the model config and generation config."""
 
-    def __init__(self, path: str | os.PathLike, providers: Optional[list] = None) -> None:
+    def __init__(self, path: str | os.PathLike, providers: Optional[list] = None, session_options=None) -> None:
         import onnxruntime
 
         self.path = Path(path)
@@ -169,7 +169,7 @@ class Runner:
         providers = providers or ["CPUExecutionProvider"]
 
         def session(name):
-            return onnxruntime.InferenceSession(os.fspath(self.path / name), providers=providers)
+            return onnxruntime.InferenceSession(os.fspath(self.path / name), session_options, providers=providers)
 
         self.encoder, self.decoder, self.decoder_with_past = (
             session(ENCODER_FILE), session(DECODER_FILE), session(DECODER_WITH_PAST_FILE))
@@ -276,8 +276,9 @@ class _Step:
         return logits
 
     def reorder(self, rows) -> None:
-        """Each running beam continues from the cache of the row `rows` `[N]` it extends."""
-        self.cache = {name: value[rows] for name, value in self.cache.items()}
+        """Each running beam continues from the cache of the row `rows` `[N]` it extends. Beams never
+        leave their batch item, whose cross-attention keys and values are the same for all its beams."""
+        self.cache = {name: value[rows] if ".decoder." in name else value for name, value in self.cache.items()}
 
 
 def _log_softmax(logits):
@@ -287,7 +288,16 @@ def _log_softmax(logits):
 
 def _stable_topk(scores, k: int):
     """The k best along the last axis, equal scores in index order (lower first), as the ports keep them."""
-    indices = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    n = scores.shape[-1]
+    flat = scores.reshape(-1, n)  # [rows, n]
+    indices = np.empty((flat.shape[0], k), np.int64)
+    for row, values in enumerate(flat):
+        # Every score at least the k-th best is a candidate (its ties too); a stable sort of the
+        # candidates, in index order, picks what a stable sort of the whole row would, without sorting it.
+        kth = np.partition(values, n - k)[n - k]
+        candidates = np.flatnonzero(values >= kth)
+        indices[row] = candidates[np.argsort(-values[candidates], kind="stable")[:k]]
+    indices = indices.reshape(scores.shape[:-1] + (k,))
     return np.take_along_axis(scores, indices, axis=-1), indices
 
 
@@ -401,9 +411,10 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
 # ---------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike, providers: Optional[list] = None) -> Runner:
-    """The runner of the onnx export at `path` (onnxruntime `providers`, default the CPU's)."""
-    return Runner(path, providers)
+def load(path: str | os.PathLike, providers: Optional[list] = None, session_options=None) -> Runner:
+    """The runner of the onnx export at `path` (onnxruntime `providers`, default the CPU's, and
+    `session_options`, an `onnxruntime.SessionOptions`, e.g. its thread counts)."""
+    return Runner(path, providers, session_options)
 
 
 def generate(path_or_model, input_ids, attention_mask=None, **options) -> np.ndarray:

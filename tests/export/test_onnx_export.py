@@ -279,3 +279,16 @@ def test_minilm_bert2bert(tmp_path):
     for options in (dict(max_new_tokens=12), dict(max_new_tokens=12, num_beams=4, num_return_sequences=2)):
         expected = model.generate(torch.from_numpy(ids), torch.from_numpy(mask), **options).numpy()
         np.testing.assert_array_equal(runner.generate(ids, mask, **options), expected)
+
+
+def test_top_k_keeps_equal_scores_in_index_order_as_a_stable_sort_does():
+    from encdec.onnx import _stable_topk
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.integers(0, 4, size=(3, 2, 40)).astype(np.float32)  # many ties
+        k = int(rng.integers(1, 9))
+        values, indices = _stable_topk(scores, k)
+        expected = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+        np.testing.assert_array_equal(indices, expected)
+        np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, axis=-1))
