@@ -100,6 +100,13 @@ def _build_decoder(config: ArchConfig) -> keras.Model:
 def _build_pair(config: EncoderDecoderConfig) -> tuple[keras.Model, keras.Model]:
     """(encoder, decoder) of `config`. With `tie_encoder_decoder` the encoder is built on the decoder's base
     model, as transformers 4.57 ties them: the encoder's shared layers are the decoder's."""
+    if config.tie_encoder_decoder:
+        # Keras variables belong to their layers, so the tie shares the layers, and with them how they compute.
+        differ = [k for k in ("hidden_act", "layer_norm_eps") if getattr(config.encoder, k, None) != getattr(
+            config.decoder, k, None)]
+        if differ:
+            raise ConfigError(f"tie_encoder_decoder in the TF port shares the layers, so the halves must compute "
+                              f"alike; they differ in {', '.join(differ)}; expected equal values")
     decoder = _build_decoder(config.decoder)
     # EncoderDecoderConfig allows the tie only for one BERT-like architecture on both sides.
     return _build_encoder(config.encoder, shared=decoder.base_model if config.tie_encoder_decoder else None), decoder

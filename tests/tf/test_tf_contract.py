@@ -150,6 +150,16 @@ def test_load_canonical_state_keeps_the_variables_and_refuses_what_does_not_fit(
         TFEncoderDecoderModel.from_state(model.config, state, dtype="float16")
 
 
+def test_a_tie_of_halves_that_compute_differently_is_refused():
+    """Shared layers compute as the decoder's config says: a tie of halves with another activation would
+    run the encoder with the decoder's, so it is refused (the other ports tie the tensors only)."""
+    config = joined_config("bert2bert", 3, "tie")
+    config.encoder.hidden_act = "relu"
+    config.decoder.hidden_act = "gelu"
+    with pytest.raises(ConfigError, match="differ in hidden_act; expected equal values"):
+        TFEncoderDecoderModel(config)
+
+
 def test_tied_encoder_and_decoder_share_their_layers():
     """tie_encoder_decoder: one set of embeddings and self-attention/feed-forward layers, cross-attention apart."""
     state, model, b = build("roberta2roberta", "tie")
