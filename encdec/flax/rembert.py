@@ -20,19 +20,6 @@ from .bert import FlaxBertEmbeddings, FlaxBertEncoder, FlaxBertForCausalLM, Flax
 from .common import ACT2FN
 
 
-class FlaxRemBertEmbeddings(FlaxBertEmbeddings):
-    """BERT's embeddings, `input_embedding_size` wide (their LayerNorm too)."""
-
-    def setup(self):
-        cfg = self.config
-        e = cfg.input_embedding_size
-        self.word_embeddings = nn.Embed(cfg.vocab_size, e, dtype=self.dtype)
-        self.position_embeddings = nn.Embed(cfg.max_position_embeddings, e, dtype=self.dtype)
-        self.token_type_embeddings = nn.Embed(cfg.type_vocab_size, e, dtype=self.dtype)
-        self.LayerNorm = _layer_norm(cfg, self.dtype)
-        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
-
-
 class FlaxRemBertEncoder(FlaxBertEncoder):
     """BERT's layer stack after a projection of the embeddings to `hidden_size`; the first hidden state
     returned is the projected one, as in transformers."""
@@ -95,7 +82,7 @@ class FlaxRemBertModel(FlaxBertModel):
 
     def setup(self):
         cfg = self.config
-        self.embeddings = FlaxRemBertEmbeddings(cfg, self.dtype)
+        self.embeddings = FlaxBertEmbeddings(cfg, self.dtype)
         self.encoder = FlaxRemBertEncoder(cfg, self.dtype, self.gradient_checkpointing)
         if self.add_pooling_layer and not cfg.is_decoder:
             self.pooler = FlaxBertPooler(cfg, self.dtype)

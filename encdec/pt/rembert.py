@@ -9,23 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .bert import BertEmbeddings, BertEncoder, BertLMHeadModel, BertModel, BertPooler, _padding_idx
+from .bert import BertEmbeddings, BertEncoder, BertLMHeadModel, BertModel, BertPooler
 from .common import ACT2FN
 from .fast_linear import Linear
-
-
-class RemBertEmbeddings(BertEmbeddings):
-    """BERT's embeddings, `input_embedding_size` wide (their LayerNorm too)."""
-
-    def __init__(self, config) -> None:
-        nn.Module.__init__(self)
-        self.config = config
-        e = config.input_embedding_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, e, padding_idx=_padding_idx(config))
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, e)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, e)
-        self.LayerNorm = nn.LayerNorm(e, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
 
 class RemBertEncoder(BertEncoder):
@@ -71,7 +57,7 @@ class RemBertModel(BertModel):
     def __init__(self, config, add_pooling_layer: bool = True) -> None:
         nn.Module.__init__(self)
         self.config = config
-        self.embeddings = RemBertEmbeddings(config)
+        self.embeddings = BertEmbeddings(config)
         self.encoder = RemBertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer and not config.is_decoder else None
 

@@ -14,22 +14,7 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from .bert import TFBertEmbeddings, TFBertEncoder, TFBertLMHeadModel, TFBertModel, TFBertPooler
-from .common import ACT2FN, _dense, _embedding, _layer_norm
-
-
-class TFRemBertEmbeddings(TFBertEmbeddings):
-    """BERT's embeddings, `input_embedding_size` wide (their LayerNorm too)."""
-
-    def __init__(self, config: ArchConfig, **kwargs: Any) -> None:
-        keras.layers.Layer.__init__(self, **kwargs)
-        self.config = config
-        e = config.input_embedding_size
-        self.word_embeddings = _embedding(config.vocab_size, e, "word_embeddings")
-        self.position_embeddings = _embedding(config.max_position_embeddings, e, "position_embeddings")
-        self.token_type_embeddings = _embedding(config.type_vocab_size, e, "token_type_embeddings")
-        self.LayerNorm = _layer_norm(e, config.layer_norm_eps, "LayerNorm")
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
-        self.built = True  # every weight exists from here on
+from .common import ACT2FN, _dense, _layer_norm
 
 
 class TFRemBertEncoder(TFBertEncoder):
@@ -117,7 +102,7 @@ class TFRemBertModel(TFBertModel):
         if shared is not None:
             self.embeddings = shared.embeddings
         else:
-            self.embeddings = TFRemBertEmbeddings(config, name="embeddings")
+            self.embeddings = TFBertEmbeddings(config, name="embeddings")
         self.encoder = TFRemBertEncoder(config, shared=shared.encoder if shared is not None else None, name="encoder")
         self.pooler = TFBertPooler(config, name="pooler") if add_pooling_layer and not config.is_decoder else None
         self.built = True  # every weight exists from here on
