@@ -28,8 +28,8 @@ import tensorflow as tf
 from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
 from ..errors import ConfigError, InputError
 from ..generation import plan_generation
-from ..inputs import (IGNORE_INDEX, check_decoder_inputs, check_encoder_inputs, check_encoder_outputs, check_model_inputs,
-                      check_shift_config, output_flags, route_kwargs)
+from ..inputs import (IGNORE_INDEX, check_decoder_inputs, check_encoder_inputs, check_encoder_outputs,
+                      check_model_inputs, check_shift_config, output_flags, route_kwargs)
 from ..loading import as_encoder_decoder_config
 from ..weights.names import (TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab,
                              vocab_changes)
@@ -115,9 +115,8 @@ def _build_pair(config: EncoderDecoderConfig) -> tuple[keras.Model, keras.Model]
 # A ParamSpec's kind -> the attribute of the Keras layer (ours, or LayerNormalization / Embedding) holding it.
 _KERAS_LEAF = {
     "dense": "kernel", "bias": "bias", "conv1d": "weight", "conv1d_bias": "bias", "embedding": "embeddings",
-    "norm_weight": "gamma", "norm_bias": "beta",
+    "norm_weight": "gamma", "norm_bias": "beta", "output_embedding": "embeddings",  # RemBERT's output table
 }
-_KERAS_LEAF["output_embedding"] = "embeddings"  # RemBERT's output embeddings (encdec/tf/rembert.py)
 
 
 def _variable(root: keras.layers.Layer, param: ParamSpec) -> keras.Variable:
