@@ -20,9 +20,10 @@ checks (numpy copies of the ids) and its data-dependent shortcuts (`mask.all()`:
 when nothing is masked); tracing runs them on the example inputs, which are chosen so
 that the traced path is the general one (a padded encoder mask, several decoder tokens
 for the first step), and follows every shape symbolically (dynamic batch, source,
-decoder and cache lengths). The port's cache length is an `int`; while tracing it is
-the traced length of the past keys (`_traced_past_length`), so that the positions and
-the concatenated cache of `decoder_with_past_model.onnx` follow the past's length.
+decoder and cache lengths). The port's cache length is an `int`, but while traced the
+port keeps it a tensor (`encdec.pt.common._open_cache`), the length of the past keys,
+so that the positions and the concatenated cache of `decoder_with_past_model.onnx`
+follow the past's length, for every decoder architecture.
 
 The runner (`encdec.onnx`) needs numpy and onnxruntime only.
 """
@@ -92,25 +93,6 @@ def _fast_linear_off():
         yield
     finally:
         fast_linear.set_enabled(was)
-
-
-@contextlib.contextmanager
-def _traced_past_length():
-    """The decoders read their cache length as a traced tensor (not an `int`, which tracing would
-    freeze at the example's length) while `decoder_with_past_model.onnx` is traced."""
-    from ..pt import bert, common, gpt2
-
-    def open_cache(cache, num_layers, use_cache):
-        if cache is None:
-            return common._open_cache(cache, num_layers, use_cache)
-        return cache["index"], [dict(layer) for layer in cache["layers"]]
-
-    saved = bert._open_cache, gpt2._open_cache
-    bert._open_cache = gpt2._open_cache = open_cache
-    try:
-        yield
-    finally:
-        bert._open_cache, gpt2._open_cache = saved
 
 
 def _wrappers(model):
@@ -218,12 +200,11 @@ def _export_all(model, out: Path, opset: int) -> None:
     torch.onnx.export(decoder_wrapper, (decoder_ids, attention_mask, states), os.fspath(out / DECODER_FILE),
                       input_names=["input_ids", "encoder_attention_mask", "encoder_hidden_states"],
                       output_names=["logits", *present], dynamic_axes=decoder_axes, **common)
-    with _traced_past_length():
-        torch.onnx.export(with_past_wrapper, (step_ids, attention_mask, *past_inputs),
-                          os.fspath(out / DECODER_WITH_PAST_FILE),
-                          input_names=["input_ids", "encoder_attention_mask", *past_names],
-                          output_names=["logits", *_past_names(layers, "present", with_encoder=False)],
-                          dynamic_axes=with_past_axes, **common)
+    torch.onnx.export(with_past_wrapper, (step_ids, attention_mask, *past_inputs),
+                      os.fspath(out / DECODER_WITH_PAST_FILE),
+                      input_names=["input_ids", "encoder_attention_mask", *past_names],
+                      output_names=["logits", *_past_names(layers, "present", with_encoder=False)],
+                      dynamic_axes=with_past_axes, **common)
 
 
 def load(path: str | os.PathLike):

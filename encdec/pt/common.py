@@ -205,7 +205,12 @@ def _open_cache(cache: Optional[dict], num_layers: int, use_cache: bool):
             f"past_key_values is a {type(cache).__name__}; expected the cache dict of init_cache or of an "
             f"earlier call, with {num_layers} layer(s)"
         )
-    return int(cache["index"]), [dict(layer) for layer in cache["layers"]]
+    index = cache["index"]
+    if torch.jit.is_tracing() and torch.is_tensor(index):
+        # Traced (the ONNX export), the length stays a tensor of the graph: int() would freeze it at the
+        # example's length, and every later cache length would give the example's positions.
+        return index, [dict(layer) for layer in cache["layers"]]
+    return int(index), [dict(layer) for layer in cache["layers"]]
 
 
 def _close_cache(layers: list, past_length: int, length: int, encoder_attention_mask) -> dict:

@@ -212,8 +212,9 @@ def test_runner_imports_no_framework(bert2bert):
     assert imported == "[]"
 
 
-@pytest.mark.parametrize("case", ["bert2gpt2", *(pytest.param(case, marks=pytest.mark.slow)
-                                               for case in ("roberta2roberta", "bert2bert_proj", "bertgen2bertgen"))])
+# bert2bart: a decoder architecture the port's cache-length rule while traced must serve as well as BERT's.
+@pytest.mark.parametrize("case", ["bert2gpt2", "bert2bart", *(pytest.param(case, marks=pytest.mark.slow) for case in (
+    "roberta2roberta", "bert2bert_proj", "bertgen2bertgen", "bert2bart_proj", "electra2electra", "rembert2rembert"))])
 def test_other_cases_match_transformers(tmp_path, case):
     from encdec.onnx import load
 
