@@ -106,7 +106,7 @@ def _wrappers(model):
             self.model = model
 
         def forward(self, input_ids, attention_mask):
-            return self.model._run_encoder(input_ids, attention_mask, None, None, False, False)[0]
+            return self.model.encode(input_ids, attention_mask).last_hidden_state  # checks run on the example only
 
     class Decoder(nn.Module):
         def __init__(self):
