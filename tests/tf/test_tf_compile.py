@@ -69,7 +69,8 @@ def test_seeded_sampling_is_reproducible_and_the_same_eagerly_and_compiled():
         assert not np.array_equal(compiled, other)
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
+# Beam search through the SavedModel is slow; tests/export covers more of the export.
+@pytest.mark.parametrize("num_beams", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_saved_model_generates_the_same_tokens(tmp_path, num_beams):
     model, b = model_and_batch()
     kwargs = dict(max_length=9, num_beams=num_beams)

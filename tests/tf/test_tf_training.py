@@ -41,6 +41,7 @@ def _tiny_copy_model() -> TFEncoderDecoderModel:
     return TFEncoderDecoderModel(config=config)
 
 
+@pytest.mark.slow
 def test_fit_lowers_the_loss_on_a_copy_task():
     model = _tiny_copy_model()
     data = _copy_task(16, 512, 6, 0)
