@@ -17,23 +17,22 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from ..config import ArchConfig
 from .bert import _layer_norm
-from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
+    _attend_heads,
     _causal_lm_output,
-    _check_stack_inputs,
-    _fold_beams_attend,
-    _GradientCheckpointing,
+    _CausalLM,
+    _close_cache,
+    _encoder_bias,
     _heads_first,
     _layer_class,
+    _open_stack,
     _run_layers,
-    attention_bias,
+    _stack_output,
+    _write_self_cache,
     causal_bias,
 )
 
@@ -94,16 +93,9 @@ class FlaxBartAttention(nn.Module):
         else:
             key, value = self._project_key_value(hidden_states)
             if kv_cache is not None:
-                # Write the T new positions into the [B, H, L, D] cache at cache_index.
-                start = (0, 0, cache_index, 0)
-                key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
-                value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
-                new_cache = (key, value)
+                key, value = new_cache = _write_self_cache(kv_cache, key, value, cache_index)
         scale = self.config.head_dim ** -0.5
-        if self.is_cross_attention and key.shape[0] != query.shape[0]:
-            out, weights = _fold_beams_attend(query, key, value, attention_bias, scale, self.dropout, deterministic)
-        else:
-            out, weights = _attend(query, key, value, attention_bias, scale, self.dropout, deterministic)
+        out, weights = _attend_heads(self, query, key, value, attention_bias, scale, self.dropout, deterministic)
         return self.out_proj(out), (weights if output_attentions else None), new_cache
 
 
@@ -227,31 +219,20 @@ class FlaxBartDecoder(nn.Module):
         deterministic=True,
     ):
         cache = past_key_values
-        past_length = 0 if cache is None else cache["index"]
-        cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
-        # Shapes and dtypes always; id ranges when the arrays are concrete (not traced).
-        _check_stack_inputs(self.config, input_ids, attention_mask, None, position_ids, past_length, cache_length)
+        past_length, key_length = _open_stack(self.config, cache, input_ids, attention_mask, None, position_ids)
         length = input_ids.shape[1]
         hidden = self.embed_tokens(input_ids.astype("i4")) * self.config.embed_scale
         hidden = hidden + self.embed_positions(input_ids, past_length, position_ids)
         hidden = self.dropout(self.layernorm_embedding(hidden), deterministic=deterministic)
 
-        key_length = length if cache_length is None else cache_length
         bias = causal_bias(length, key_length, past_length, attention_mask, self.dtype)
-        encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
+        encoder_bias = _encoder_bias(encoder_attention_mask, self.dtype)
 
         hidden, all_hidden, all_self, all_cross, new_layers = _run_layers(
             self.layers.layers, hidden, bias, encoder_hidden_states, encoder_bias, cache, past_length,
             output_attentions, output_hidden_states, deterministic,
         )
-        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=new_layers)
-        return BaseModelOutput(
-            last_hidden_state=hidden,
-            past_key_values=new_cache,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
+        return _stack_output(hidden, all_hidden, all_self, all_cross, _close_cache(cache, length, new_layers))
 
 
 class FlaxBartDecoderWrapper(nn.Module):
@@ -268,12 +249,8 @@ class FlaxBartDecoderWrapper(nn.Module):
         return self.decoder(*args, **kwargs)
 
 
-class FlaxBartForCausalLM(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
+class FlaxBartForCausalLM(_CausalLM):
     """BART's decoder with its LM head (no bias), tied to the word embeddings by default."""
-
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    gradient_checkpointing: bool = False
 
     base_model_prefix = "model"
 
@@ -285,23 +262,6 @@ class FlaxBartForCausalLM(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module
     @property
     def base_model(self):
         return self.model.decoder
-
-    def get_input_embeddings(self):
-        return self.model.decoder.embed_tokens
-
-    def get_output_embeddings(self):
-        """The module that projects to the vocabulary: `embed_tokens` when tied."""
-        return self.model.decoder.embed_tokens if self.config.tie_word_embeddings else self.lm_head
-
-    def _cross_key_values(self, encoder_hidden_states):
-        return self.model.decoder._cross_key_values(encoder_hidden_states)
-
-    def compute_logits(self, hidden_states):
-        if self.config.tie_word_embeddings:
-            # Contract the hidden axes of both: no transposed copy of the [V, H] table is made.
-            table = self.model.decoder.embed_tokens.embedding.astype(self.dtype)
-            return jnp.einsum("...h,vh->...v", hidden_states, table)
-        return self.lm_head(hidden_states)
 
     def __call__(
         self,

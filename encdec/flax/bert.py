@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
 from ..config import ArchConfig
 from ..errors import ConfigError
@@ -30,15 +29,17 @@ from ..weights.names import embedding_width
 from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _causal_lm_output,
-    _check_stack_inputs,
-    _fold_beams_attend,
+    _attend_heads,
+    _CausalLM,
+    _close_cache,
+    _encoder_bias,
     _GradientCheckpointing,
     _heads_first,
     _layer_class,
+    _open_stack,
     _run_layers,
+    _stack_output,
+    _write_self_cache,
     attention_bias,
     causal_bias,
 )
@@ -127,17 +128,9 @@ class FlaxBertSelfAttention(nn.Module):
         else:
             key, value = self._project_key_value(hidden_states)
             if kv_cache is not None:
-                # Write the T new positions into the [B, H, L, D] cache at cache_index.
-                start = (0, 0, cache_index, 0)
-                key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
-                value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
-                new_cache = (key, value)
+                key, value = new_cache = _write_self_cache(kv_cache, key, value, cache_index)
         scale = self.config.head_dim ** -0.5
-        if self.is_cross_attention and key.shape[0] != query.shape[0]:
-            out, weights = _fold_beams_attend(query, key, value, attention_bias, scale, self.dropout,
-                                              deterministic)  # [B * n, T, hidden]
-        else:
-            out, weights = _attend(query, key, value, attention_bias, scale, self.dropout, deterministic)
+        out, weights = _attend_heads(self, query, key, value, attention_bias, scale, self.dropout, deterministic)
         return out, (weights if output_attentions else None), new_cache
 
 
@@ -380,12 +373,13 @@ class FlaxBertModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     gradient_checkpointing: bool = False
 
     embeddings_class = FlaxBertEmbeddings
+    encoder_class = FlaxBertEncoder
     has_token_types = True
 
     def setup(self):
         cfg = self.config
         self.embeddings = self.embeddings_class(cfg, self.dtype)
-        self.encoder = FlaxBertEncoder(cfg, self.dtype, self.gradient_checkpointing)
+        self.encoder = self.encoder_class(cfg, self.dtype, self.gradient_checkpointing)
         if self.add_pooling_layer and not cfg.is_decoder:
             self.pooler = FlaxBertPooler(cfg, self.dtype)
 
@@ -401,11 +395,10 @@ class FlaxBertModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
             return self.embeddings(input_ids, token_type_ids, position_ids, past_length, deterministic=deterministic)
         return self.embeddings(input_ids, position_ids, past_length, deterministic=deterministic)
 
-    def _self_attention_bias(self, attention_mask, length, past_length, cache_length):
+    def _self_attention_bias(self, attention_mask, length, past_length, key_length):
         """`[B or 1, 1, T, K]` float32 bias (K = T, or the cache length), or None."""
         if not self.config.is_decoder:
             return None if attention_mask is None else attention_bias(attention_mask, self.dtype)
-        key_length = length if cache_length is None else cache_length
         return causal_bias(length, key_length, past_length, attention_mask, self.dtype)
 
     def __call__(
@@ -423,89 +416,36 @@ class FlaxBertModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
     ):
         """`past_key_values` (decoders): the fixed-size cache; the output holds it updated."""
         cache = past_key_values if self.config.is_decoder else None
-        past_length = 0 if cache is None else cache["index"]
-        cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
-        # Shapes and dtypes always; id ranges when the arrays are concrete (not traced).
-        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
-                            cache_length)
+        past_length, key_length = _open_stack(self.config, cache, input_ids, attention_mask, token_type_ids,
+                                              position_ids)
         length = input_ids.shape[1]
         hidden = self._embed(input_ids, token_type_ids, position_ids, past_length, deterministic)
-        bias = self._self_attention_bias(attention_mask, length, past_length, cache_length)
-        encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
+        bias = self._self_attention_bias(attention_mask, length, past_length, key_length)
         hidden, all_hidden, all_self, all_cross, new_layers = self.encoder(
             hidden,
             bias,
             encoder_hidden_states,
-            encoder_bias,
+            _encoder_bias(encoder_attention_mask, self.dtype),
             cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             deterministic=deterministic,
         )
-        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=new_layers)
         pooled = self.pooler(hidden) if self.add_pooling_layer and not self.config.is_decoder else None
-        return BaseModelOutput(
-            last_hidden_state=hidden,
-            pooler_output=pooled,
-            past_key_values=new_cache,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
+        return _stack_output(hidden, all_hidden, all_self, all_cross, _close_cache(cache, length, new_layers), pooled)
 
 
-class FlaxBertForCausalLM(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
+class FlaxBertForCausalLM(_CausalLM):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    gradient_checkpointing: bool = False
-
     base_model_prefix = "bert"
+    output_embeddings_path = "cls.predictions.decoder"
 
     def setup(self):
         self.bert = FlaxBertModel(self.config, self.dtype, add_pooling_layer=False,
                                   gradient_checkpointing=self.gradient_checkpointing)
         self.cls = FlaxBertOnlyMLMHead(self.config, self.dtype)
 
-    @property
-    def base_model(self):
-        return getattr(self, self.base_model_prefix)
-
-    def get_input_embeddings(self):
-        return self.base_model.get_input_embeddings()
-
-    def get_output_embeddings(self):
-        """The module that projects to the vocabulary: the word embeddings when tied."""
-        return self.get_input_embeddings() if self.config.tie_word_embeddings else self.cls.predictions.decoder
-
-    def _shared_embedding(self):
-        return self.get_input_embeddings().embedding if self.config.tie_word_embeddings else None
-
-    def _cross_key_values(self, encoder_hidden_states):
-        return self.base_model._cross_key_values(encoder_hidden_states)
-
     def compute_logits(self, hidden_states):
         """The LM head: `[..., H]` -> `[..., V]`."""
         return self.cls(hidden_states, self._shared_embedding())
-
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        deterministic=True,
-    ):
-        out = self.base_model(
-            input_ids, attention_mask, token_type_ids, position_ids, encoder_hidden_states, encoder_attention_mask,
-            past_key_values=past_key_values, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, deterministic=deterministic,
-        )
-        return _causal_lm_output(self, out, labels)

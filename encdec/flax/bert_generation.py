@@ -47,14 +47,12 @@ class FlaxBertGenerationEncoder(FlaxBertModel):
 
 class FlaxBertGenerationDecoder(FlaxBertForCausalLM):
     base_model_prefix = "bert"
+    output_embeddings_path = "lm_head.decoder"
 
     def setup(self):
         self.bert = FlaxBertGenerationEncoder(self.config, self.dtype,
                                               gradient_checkpointing=self.gradient_checkpointing)
         self.lm_head = FlaxBertGenerationOnlyLMHead(self.config, self.dtype)
-
-    def get_output_embeddings(self):
-        return self.get_input_embeddings() if self.config.tie_word_embeddings else self.lm_head.decoder
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states, self._shared_embedding())

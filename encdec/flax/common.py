@@ -1,4 +1,5 @@
-"""Pieces every Flax module shares: activations, masks, softmax, outputs, input checks.
+"""Pieces every Flax module shares: activations, masks, softmax, outputs, input checks, the steps every
+body takes before and after its layers, and the half every decoder with an LM head shares.
 
 The mask convention of all three ports: an additive bias, 0 where a key is
 attended and the computation dtype's minimum where it is masked, added to the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from operator import attrgetter
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -16,9 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax import lax
 
 from .. import inputs
+from ..config import ArchConfig
 from ..errors import ConfigError, InputError
+from .pretrained import FlaxPreTrainedModel
 
 
 def _gelu(x):
@@ -121,6 +126,24 @@ def _fold_beams_attend(query, key, value, bias, scale, dropout, deterministic):
     context = jnp.einsum("bhnqk,bhkd->bnqhd", probs, value.astype(probs.dtype))  # [B, n, Q, H, D]
     probs = jnp.transpose(probs, (0, 2, 1, 3, 4)).reshape(rows, heads, length, -1)  # [B * n, H, Q, S]
     return context.reshape(rows, length, heads * dim), probs
+
+
+def _attend_heads(module, query, key, value, bias, scale, dropout, deterministic):
+    """An attention module's `[B, Q, H, D]` queries over its keys/values -> (`[B, Q, H*D]`, probabilities):
+    cross-attention over keys kept once per batch item for several query rows (beams) is attended folded
+    (`_fold_beams_attend`), everything else by `_attend`."""
+    if module.is_cross_attention and key.shape[0] != query.shape[0]:
+        return _fold_beams_attend(query, key, value, bias, scale, dropout, deterministic)
+    return _attend(query, key, value, bias, scale, dropout, deterministic)
+
+
+def _write_self_cache(kv_cache, key, value, cache_index):
+    """The self-attention keys/values `[B, H, T, D]` of T new tokens written into the layer's fixed-size
+    cache `(key, value)` `[B, H, L, D]` at `cache_index` -> the cache's keys/values, all L positions."""
+    start = (0, 0, cache_index, 0)
+    key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
+    value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
+    return key, value
 
 
 def _reorder_cache(cache: dict, rows) -> dict:
@@ -295,6 +318,67 @@ def _causal_lm_output(model, base_output, labels):
         cross_attentions=base_output.cross_attentions,
     )
 
+
+class _CausalLM(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
+    """What every decoder with an LM head shares: its body under `base_model_prefix`, its projection to
+    the vocabulary at the attribute path `output_embeddings_path` (the word embeddings when tied), and
+    transformers' call, which runs the body and then `compute_logits`."""
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    output_embeddings_path = "lm_head"
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_input_embeddings(self):
+        return self.base_model.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        """The module that projects to the vocabulary: the word embeddings when tied."""
+        if self.config.tie_word_embeddings:
+            return self.get_input_embeddings()
+        return attrgetter(self.output_embeddings_path)(self)
+
+    def _shared_embedding(self):
+        return self.get_input_embeddings().embedding if self.config.tie_word_embeddings else None
+
+    def _cross_key_values(self, encoder_hidden_states):
+        return self.base_model._cross_key_values(encoder_hidden_states)
+
+    def compute_logits(self, hidden_states):
+        """The LM head: `[..., H]` -> `[..., V]`; the projection alone unless a head has more."""
+        shared_embedding = self._shared_embedding()
+        if shared_embedding is not None:
+            # Contract the hidden axes of both: no transposed copy of the [V, H] table is made.
+            return jnp.einsum("...h,vh->...v", hidden_states, shared_embedding.astype(self.dtype))
+        return self.get_output_embeddings()(hidden_states)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        deterministic=True,
+    ):
+        out = self.base_model(
+            input_ids, attention_mask, token_type_ids, position_ids, encoder_hidden_states, encoder_attention_mask,
+            past_key_values=past_key_values, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, deterministic=deterministic,
+        )
+        return _causal_lm_output(self, out, labels)
+
+
 def _is_concrete(x) -> bool:
     return x is not None and not isinstance(x, jax.core.Tracer)
 
@@ -337,4 +421,39 @@ def _check_stack_inputs(config, input_ids, attention_mask, token_type_ids, posit
     inputs.check_stack_inputs(
         config, _fact(input_ids), _fact(attention_mask), _fact(token_type_ids), _fact(position_ids),
         past_length=0 if past is None else past, mask_length=cache_length,
+    )
+
+
+def _open_stack(config, cache, input_ids, attention_mask, token_type_ids, position_ids):
+    """What a body's call does before it embeds, over `cache` (the fixed-size cache, or None) -> (past
+    length, keys attended: the cache's positions, or the input's length without a cache).
+
+    The inputs are checked: shapes and dtypes always, id ranges when the arrays are concrete (not traced).
+    """
+    past_length = 0 if cache is None else cache["index"]
+    cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
+    _check_stack_inputs(config, input_ids, attention_mask, token_type_ids, position_ids, past_length, cache_length)
+    return past_length, input_ids.shape[1] if cache_length is None else cache_length
+
+
+def _encoder_bias(encoder_attention_mask, dtype):
+    """The cross-attention bias `[B, 1, 1, S]` of a `[B, S]` encoder mask, or None."""
+    return None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, dtype)
+
+
+def _close_cache(cache, length: int, new_layers) -> Optional[dict]:
+    """The cache after a call over `length` new tokens: index advanced, the layers' new entries (None
+    without a cache)."""
+    return None if cache is None else dict(cache, index=cache["index"] + length, layers=new_layers)
+
+
+def _stack_output(hidden, all_hidden, all_self, all_cross, past_key_values, pooler_output=None):
+    """A body's outputs."""
+    return BaseModelOutput(
+        last_hidden_state=hidden,
+        pooler_output=pooler_output,
+        past_key_values=past_key_values,
+        hidden_states=all_hidden,
+        attentions=all_self,
+        cross_attentions=all_cross,
     )

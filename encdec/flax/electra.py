@@ -71,14 +71,12 @@ class FlaxElectraForCausalLM(FlaxBertForCausalLM):
     when tied."""
 
     base_model_prefix = "electra"
+    output_embeddings_path = "generator_lm_head"
 
     def setup(self):
         self.electra = FlaxElectraModel(self.config, self.dtype, gradient_checkpointing=self.gradient_checkpointing)
         self.generator_predictions = FlaxElectraGeneratorPredictions(self.config, self.dtype)
         self.generator_lm_head = FlaxElectraGeneratorLMHead(self.config, self.dtype)
-
-    def get_output_embeddings(self):
-        return self.get_input_embeddings() if self.config.tie_word_embeddings else self.generator_lm_head
 
     def compute_logits(self, hidden_states):
         return self.generator_lm_head(self.generator_predictions(hidden_states), self._shared_embedding())

@@ -11,7 +11,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
 from ..config import ArchConfig
 from ..errors import InputError
@@ -19,16 +18,17 @@ from .bert import _layer_norm
 from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _causal_lm_output,
-    _check_stack_inputs,
-    _fold_beams_attend,
+    _attend_heads,
+    _CausalLM,
+    _close_cache,
+    _encoder_bias,
     _GradientCheckpointing,
     _heads_first,
     _layer_class,
+    _open_stack,
     _run_layers,
-    attention_bias,
+    _stack_output,
+    _write_self_cache,
     causal_bias,
 )
 
@@ -95,18 +95,11 @@ class FlaxGPT2Attention(nn.Module):
             query, key, value = (self._split_heads(x) for x in jnp.split(self.c_attn(hidden_states), 3, axis=-1))
             key, value = _heads_first(key), _heads_first(value)
             if kv_cache is not None:
-                # Write the T new positions into the [B, H, L, D] cache at cache_index.
-                start = (0, 0, cache_index, 0)
-                key = lax.dynamic_update_slice(kv_cache[0], key.astype(kv_cache[0].dtype), start)
-                value = lax.dynamic_update_slice(kv_cache[1], value.astype(kv_cache[1].dtype), start)
-                new_cache = (key, value)
+                key, value = new_cache = _write_self_cache(kv_cache, key, value, cache_index)
         scale = cfg.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
         if cfg.scale_attn_by_inverse_layer_idx:
             scale /= float(self.layer_idx + 1)
-        if self.is_cross_attention and key.shape[0] != query.shape[0]:
-            out, weights = _fold_beams_attend(query, key, value, attention_bias, scale, self.attn_dropout, deterministic)
-        else:
-            out, weights = _attend(query, key, value, attention_bias, scale, self.attn_dropout, deterministic)
+        out, weights = _attend_heads(self, query, key, value, attention_bias, scale, self.attn_dropout, deterministic)
         out = self.resid_dropout(self.c_proj(out), deterministic=deterministic)
         return out, (weights if output_attentions else None), new_cache
 
@@ -236,11 +229,8 @@ class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
         deterministic=True,
     ):
         cache = past_key_values
-        past_length = 0 if cache is None else cache["index"]
-        cache_length = None if cache is None else cache["layers"][0]["key"].shape[2]
-        # Shapes and dtypes always; id ranges when the arrays are concrete (not traced).
-        _check_stack_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids, past_length,
-                            cache_length)
+        past_length, key_length = _open_stack(self.config, cache, input_ids, attention_mask, token_type_ids,
+                                              position_ids)
         length = input_ids.shape[1]
         if position_ids is None:
             position_ids = (past_length + jnp.arange(length))[None, :]  # [1, T]
@@ -249,9 +239,8 @@ class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
             hidden = hidden + self.wte(token_type_ids.astype("i4"))
         hidden = self.drop(hidden, deterministic=deterministic)
 
-        key_length = length if cache_length is None else cache_length
         bias = causal_bias(length, key_length, past_length, attention_mask, self.dtype)
-        encoder_bias = None if encoder_attention_mask is None else attention_bias(encoder_attention_mask, self.dtype)
+        encoder_bias = _encoder_bias(encoder_attention_mask, self.dtype)
 
         hidden, all_hidden, all_self, all_cross, new_layers = _run_layers(
             self.h.blocks, hidden, bias, encoder_hidden_states, encoder_bias, cache, past_length, output_attentions,
@@ -261,22 +250,11 @@ class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
         if output_hidden_states:
             # transformers takes the last hidden state after ln_f, in place of the last block's output
             all_hidden = all_hidden[:-1] + (hidden,)
-        new_cache = None if cache is None else dict(cache, index=past_length + length, layers=new_layers)
-        return BaseModelOutput(
-            last_hidden_state=hidden,
-            past_key_values=new_cache,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
+        return _stack_output(hidden, all_hidden, all_self, all_cross, _close_cache(cache, length, new_layers))
 
 
-class FlaxGPT2LMHeadModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
+class FlaxGPT2LMHeadModel(_CausalLM):
     """GPT-2 with its LM head (no bias), tied to the token embeddings."""
-
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    gradient_checkpointing: bool = False
 
     base_model_prefix = "transformer"
 
@@ -284,44 +262,3 @@ class FlaxGPT2LMHeadModel(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module
         self.transformer = FlaxGPT2Model(self.config, self.dtype, self.gradient_checkpointing)
         if not self.config.tie_word_embeddings:
             self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype)
-
-    @property
-    def base_model(self):
-        return self.transformer
-
-    def get_input_embeddings(self):
-        return self.transformer.wte
-
-    def get_output_embeddings(self):
-        """The module that projects to the vocabulary: `wte` when tied."""
-        return self.transformer.wte if self.config.tie_word_embeddings else self.lm_head
-
-    def _cross_key_values(self, encoder_hidden_states):
-        return self.transformer._cross_key_values(encoder_hidden_states)
-
-    def compute_logits(self, hidden_states):
-        if self.config.tie_word_embeddings:
-            # Contract the hidden axes of both: no transposed copy of the [V, H] table is made.
-            return jnp.einsum("...h,vh->...v", hidden_states, self.transformer.wte.embedding.astype(self.dtype))
-        return self.lm_head(hidden_states)
-
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        deterministic=True,
-    ):
-        out = self.transformer(
-            input_ids, attention_mask, token_type_ids, position_ids, encoder_hidden_states, encoder_attention_mask,
-            past_key_values=past_key_values, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, deterministic=deterministic,
-        )
-        return _causal_lm_output(self, out, labels)

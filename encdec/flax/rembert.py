@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import ArchConfig
-from .bert import FlaxBertEmbeddings, FlaxBertEncoder, FlaxBertForCausalLM, FlaxBertModel, FlaxBertPooler, _layer_norm
+from .bert import FlaxBertEncoder, FlaxBertForCausalLM, FlaxBertModel, _layer_norm
 from .common import ACT2FN
 
 
@@ -80,12 +80,7 @@ class FlaxRemBertOnlyMLMHead(nn.Module):
 class FlaxRemBertModel(FlaxBertModel):
     """The RemBERT body: embeddings, their projection and the layers, and (as an encoder) the pooler."""
 
-    def setup(self):
-        cfg = self.config
-        self.embeddings = FlaxBertEmbeddings(cfg, self.dtype)
-        self.encoder = FlaxRemBertEncoder(cfg, self.dtype, self.gradient_checkpointing)
-        if self.add_pooling_layer and not cfg.is_decoder:
-            self.pooler = FlaxBertPooler(cfg, self.dtype)
+    encoder_class = FlaxRemBertEncoder
 
 
 class FlaxRemBertForCausalLM(FlaxBertForCausalLM):

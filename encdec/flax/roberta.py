@@ -54,14 +54,12 @@ class FlaxRobertaModel(FlaxBertModel):
 
 class FlaxRobertaForCausalLM(FlaxBertForCausalLM):
     base_model_prefix = "roberta"
+    output_embeddings_path = "lm_head.decoder"
 
     def setup(self):
         self.roberta = FlaxRobertaModel(self.config, self.dtype, add_pooling_layer=False,
                                         gradient_checkpointing=self.gradient_checkpointing)
         self.lm_head = FlaxRobertaLMHead(self.config, self.dtype)
-
-    def get_output_embeddings(self):
-        return self.get_input_embeddings() if self.config.tie_word_embeddings else self.lm_head.decoder
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states, self._shared_embedding())

@@ -15,28 +15,24 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..inputs import check_stack_inputs
 from .bert import _padding_idx
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
+    _attend_heads,
     _causal_lm_output,
+    _CausalLM,
     _checkpointing,
     _close_cache,
     _cross_keys_values,
     _decoder_self_bias,
     _encoder_bias,
-    _fold_beams_attend,
     _GradientCheckpointing,
-    _host,
-    _index,
-    _open_cache,
+    _open_stack,
     _run_layers,
+    _stack_output,
     _write_self_cache,
 )
 from .fast_linear import Linear
-from .pretrained import PreTrainedModel
 
 
 class BartLearnedPositionalEmbedding(nn.Embedding):
@@ -82,10 +78,6 @@ class BartAttention(nn.Module):
         """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
         return self._heads(self.k_proj(encoder_hidden_states)), self._heads(self.v_proj(encoder_hidden_states))
 
-    @property
-    def _eager(self) -> bool:
-        return getattr(self.config, "_attn_implementation", None) == "eager"
-
     def forward(
         self,
         hidden_states,
@@ -96,7 +88,6 @@ class BartAttention(nn.Module):
         output_attentions: bool = False,
         past_length: int = 0,
     ):
-        b, t, _ = hidden_states.shape
         query = self._heads(self.q_proj(hidden_states))
         if self.is_cross_attention:
             key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
@@ -104,13 +95,8 @@ class BartAttention(nn.Module):
             key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
             if cache is not None:
                 key, value = _write_self_cache(cache, past_length, key, value)
-        dropout_p = self.dropout_prob if self.training else 0.0
-        if key.shape[0] != b:
-            out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
-        else:
-            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions,
-                                 self._eager)
-        out = out.transpose(1, 2).reshape(b, t, -1)  # [B, T, H*D]
+        out, probs = _attend_heads(self, query, key, value, attention_bias, is_causal, output_attentions,
+                                   self.dropout_prob)
         return self.out_proj(out), probs
 
 
@@ -199,12 +185,10 @@ class BartDecoder(_GradientCheckpointing, nn.Module):
         return_dict: bool = True,
     ):
         cfg = self.config
-        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
-        use_cache = use_cache and not _checkpointing(self)  # as transformers: no cache while recomputing
-        past_length, cache = _open_cache(past_key_values, cfg.decoder_layers, use_cache)
-        check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask, None,
-                           _host(position_ids, "position_ids"), past_length=past_length)
-        input_ids, position_ids = _index(input_ids), _index(position_ids)
+        use_cache, past_length, cache, input_ids, _, position_ids = _open_stack(
+            cfg, cfg.decoder_layers, _checkpointing(self), past_key_values, use_cache, input_ids, attention_mask, None,
+            position_ids,
+        )
         length = input_ids.shape[1]
 
         hidden = self.embed_tokens(input_ids) * cfg.embed_scale + self.embed_positions(input_ids, past_length,
@@ -218,14 +202,8 @@ class BartDecoder(_GradientCheckpointing, nn.Module):
             _encoder_bias(encoder_attention_mask, hidden.dtype), entries, output_attentions, output_hidden_states,
             past_length,
         )
-        out = BaseModelOutput(
-            last_hidden_state=hidden,
-            past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
-        return out if return_dict else out.to_tuple()
+        past = _close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None
+        return _stack_output(hidden, all_hidden, all_self, all_cross, past, return_dict)
 
 
 class BartDecoderWrapper(nn.Module):
@@ -240,7 +218,7 @@ class BartDecoderWrapper(nn.Module):
         return self.decoder(*args, **kwargs)
 
 
-class BartForCausalLM(PreTrainedModel, _GradientCheckpointing, nn.Module):
+class BartForCausalLM(_CausalLM):
     """BART's decoder with its LM head (no bias), tied to the token embeddings unless the config unties it."""
 
     base_model_prefix = "model"
@@ -250,21 +228,11 @@ class BartForCausalLM(PreTrainedModel, _GradientCheckpointing, nn.Module):
         self.config = config
         self.model = BartDecoderWrapper(config)
         self.lm_head = Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.decoder.embed_tokens.weight
+        self._tie_output_embeddings()
 
     @property
     def base_model(self) -> BartDecoder:
         return self.model.decoder
-
-    def get_input_embeddings(self):
-        return self.model.decoder.embed_tokens
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def compute_logits(self, hidden_states):
-        return self.lm_head(hidden_states)
 
     def forward(
         self,

@@ -13,25 +13,21 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..inputs import check_stack_inputs
 from ..weights.names import embedding_width
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _causal_lm_output,
+    _attend_heads,
+    _CausalLM,
     _checkpointing,
     _close_cache,
     _cross_keys_values,
     _decoder_self_bias,
     _encoder_bias,
-    _fold_beams_attend,
     _GradientCheckpointing,
-    _host,
-    _index,
-    _open_cache,
+    _open_stack,
     _padding_bias,
     _run_layers,
+    _stack_output,
     _write_self_cache,
 )
 from .fast_linear import Linear
@@ -114,10 +110,6 @@ class BertSelfAttention(nn.Module):
         """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
         return self._heads(self.key(encoder_hidden_states)), self._heads(self.value(encoder_hidden_states))
 
-    @property
-    def _eager(self) -> bool:
-        return getattr(self.config, "_attn_implementation", None) == "eager"
-
     def forward(
         self,
         hidden_states,
@@ -128,7 +120,6 @@ class BertSelfAttention(nn.Module):
         output_attentions: bool = False,
         past_length: int = 0,
     ):
-        b, t, _ = hidden_states.shape
         query = self._heads(self.query(hidden_states))
         if self.is_cross_attention:
             key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
@@ -136,13 +127,7 @@ class BertSelfAttention(nn.Module):
             key, value = self._heads(self.key(hidden_states)), self._heads(self.value(hidden_states))
             if cache is not None:
                 key, value = _write_self_cache(cache, past_length, key, value)
-        dropout_p = self.dropout_prob if self.training else 0.0
-        if key.shape[0] != b:
-            out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
-        else:
-            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions,
-                                 self._eager)
-        return out.transpose(1, 2).reshape(b, t, -1), probs  # [B, T, H*D]
+        return _attend_heads(self, query, key, value, attention_bias, is_causal, output_attentions, self.dropout_prob)
 
 
 class BertSelfOutput(nn.Module):
@@ -313,13 +298,14 @@ class BertModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
     """
 
     embeddings_class = BertEmbeddings
+    encoder_class = BertEncoder
     has_token_types = True
 
     def __init__(self, config, add_pooling_layer: bool = True) -> None:
         super().__init__()
         self.config = config
         self.embeddings = self.embeddings_class(config)
-        self.encoder = BertEncoder(config)
+        self.encoder = self.encoder_class(config)
         self.pooler = BertPooler(config) if add_pooling_layer and not config.is_decoder else None
 
     def get_input_embeddings(self):
@@ -352,14 +338,11 @@ class BertModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
         return_dict: bool = True,
     ):
         cfg = self.config
-        use_cache = bool(cfg.is_decoder and (cfg.use_cache if use_cache is None else use_cache))
-        use_cache = use_cache and not _checkpointing(self.encoder)  # as transformers: no cache while recomputing
-        past = past_key_values if cfg.is_decoder else None
-        past_length, cache = _open_cache(past, cfg.num_hidden_layers, use_cache)
-        check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask,
-                           _host(token_type_ids, "token_type_ids"), _host(position_ids, "position_ids"),
-                           past_length=past_length)
-        input_ids, token_type_ids, position_ids = _index(input_ids), _index(token_type_ids), _index(position_ids)
+        decoder = cfg.is_decoder  # an encoder has no cache
+        use_cache, past_length, cache, input_ids, token_type_ids, position_ids = _open_stack(
+            cfg, cfg.num_hidden_layers, _checkpointing(self.encoder), past_key_values if decoder else None,
+            use_cache if decoder else False, input_ids, attention_mask, token_type_ids, position_ids,
+        )
         length = input_ids.shape[1]
 
         hidden = self._embed(input_ids, token_type_ids, position_ids, past_length)
@@ -370,64 +353,23 @@ class BertModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
             past_length,
         )
         pooled = self.pooler(hidden) if self.pooler is not None else None
-        out = BaseModelOutput(
-            last_hidden_state=hidden,
-            pooler_output=pooled,
-            past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
-        return out if return_dict else out.to_tuple()
+        past = _close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None
+        return _stack_output(hidden, all_hidden, all_self, all_cross, past, return_dict, pooled)
 
 
-class BertLMHeadModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
+class BertLMHeadModel(_CausalLM):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
     base_model_prefix = "bert"
+    output_embeddings_path = "cls.predictions.decoder"
 
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
-        if config.tie_word_embeddings:
-            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-
-    @property
-    def base_model(self) -> BertModel:
-        return getattr(self, self.base_model_prefix)
-
-    def get_input_embeddings(self):
-        return self.base_model.embeddings.word_embeddings
-
-    def get_output_embeddings(self):
-        return self.cls.predictions.decoder
+        self._tie_output_embeddings()
 
     def compute_logits(self, hidden_states):
         """The LM head: `[..., H]` -> `[..., V]`."""
         return self.cls(hidden_states)
-
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        labels=None,
-        logits_to_keep: int = 0,
-        return_dict: bool = True,
-    ):
-        out = self.base_model(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

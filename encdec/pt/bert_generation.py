@@ -42,17 +42,14 @@ class BertGenerationEncoder(BertModel):
 
 class BertGenerationDecoder(BertLMHeadModel):
     base_model_prefix = "bert"
+    output_embeddings_path = "lm_head.decoder"
 
     def __init__(self, config) -> None:
         nn.Module.__init__(self)
         self.config = config
         self.bert = BertGenerationEncoder(config)
         self.lm_head = BertGenerationOnlyLMHead(config)
-        if config.tie_word_embeddings:
-            self.lm_head.decoder.weight = self.bert.embeddings.word_embeddings.weight
-
-    def get_output_embeddings(self):
-        return self.lm_head.decoder
+        self._tie_output_embeddings()
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states)

@@ -1,4 +1,5 @@
-"""Pieces every PyTorch module shares: activations, masks, softmax, the decoder cache, outputs, input checks.
+"""Pieces every PyTorch module shares: activations, masks, softmax, the decoder cache, outputs, input checks,
+the steps every body takes before and after its layers, and the half every decoder with an LM head shares.
 
 The mask convention of all three ports: an additive bias, 0 where a key is
 attended and the computation dtype's minimum where it is masked, added to the
@@ -12,14 +13,17 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from functools import partial
+from operator import attrgetter
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
-from ..inputs import check_ids
+from ..inputs import check_ids, check_stack_inputs
+from .pretrained import PreTrainedModel
 
 
 def _gelu(x):
@@ -151,6 +155,23 @@ def _fold_beams_attend(query, key, value, bias, scale, need_weights=False):
     return out, probs
 
 
+def _attend_heads(module, query, key, value, bias, is_causal: bool, need_weights: bool, dropout_prob: float):
+    """An attention module's `[B, H, T, D]` queries over its keys/values -> (`[B, T, H*D]`, probabilities or None).
+
+    Keys kept once per batch item for several query rows (beams) are attended folded
+    (`_fold_beams_attend`); otherwise `_attend`, with `dropout_prob` in training and the explicit
+    product when the module's config asks for `attn_implementation="eager"` (read at call time).
+    """
+    b, _, t, _ = query.shape
+    if key.shape[0] != b:
+        out, probs = _fold_beams_attend(query, key, value, bias, module.scale, need_weights)
+    else:
+        dropout_p = dropout_prob if module.training else 0.0
+        eager = getattr(module.config, "_attn_implementation", None) == "eager"
+        out, probs = _attend(query, key, value, bias, module.scale, dropout_p, is_causal, need_weights, eager)
+    return out.transpose(1, 2).reshape(b, t, -1), probs  # [B, H, T, D] -> [B, T, H*D]
+
+
 def _empty_layer_cache() -> dict:
     """One decoder layer's entry of the cache before any token: self and cross keys/values to come."""
     return {"key": None, "value": None, "cross_key": None, "cross_value": None}
@@ -219,6 +240,34 @@ def _close_cache(layers: list, past_length: int, length: int, encoder_attention_
     The encoder mask is kept as the `[B, S]` mask (a 4D additive bias is not a mask)."""
     mask = encoder_attention_mask if encoder_attention_mask is None or encoder_attention_mask.dim() == 2 else None
     return {"index": past_length + length, "encoder_attention_mask": mask, "layers": tuple(layers)}
+
+
+def _open_stack(config, num_layers: int, recomputing: bool, past_key_values, use_cache, input_ids, attention_mask,
+                token_type_ids, position_ids):
+    """What a body's forward does before it embeds -> (use_cache, past length, per-layer cache entries,
+    input_ids, token_type_ids, position_ids).
+
+    `use_cache` (the config's when None) is off while the layers are `recomputing`, as in transformers;
+    the cache is opened (`_open_cache`), the inputs checked (`check_stack_inputs`), the ids made lookups.
+    """
+    use_cache = bool(config.use_cache if use_cache is None else use_cache) and not recomputing
+    past_length, cache = _open_cache(past_key_values, num_layers, use_cache)
+    check_stack_inputs(config, _host(input_ids, "input_ids"), attention_mask, _host(token_type_ids, "token_type_ids"),
+                       _host(position_ids, "position_ids"), past_length=past_length)
+    return use_cache, past_length, cache, _index(input_ids), _index(token_type_ids), _index(position_ids)
+
+
+def _stack_output(hidden, all_hidden, all_self, all_cross, past_key_values, return_dict: bool, pooler_output=None):
+    """A body's outputs: its BaseModelOutput, or with `return_dict=False` the tuple of the fields that are set."""
+    out = BaseModelOutput(
+        last_hidden_state=hidden,
+        pooler_output=pooler_output,
+        past_key_values=past_key_values,
+        hidden_states=all_hidden,
+        attentions=all_self,
+        cross_attentions=all_cross,
+    )
+    return out if return_dict else out.to_tuple()
 
 
 def _decoder_self_bias(attention_mask, length: int, past_length: int, dtype, device):
@@ -395,6 +444,57 @@ def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_di
         cross_attentions=base_output.cross_attentions,
     )
     return result if return_dict else result.to_tuple()
+
+
+class _CausalLM(PreTrainedModel, _GradientCheckpointing, nn.Module):
+    """What every decoder with an LM head shares: its body under `base_model_prefix`, its projection to
+    the vocabulary at the attribute path `output_embeddings_path`, and transformers' forward, which runs
+    the body and then `compute_logits`."""
+
+    output_embeddings_path = "lm_head"
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_input_embeddings(self):
+        return self.base_model.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return attrgetter(self.output_embeddings_path)(self)
+
+    def _tie_output_embeddings(self) -> None:
+        """With `tie_word_embeddings`, the projection to the vocabulary takes the word embeddings as its weight."""
+        if self.config.tie_word_embeddings:
+            self.get_output_embeddings().weight = self.get_input_embeddings().weight
+
+    def compute_logits(self, hidden_states):
+        """The LM head: `[..., H]` -> `[..., V]`; the projection alone unless a head has more."""
+        return self.get_output_embeddings()(hidden_states)
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache: Optional[bool] = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        labels=None,
+        logits_to_keep: int = 0,
+        return_dict: bool = True,
+    ):
+        out = self.base_model(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)
 
 
 def _host(value, name: str):

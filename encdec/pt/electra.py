@@ -54,6 +54,7 @@ class ElectraForCausalLM(BertLMHeadModel):
     tied, its bias its own."""
 
     base_model_prefix = "electra"
+    output_embeddings_path = "generator_lm_head"
 
     def __init__(self, config) -> None:
         nn.Module.__init__(self)
@@ -61,11 +62,7 @@ class ElectraForCausalLM(BertLMHeadModel):
         self.electra = ElectraModel(config)
         self.generator_predictions = ElectraGeneratorPredictions(config)
         self.generator_lm_head = ElectraGeneratorLMHead(config)
-        if config.tie_word_embeddings:
-            self.generator_lm_head.weight = self.electra.embeddings.word_embeddings.weight
-
-    def get_output_embeddings(self):
-        return self.generator_lm_head
+        self._tie_output_embeddings()
 
     def compute_logits(self, hidden_states):
         return self.generator_lm_head(self.generator_predictions(hidden_states))

@@ -13,23 +13,19 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..inputs import check_stack_inputs
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _causal_lm_output,
+    _attend_heads,
+    _CausalLM,
     _checkpointing,
     _close_cache,
     _cross_keys_values,
     _decoder_self_bias,
     _encoder_bias,
-    _fold_beams_attend,
     _GradientCheckpointing,
-    _host,
-    _index,
-    _open_cache,
+    _open_stack,
     _run_layers,
+    _stack_output,
     _write_self_cache,
 )
 from .fast_linear import Linear, PackableLinear, linear
@@ -84,10 +80,6 @@ class GPT2Attention(nn.Module):
         key, value = self.c_attn(encoder_hidden_states).split(self.embed_dim, dim=2)
         return self._heads(key), self._heads(value)
 
-    @property
-    def _eager(self) -> bool:
-        return getattr(self.config, "_attn_implementation", None) == "eager"
-
     def forward(
         self,
         hidden_states,
@@ -98,7 +90,6 @@ class GPT2Attention(nn.Module):
         output_attentions: bool = False,
         past_length: int = 0,
     ):
-        b, t, _ = hidden_states.shape
         if self.is_cross_attention:
             query = self._heads(self.q_attn(hidden_states))
             key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
@@ -107,13 +98,8 @@ class GPT2Attention(nn.Module):
             query, key, value = self._heads(query), self._heads(key), self._heads(value)
             if cache is not None:
                 key, value = _write_self_cache(cache, past_length, key, value)
-        dropout_p = self.attn_pdrop if self.training else 0.0
-        if key.shape[0] != b:
-            out, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, output_attentions)
-        else:
-            out, probs = _attend(query, key, value, attention_bias, self.scale, dropout_p, is_causal, output_attentions,
-                                 self._eager)
-        out = out.transpose(1, 2).reshape(b, t, -1)  # [B, T, H*D]
+        out, probs = _attend_heads(self, query, key, value, attention_bias, is_causal, output_attentions,
+                                   self.attn_pdrop)
         return self.resid_dropout(self.c_proj(out)), probs
 
 
@@ -201,14 +187,10 @@ class GPT2Model(PreTrainedModel, _GradientCheckpointing, nn.Module):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ):
-        cfg = self.config
-        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
-        use_cache = use_cache and not _checkpointing(self)  # as transformers: no cache while recomputing
-        past_length, cache = _open_cache(past_key_values, cfg.n_layer, use_cache)
-        check_stack_inputs(cfg, _host(input_ids, "input_ids"), attention_mask,
-                           _host(token_type_ids, "token_type_ids"), _host(position_ids, "position_ids"),
-                           past_length=past_length)
-        input_ids, token_type_ids, position_ids = _index(input_ids), _index(token_type_ids), _index(position_ids)
+        use_cache, past_length, cache, input_ids, token_type_ids, position_ids = _open_stack(
+            self.config, self.config.n_layer, _checkpointing(self), past_key_values, use_cache, input_ids,
+            attention_mask, token_type_ids, position_ids,
+        )
         length = input_ids.shape[1]
 
         if position_ids is None:
@@ -230,17 +212,11 @@ class GPT2Model(PreTrainedModel, _GradientCheckpointing, nn.Module):
         if output_hidden_states:
             # transformers takes the last hidden state after ln_f, in place of the last block's output
             all_hidden = all_hidden[:-1] + (hidden,)
-        out = BaseModelOutput(
-            last_hidden_state=hidden,
-            past_key_values=_close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
-        return out if return_dict else out.to_tuple()
+        past = _close_cache(cache, past_length, length, encoder_attention_mask) if use_cache else None
+        return _stack_output(hidden, all_hidden, all_self, all_cross, past, return_dict)
 
 
-class GPT2LMHeadModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
+class GPT2LMHeadModel(_CausalLM):
     """GPT-2 with its LM head (no bias), tied to the token embeddings."""
 
     base_model_prefix = "transformer"
@@ -250,42 +226,4 @@ class GPT2LMHeadModel(PreTrainedModel, _GradientCheckpointing, nn.Module):
         self.config = config
         self.transformer = GPT2Model(config)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight
-
-    @property
-    def base_model(self) -> GPT2Model:
-        return self.transformer
-
-    def get_input_embeddings(self):
-        return self.transformer.wte
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def compute_logits(self, hidden_states):
-        return self.lm_head(hidden_states)
-
-    def forward(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        labels=None,
-        logits_to_keep: int = 0,
-        return_dict: bool = True,
-    ):
-        out = self.transformer(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)
+        self._tie_output_embeddings()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .bert import BertEmbeddings, BertEncoder, BertLMHeadModel, BertModel, BertPooler
+from .bert import BertEncoder, BertLMHeadModel, BertModel
 from .common import ACT2FN
 from .fast_linear import Linear
 
@@ -54,12 +54,7 @@ class RemBertOnlyMLMHead(nn.Module):
 class RemBertModel(BertModel):
     """The RemBERT body: embeddings, their projection and the layers, and (as an encoder) the pooler."""
 
-    def __init__(self, config, add_pooling_layer: bool = True) -> None:
-        nn.Module.__init__(self)
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = RemBertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer and not config.is_decoder else None
+    encoder_class = RemBertEncoder
 
 
 class RemBertForCausalLM(BertLMHeadModel):

@@ -59,17 +59,14 @@ class RobertaModel(BertModel):
 
 class RobertaForCausalLM(BertLMHeadModel):
     base_model_prefix = "roberta"
+    output_embeddings_path = "lm_head.decoder"
 
     def __init__(self, config) -> None:
         nn.Module.__init__(self)
         self.config = config
         self.roberta = RobertaModel(config, add_pooling_layer=False)
         self.lm_head = RobertaLMHead(config)
-        if config.tie_word_embeddings:
-            self.lm_head.decoder.weight = self.roberta.embeddings.word_embeddings.weight
-
-    def get_output_embeddings(self):
-        return self.lm_head.decoder
+        self._tie_output_embeddings()
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states)

@@ -19,25 +19,22 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from ..errors import ConfigError
-from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _as_index_tensor,
-    _cache_lengths,
+    _attend_heads,
+    _cross_keys_values,
     _causal_lm_output,
-    _check_stack,
+    _CausalLM,
     _dense,
     _embedding,
     _encoder_bias,
     _extend_cache,
-    _fold_beams_attend,
     _heads_first,
     _layer_norm,
-    _project_to_vocab,
-    _rows_differ,
+    _open_stack,
+    _output_projection,
     _run_layers,
+    _stack_output,
     causal_bias,
 )
 
@@ -95,18 +92,12 @@ class TFBartAttention(keras.layers.Layer):
     ):
         query = self._heads(self.q_proj(hidden_states))
         if self.is_cross_attention:
-            if past_key_value is not None:
-                key, value = past_key_value  # the encoder output does not change while decoding
-            else:
-                key, value = self._key_value(key_value_states)
+            key, value = _cross_keys_values(past_key_value, self._key_value, key_value_states)
         else:
             key, value = self._key_value(hidden_states)
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
-        if self.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
-            context, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, self.dropout, training)
-        else:
-            context, probs = _attend(query, key, value, attention_bias, self.scale, self.dropout, training)
+        context, probs = _attend_heads(self, query, key, value, attention_bias, past_key_value, self.dropout, training)
         return self.out_proj(context), (key, value), probs if output_attentions else None
 
 
@@ -215,12 +206,9 @@ class TFBartDecoder(keras.layers.Layer):
         training=False,
         cache_index=None,
     ):
-        cfg = self.config
-        input_ids = tf.convert_to_tensor(input_ids)
-        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
-        past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
-        _check_stack(cfg, input_ids, attention_mask, None, position_ids, past_length)
-        input_ids, position_ids = map(_as_index_tensor, (input_ids, position_ids))
+        use_cache, past_length, key_length, input_ids, _, position_ids = _open_stack(
+            self.config, input_ids, attention_mask, None, position_ids, past_key_values, use_cache, cache_index,
+        )
         length = tf.shape(input_ids)[1]
         hidden = self.embed_tokens(input_ids) * self.embed_scale
         hidden = hidden + self.embed_positions(input_ids, past_length=past_length, position_ids=position_ids)
@@ -231,14 +219,7 @@ class TFBartDecoder(keras.layers.Layer):
             self.layers, hidden, bias, encoder_hidden_states, _encoder_bias(encoder_attention_mask),
             past_key_values, cache_index, output_attentions, output_hidden_states, training,
         )
-        out = BaseModelOutput(
-            last_hidden_state=hidden,
-            past_key_values=presents if use_cache else None,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
-        return out if return_dict else out.to_tuple()
+        return _stack_output(hidden, all_hidden, all_self, all_cross, presents if use_cache else None, return_dict)
 
 
 class TFBartDecoderWrapper(keras.layers.Layer):
@@ -274,7 +255,7 @@ class TFBartDecoderWrapper(keras.layers.Layer):
         )
 
 
-class TFBartForCausalLM(TFPreTrainedModel, keras.Model):
+class TFBartForCausalLM(_CausalLM):
     """BART's decoder with its LM head (no bias), tied to the word embeddings by default."""
 
     base_model_prefix = "model"
@@ -287,24 +268,12 @@ class TFBartForCausalLM(TFPreTrainedModel, keras.Model):
             )
         self.config = config
         self.model = TFBartDecoderWrapper(config, name="model")
-        if config.tie_word_embeddings:
-            self.lm_head = self.model.decoder.embed_tokens
-        else:
-            self.lm_head = _dense(config.vocab_size, config.d_model, "lm_head", use_bias=False)
+        self.lm_head = _output_projection(config, self.model.decoder.embed_tokens, "lm_head")
         self.built = True  # every weight exists from here on
 
     @property
     def base_model(self) -> TFBartDecoder:
         return self.model.decoder
-
-    def get_input_embeddings(self) -> keras.layers.Embedding:
-        return self.model.decoder.embed_tokens
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        return self.lm_head
-
-    def compute_logits(self, hidden_states):
-        return _project_to_vocab(self.lm_head, hidden_states)
 
     def call(
         self,

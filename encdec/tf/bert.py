@@ -29,23 +29,20 @@ from ..weights.names import embedding_width
 from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _as_index_tensor,
-    _cache_lengths,
-    _causal_lm_output,
-    _check_stack,
+    _attend_heads,
+    _cross_keys_values,
+    _CausalLM,
     _dense,
     _embedding,
     _encoder_bias,
     _extend_cache,
-    _fold_beams_attend,
     _heads_first,
     _layer_norm,
+    _open_stack,
     _output_projection,
     _project_to_vocab,
-    _rows_differ,
     _run_layers,
+    _stack_output,
     attention_bias,
     causal_bias,
 )
@@ -119,18 +116,12 @@ class TFBertSelfAttention(keras.layers.Layer):
     ):
         query = self._heads(self.query(hidden_states))
         if self.is_cross_attention:
-            if past_key_value is not None:
-                key, value = past_key_value  # the encoder output does not change while decoding
-            else:
-                key, value = self._key_value(key_value_states)
+            key, value = _cross_keys_values(past_key_value, self._key_value, key_value_states)
         else:
             key, value = self._key_value(hidden_states)
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
-        if self.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
-            context, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, self.dropout, training)
-        else:
-            context, probs = _attend(query, key, value, attention_bias, self.scale, self.dropout, training)
+        context, probs = _attend_heads(self, query, key, value, attention_bias, past_key_value, self.dropout, training)
         return context, (key, value), probs if output_attentions else None
 
 
@@ -355,6 +346,7 @@ class TFBertModel(TFPreTrainedModel, keras.Model):
     """
 
     embeddings_class = TFBertEmbeddings
+    encoder_class = TFBertEncoder
     has_token_types = True
 
     def __init__(
@@ -366,7 +358,7 @@ class TFBertModel(TFPreTrainedModel, keras.Model):
             self.embeddings = shared.embeddings
         else:
             self.embeddings = self.embeddings_class(config, name="embeddings")
-        self.encoder = TFBertEncoder(config, shared=shared.encoder if shared is not None else None, name="encoder")
+        self.encoder = self.encoder_class(config, shared=shared.encoder if shared is not None else None, name="encoder")
         self.pooler = TFBertPooler(config, name="pooler") if add_pooling_layer and not config.is_decoder else None
         self.built = True  # every weight exists from here on
 
@@ -408,12 +400,10 @@ class TFBertModel(TFPreTrainedModel, keras.Model):
         training=False,
         cache_index=None,
     ):
-        cfg = self.config
-        input_ids = tf.convert_to_tensor(input_ids)
-        use_cache = bool(cfg.use_cache if use_cache is None else use_cache) and cfg.is_decoder
-        past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
-        _check_stack(cfg, input_ids, attention_mask, token_type_ids, position_ids, past_length)
-        input_ids, token_type_ids, position_ids = map(_as_index_tensor, (input_ids, token_type_ids, position_ids))
+        use_cache, past_length, key_length, input_ids, token_type_ids, position_ids = _open_stack(
+            self.config, input_ids, attention_mask, token_type_ids, position_ids, past_key_values,
+            use_cache if self.config.is_decoder else False, cache_index,  # an encoder returns no cache
+        )
         hidden = self._embed(input_ids, token_type_ids, position_ids, past_length, training)
         bias = self._self_attention_bias(attention_mask, tf.shape(input_ids)[1], past_length, key_length)
         hidden, presents, all_hidden, all_self, all_cross = self.encoder(
@@ -427,21 +417,16 @@ class TFBertModel(TFPreTrainedModel, keras.Model):
             output_hidden_states=output_hidden_states,
             training=training,
         )
-        out = BaseModelOutput(
-            last_hidden_state=hidden,
-            pooler_output=self.pooler(hidden) if self.pooler is not None else None,
-            past_key_values=presents if use_cache else None,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
-        return out if return_dict else out.to_tuple()
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return _stack_output(hidden, all_hidden, all_self, all_cross, presents if use_cache else None, return_dict,
+                             pooled)
 
 
-class TFBertLMHeadModel(TFPreTrainedModel, keras.Model):
+class TFBertLMHeadModel(_CausalLM):
     """A BERT decoder with its LM head; the head's projection is the word embeddings when tied."""
 
     base_model_prefix = "bert"
+    output_embeddings_path = "cls.predictions.decoder"
 
     def __init__(self, config: ArchConfig, shared: keras.Model | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -450,42 +435,6 @@ class TFBertLMHeadModel(TFPreTrainedModel, keras.Model):
         self.cls = TFBertOnlyMLMHead(config, self.bert.get_input_embeddings(), name="mlm___cls")
         self.built = True  # every weight exists from here on
 
-    @property
-    def base_model(self) -> TFBertModel:
-        return getattr(self, self.base_model_prefix)
-
-    def get_input_embeddings(self) -> keras.layers.Embedding:
-        return self.base_model.get_input_embeddings()
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        return self.cls.predictions.decoder
-
     def compute_logits(self, hidden_states):
         """The LM head: `[..., H]` -> `[..., V]`."""
         return self.cls(hidden_states)
-
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        use_cache=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        logits_to_keep=0,
-        return_dict=True,
-        training=False,
-        cache_index=None,
-    ):
-        out = self.base_model(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, training=training, cache_index=cache_index,
-        )
-        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

@@ -44,6 +44,7 @@ class TFBertGenerationEncoder(TFBertModel):
 
 class TFBertGenerationDecoder(TFBertLMHeadModel):
     base_model_prefix = "bert"
+    output_embeddings_path = "lm_head.decoder"
 
     def __init__(self, config: ArchConfig, shared: keras.Model | None = None, **kwargs: Any) -> None:
         keras.Model.__init__(self, **kwargs)
@@ -51,9 +52,6 @@ class TFBertGenerationDecoder(TFBertLMHeadModel):
         self.bert = TFBertGenerationEncoder(config, shared=shared, name="bert")
         self.lm_head = TFBertGenerationOnlyLMHead(config, self.bert.get_input_embeddings(), name="lm_head")
         self.built = True  # every weight exists from here on
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        return self.lm_head.decoder
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states)

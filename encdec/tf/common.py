@@ -1,9 +1,11 @@
-"""What every TensorFlow model file shares: activations, masks, output containers, input checks, caches."""
+"""What every TensorFlow model file shares: activations, masks, output containers, input checks, caches, the
+steps every body takes before and after its layers, and the half every decoder with an LM head shares."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from operator import attrgetter
 from typing import Any
 
 import keras
@@ -13,6 +15,7 @@ import tensorflow as tf
 from ..config import ArchConfig
 from ..errors import InputError
 from ..inputs import Traced, check_ids, check_stack_inputs, token_type_table
+from .pretrained import TFPreTrainedModel
 
 
 def _gelu_new(x: tf.Tensor) -> tf.Tensor:
@@ -357,6 +360,23 @@ def _fold_beams_attend(query, key, value, bias, scale, dropout, training):
     return context, probs
 
 
+def _cross_keys_values(past_key_value, project, encoder_hidden_states):
+    """A layer's cross-attention keys/values `[B, H, S, D]`: the cached ones when given (the encoder
+    output does not change while decoding), else `project(encoder_hidden_states)`."""
+    if past_key_value is not None:
+        return past_key_value
+    return project(encoder_hidden_states)
+
+
+def _attend_heads(module, query, key, value, bias, past_key_value, dropout, training):
+    """An attention layer's `[B, Q, H, D]` queries over its keys/values -> (`[B, Q, H*D]`, probabilities):
+    cross-attention over cached keys kept once per batch item for several query rows (beams) is attended
+    folded (`_fold_beams_attend`), everything else by `_attend`."""
+    if module.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
+        return _fold_beams_attend(query, key, value, bias, module.scale, dropout, training)
+    return _attend(query, key, value, bias, module.scale, dropout, training)
+
+
 def _cache_lengths(input_ids, past_key_values, cache_index):
     """(tokens before the new ones, keys attended) for a forward with an optional cache."""
     length = tf.shape(input_ids)[1]
@@ -368,6 +388,35 @@ def _cache_lengths(input_ids, past_key_values, cache_index):
         past = tf.shape(past_key_values[0][0])[2]
         return past, past + length
     return 0, length
+
+
+def _open_stack(config: ArchConfig, input_ids, attention_mask, token_type_ids, position_ids, past_key_values,
+                use_cache, cache_index):
+    """What a body's call does before it embeds -> (use_cache, past length, keys attended, input_ids,
+    token_type_ids, position_ids).
+
+    `use_cache` is the config's when None; the cache lengths are read (`_cache_lengths`), the inputs
+    checked (`_check_stack`), the ids made tensors the gathers take.
+    """
+    input_ids = tf.convert_to_tensor(input_ids)
+    use_cache = bool(config.use_cache if use_cache is None else use_cache)
+    past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
+    _check_stack(config, input_ids, attention_mask, token_type_ids, position_ids, past_length)
+    input_ids, token_type_ids, position_ids = map(_as_index_tensor, (input_ids, token_type_ids, position_ids))
+    return use_cache, past_length, key_length, input_ids, token_type_ids, position_ids
+
+
+def _stack_output(hidden, all_hidden, all_self, all_cross, past_key_values, return_dict: bool, pooler_output=None):
+    """A body's outputs: its BaseModelOutput, or with `return_dict=False` the tuple of the fields that are set."""
+    out = BaseModelOutput(
+        last_hidden_state=hidden,
+        pooler_output=pooler_output,
+        past_key_values=past_key_values,
+        hidden_states=all_hidden,
+        attentions=all_self,
+        cross_attentions=all_cross,
+    )
+    return out if return_dict else out.to_tuple()
 
 
 def _encoder_bias(encoder_attention_mask):
@@ -431,3 +480,51 @@ def _causal_lm_output(model, base_output, labels, logits_to_keep: int, return_di
         cross_attentions=base_output.cross_attentions,
     )
     return result if return_dict else result.to_tuple()
+
+
+class _CausalLM(TFPreTrainedModel, keras.Model):
+    """What every decoder with an LM head shares: its body under `base_model_prefix`, its projection to
+    the vocabulary at the attribute path `output_embeddings_path`, and transformers' call, which runs
+    the body and then `compute_logits`."""
+
+    output_embeddings_path = "lm_head"
+
+    @property
+    def base_model(self):
+        return getattr(self, self.base_model_prefix)
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.base_model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> keras.layers.Layer:
+        return attrgetter(self.output_embeddings_path)(self)
+
+    def compute_logits(self, hidden_states):
+        """The LM head: `[..., H]` -> `[..., V]`; the projection alone unless a head has more."""
+        return _project_to_vocab(self.get_output_embeddings(), hidden_states)
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        labels=None,
+        logits_to_keep=0,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        out = self.base_model(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training, cache_index=cache_index,
+        )
+        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

@@ -70,6 +70,7 @@ class TFElectraForCausalLM(TFBertLMHeadModel):
     TFElectraForMaskedLM head and names)."""
 
     base_model_prefix = "electra"
+    output_embeddings_path = "generator_lm_head"
 
     def __init__(self, config: ArchConfig, shared: keras.Model | None = None, **kwargs: Any) -> None:
         keras.Model.__init__(self, **kwargs)
@@ -79,12 +80,10 @@ class TFElectraForCausalLM(TFBertLMHeadModel):
         self.generator_lm_head = TFElectraGeneratorLMHead(
             config, self.electra.get_input_embeddings(), name="generator_lm_head"
         )
+        if config.tie_word_embeddings:
+            # The head projects with the word embeddings; untied, with its own `kernel`.
+            self.output_embeddings_path = "generator_lm_head.input_embeddings"
         self.built = True  # every weight exists from here on
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        """The word embeddings when tied, else the head itself (its `kernel`)."""
-        head = self.generator_lm_head
-        return head.input_embeddings if head.input_embeddings is not None else head
 
     def compute_logits(self, hidden_states):
         return self.generator_lm_head(self.generator_predictions(hidden_states))

@@ -17,22 +17,18 @@ from ..errors import ConfigError
 from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
-    BaseModelOutput,
-    _attend,
-    _as_index_tensor,
-    _cache_lengths,
-    _causal_lm_output,
-    _check_stack,
-    _dense,
+    _attend_heads,
+    _cross_keys_values,
+    _CausalLM,
     _embedding,
     _encoder_bias,
     _extend_cache,
-    _fold_beams_attend,
     _heads_first,
     _layer_norm,
-    _project_to_vocab,
-    _rows_differ,
+    _open_stack,
+    _output_projection,
     _run_layers,
+    _stack_output,
     causal_bias,
 )
 
@@ -93,19 +89,14 @@ class TFGPT2Attention(keras.layers.Layer):
     ):
         if self.is_cross_attention:
             query = self._heads(self.q_attn(hidden_states))
-            if past_key_value is not None:
-                key, value = past_key_value  # the encoder output does not change while decoding
-            else:
-                key, value = self._key_value(key_value_states)
+            key, value = _cross_keys_values(past_key_value, self._key_value, key_value_states)
         else:
             query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=-1)
             query, key, value = self._heads(query), _heads_first(self._heads(key)), _heads_first(self._heads(value))
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
-        if self.is_cross_attention and past_key_value is not None and _rows_differ(query, key):
-            context, probs = _fold_beams_attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
-        else:
-            context, probs = _attend(query, key, value, attention_bias, self.scale, self.attn_dropout, training)
+        context, probs = _attend_heads(self, query, key, value, attention_bias, past_key_value, self.attn_dropout,
+                                       training)
         output = self.resid_dropout(self.c_proj(context), training=training)
         return output, (key, value), probs if output_attentions else None
 
@@ -218,12 +209,10 @@ class TFGPT2Model(TFPreTrainedModel, keras.Model):
         training=False,
         cache_index=None,
     ):
-        cfg = self.config
-        input_ids = tf.convert_to_tensor(input_ids)
-        use_cache = bool(cfg.use_cache if use_cache is None else use_cache)
-        past_length, key_length = _cache_lengths(input_ids, past_key_values, cache_index)
-        _check_stack(cfg, input_ids, attention_mask, token_type_ids, position_ids, past_length)
-        input_ids, token_type_ids, position_ids = map(_as_index_tensor, (input_ids, token_type_ids, position_ids))
+        use_cache, past_length, key_length, input_ids, token_type_ids, position_ids = _open_stack(
+            self.config, input_ids, attention_mask, token_type_ids, position_ids, past_key_values, use_cache,
+            cache_index,
+        )
         length = tf.shape(input_ids)[1]
         if position_ids is None:
             position_ids = (tf.range(length) + tf.cast(past_length, tf.int32))[None, :]  # [1, S]
@@ -242,17 +231,10 @@ class TFGPT2Model(TFPreTrainedModel, keras.Model):
         if output_hidden_states:
             # transformers takes the last hidden state after ln_f, in place of the last block's output
             all_hidden = all_hidden[:-1] + (hidden,)
-        out = BaseModelOutput(
-            last_hidden_state=hidden,
-            past_key_values=presents if use_cache else None,
-            hidden_states=all_hidden,
-            attentions=all_self,
-            cross_attentions=all_cross,
-        )
-        return out if return_dict else out.to_tuple()
+        return _stack_output(hidden, all_hidden, all_self, all_cross, presents if use_cache else None, return_dict)
 
 
-class TFGPT2LMHeadModel(TFPreTrainedModel, keras.Model):
+class TFGPT2LMHeadModel(_CausalLM):
     """GPT-2 with its LM head (no bias), tied to the token embeddings by default."""
 
     base_model_prefix = "transformer"
@@ -265,47 +247,5 @@ class TFGPT2LMHeadModel(TFPreTrainedModel, keras.Model):
             )
         self.config = config
         self.transformer = TFGPT2Model(config, name="transformer")
-        if config.tie_word_embeddings:
-            self.lm_head = self.transformer.wte
-        else:
-            self.lm_head = _dense(config.vocab_size, config.n_embd, "lm_head", use_bias=False)
+        self.lm_head = _output_projection(config, self.transformer.wte, "lm_head")
         self.built = True  # every weight exists from here on
-
-    @property
-    def base_model(self) -> TFGPT2Model:
-        return self.transformer
-
-    def get_input_embeddings(self) -> keras.layers.Embedding:
-        return self.transformer.wte
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        return self.lm_head
-
-    def compute_logits(self, hidden_states):
-        return _project_to_vocab(self.lm_head, hidden_states)
-
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        use_cache=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        logits_to_keep=0,
-        return_dict=True,
-        training=False,
-        cache_index=None,
-    ):
-        out = self.transformer(
-            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, training=training, cache_index=cache_index,
-        )
-        return _causal_lm_output(self, out, labels, logits_to_keep, return_dict)

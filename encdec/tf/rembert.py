@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from ..config import ArchConfig
-from .bert import TFBertEmbeddings, TFBertEncoder, TFBertLMHeadModel, TFBertModel, TFBertPooler
+from .bert import TFBertEncoder, TFBertLMHeadModel, TFBertModel
 from .common import ACT2FN, _dense, _layer_norm
 
 
@@ -93,19 +93,7 @@ class TFRemBertModel(TFBertModel):
     """The RemBERT body: embeddings, their projection and the layers, and (as an encoder) the pooler.
     `shared`: an encoder whose embeddings and layers this decoder body uses too (tie_encoder_decoder)."""
 
-    def __init__(
-        self, config: ArchConfig, add_pooling_layer: bool = True, shared: "TFRemBertModel | None" = None,
-        **kwargs: Any,
-    ) -> None:
-        keras.Model.__init__(self, **kwargs)
-        self.config = config
-        if shared is not None:
-            self.embeddings = shared.embeddings
-        else:
-            self.embeddings = TFBertEmbeddings(config, name="embeddings")
-        self.encoder = TFRemBertEncoder(config, shared=shared.encoder if shared is not None else None, name="encoder")
-        self.pooler = TFBertPooler(config, name="pooler") if add_pooling_layer and not config.is_decoder else None
-        self.built = True  # every weight exists from here on
+    encoder_class = TFRemBertEncoder
 
 
 class TFRemBertForCausalLM(TFBertLMHeadModel):

@@ -54,6 +54,7 @@ class TFRobertaModel(TFBertModel):
 
 class TFRobertaForCausalLM(TFBertLMHeadModel):
     base_model_prefix = "roberta"
+    output_embeddings_path = "lm_head.decoder"
 
     def __init__(self, config: ArchConfig, shared: keras.Model | None = None, **kwargs: Any) -> None:
         keras.Model.__init__(self, **kwargs)
@@ -61,9 +62,6 @@ class TFRobertaForCausalLM(TFBertLMHeadModel):
         self.roberta = TFRobertaModel(config, add_pooling_layer=False, shared=shared, name="roberta")
         self.lm_head = TFRobertaLMHead(config, self.roberta.get_input_embeddings(), name="lm_head")
         self.built = True  # every weight exists from here on
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        return self.lm_head.decoder
 
     def compute_logits(self, hidden_states):
         return self.lm_head(hidden_states)
