@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from .config import EncoderDecoderConfig, GenerationConfig
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, NonFiniteError
 from .inputs import check_ids
 
 # Options of `generate` that are no generation option: each port reads those it knows.
@@ -180,6 +180,12 @@ class GenerationSetup:
     heuristic_at_max_length: bool  # early_stopping == "never" and length_penalty > 0
     port_options: dict  # the call's options named in `port_options` (seed, generator, ...), as given
     explicit_max_length: bool  # max_length was set (by the call or the base config)
+
+
+def beam_candidates(num_beams: int, eos_token_ids) -> int:
+    """Beam candidates kept per step: `max(2, 1 + number of eos ids) * num_beams`, so that `num_beams`
+    unfinished ones remain even when the best candidates of every beam end in an eos id."""
+    return max(2, 1 + len(eos_token_ids or ())) * num_beams
 
 
 def _first_set(*values):
@@ -422,7 +428,7 @@ def plan_generation(config: EncoderDecoderConfig, generation_config: Optional[Ge
         num_beams=num_beams,
         num_return_sequences=returned,
         rows_per_item=max(num_beams, returned),
-        beams_to_keep=max(2, 1 + len(eos_ids)) * num_beams,
+        beams_to_keep=beam_candidates(num_beams, eos_ids),
         do_sample=bool(gc.do_sample),
         output_scores=bool(gc.output_scores and gc.return_dict_in_generate),
         return_dict_in_generate=bool(gc.return_dict_in_generate),
@@ -542,10 +548,41 @@ def loop_options(setup: GenerationSetup, vocab: int) -> dict:
     )
 
 
+def loop_processors(static: StaticPlan, opts: Mapping[str, Any], lookup) -> list:
+    """The processors of a loop compiled with static shapes, in the plan's order: those its key lists,
+    min length always and, when sampling, the three warpers always (their `loop_options` values may be
+    no-ops), so changing a value compiles nothing. `lookup` is `build_processors`'s; each class is called
+    with its options by name, read from `opts` (the loop's inputs, as its own values) and the key."""
+    keyed = dict(static.processors)
+    options = {
+        "repetition_penalty": lambda: dict(penalty=opts["repetition_penalty"]),
+        "no_repeat_ngram": lambda: dict(ngram_size=keyed["no_repeat_ngram"]),
+        # The loop's single-token mask is a placeholder when the key says there are no single-token bans.
+        "bad_words": lambda: dict(single=opts["bad_words_single"] if keyed["bad_words"][0] else None,
+                                  groups=opts["bad_words_groups"]),
+        # Without eos ids (or with min_length <= 1) this bans nothing, as transformers' absent processor.
+        "min_length": lambda: dict(min_length=opts["min_length"], eos_token_ids=opts["eos_token_ids"]),
+        "forced_bos": lambda: dict(token_id=opts["forced_bos_token_id"]),
+        "forced_eos": lambda: dict(max_length=static.max_length, eos_token_ids=opts["forced_eos_token_ids"]),
+        "temperature": lambda: dict(temperature=opts["temperature"]),
+        # `loop_options`' top_k already counts min_tokens_to_keep and is at most the vocabulary.
+        "top_k": lambda: dict(top_k=opts["top_k"]),
+        "top_p": lambda: dict(top_p=opts["top_p"], min_tokens_to_keep=opts["min_tokens_to_keep"]),
+    }
+    runs = set(keyed) | {"min_length"} | ({"temperature", "top_k", "top_p"} if static.do_sample else set())
+    return [lookup(PROCESSOR_CLASSES[name])(**options[name]()) for name in PROCESSOR_NAMES if name in runs]
+
+
 def nan_message(step) -> str:
     """The NonFiniteError text for logits that held a NaN at generation step `step`."""
     return (f"the scores became NaN at step {step}; check the weights for non-finite values "
             "(encdec inspect lists them)")
+
+
+def check_nan_step(nan_step) -> None:
+    """NonFiniteError when a search loop recorded a step whose logits held a NaN (`nan_step` >= 0; -1 if none)."""
+    if int(nan_step) >= 0:
+        raise NonFiniteError(nan_message(int(nan_step)))
 
 
 def returned_beams(num_return_sequences: int, prompt_length: int, sequences, beam_scores, beam_indices,

@@ -26,7 +26,8 @@ import numpy as np
 
 from .config import EncoderDecoderConfig, GenerationConfig
 from .errors import ConfigError, ExportError, InputError, NonFiniteError
-from .generation import apply_processors, build_processors, nan_message, plan_generation, returned_beams
+from .generation import (apply_processors, beam_candidates, build_processors, nan_message, plan_generation,
+                         returned_beams)
 from .inputs import check_encoder_inputs, check_ids
 
 ENCODER_FILE = "encoder_model.onnx"
@@ -333,7 +334,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
     Returns the sequences `[B * num_return_sequences, length]`."""
     prompt_len = cur_len = prompt_length
     eos = np.asarray(eos_token_ids, np.int64) if eos_token_ids else None
-    beams_to_keep = max(2, 1 + len(eos_token_ids or ())) * num_beams
+    beams_to_keep = beam_candidates(num_beams, eos_token_ids)
     top_num_beam_mask = np.arange(beams_to_keep) < num_beams
     penalties = np.asarray(penalties, np.float32)  # [max_length + 1]
     big = np.float32(-1.0e9)

@@ -30,13 +30,14 @@ from jax import lax
 
 from .. import inputs
 from ..config import GenerationConfig
-from ..errors import InputError, NonFiniteError
+from ..errors import InputError
 from ..generation import (
     StaticPlan,
     apply_processors,
+    check_nan_step,
     generate_outputs,
     loop_options,
-    nan_message,
+    loop_processors,
     plan_generation,
     returned_beams,
     static_plan,
@@ -129,8 +130,8 @@ def _forced(scores, token_ids):
 class FlaxForcedBOSTokenLogitsProcessor:
     """The first generated token is `bos_token_id`."""
 
-    def __init__(self, bos_token_id) -> None:
-        self.bos_token_id = bos_token_id
+    def __init__(self, token_id) -> None:
+        self.bos_token_id = token_id
 
     def __call__(self, sequences, cur_len, scores):
         return jnp.where(cur_len == 1, _forced(scores, self.bos_token_id), scores)
@@ -185,30 +186,9 @@ class FlaxTopPLogitsWarper:
 
 
 def build_logits_processors(static: StaticPlan, opts: dict) -> list:
-    """The processors of the plan, in transformers' order (sampling warpers last). Min length and,
-    when sampling, the three warpers always run (their values may be no-ops): changing them
-    compiles nothing."""
-    processors = []
-    for name, structure in static.processors:
-        if name == "repetition_penalty":
-            processors.append(FlaxRepetitionPenaltyLogitsProcessor(opts["repetition_penalty"]))
-        elif name == "no_repeat_ngram":
-            processors.append(FlaxNoRepeatNGramLogitsProcessor(structure))
-        elif name == "bad_words":
-            single = opts["bad_words_single"] if structure[0] else None
-            processors.append(FlaxNoBadWordsLogitsProcessor(single, opts["bad_words_groups"]))
-    # Without eos ids (or with min_length <= 1) this bans nothing, as transformers' absent processor.
-    processors.append(FlaxMinLengthLogitsProcessor(opts["min_length"], opts["eos_token_ids"]))
-    for name, _ in static.processors:
-        if name == "forced_bos":
-            processors.append(FlaxForcedBOSTokenLogitsProcessor(opts["forced_bos_token_id"]))
-        elif name == "forced_eos":
-            processors.append(FlaxForcedEOSTokenLogitsProcessor(static.max_length, opts["forced_eos_token_ids"]))
-    if static.do_sample:
-        processors.append(FlaxTemperatureLogitsWarper(opts["temperature"]))
-        processors.append(FlaxTopKLogitsWarper(opts["top_k"]))
-        processors.append(FlaxTopPLogitsWarper(opts["top_p"], opts["min_tokens_to_keep"]))
-    return processors
+    """The processors of a compiled loop (`encdec.generation.loop_processors`), in transformers' order,
+    their options the loop's traced inputs."""
+    return loop_processors(static, opts, lambda name: globals()["Flax" + name])
 
 
 # ---------------------------------------------------------------------------
@@ -533,7 +513,9 @@ def _search(model, static: StaticPlan, params, input_ids, attention_mask, token_
     step, cache = _start(model, params, static, input_ids, attention_mask, token_type_ids, prompt)
     processors = build_logits_processors(static, opts)
     rows = prompt.shape[0]
-    sequences = jnp.zeros((rows, static.max_length), jnp.int32).at[:, : static.prompt_length].set(prompt)
+    # Past each row's end the buffer holds the fill id: traced, `generate` returns it whole.
+    sequences = jnp.full((rows, static.max_length), opts["pad_token_id"], jnp.int32)
+    sequences = sequences.at[:, : static.prompt_length].set(prompt)
     if static.num_beams == 1:
         sequences, cur_len, scores, nan_step = greedy_search(
             step, processors, sequences, cache, static, opts["eos_token_ids"], opts["pad_token_id"], key
@@ -617,11 +599,10 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
     out = fn(params, input_ids, attention_mask, token_type_ids, prompt,
              loop_options(setup, model.config.decoder.vocab_size), key)
     if traced:
-        jax.debug.callback(_check_finite, out["nan_step"])
-        return _outputs(setup, _full_length(static, plan, out), traced=True)
+        jax.debug.callback(check_nan_step, out["nan_step"])
+        return _outputs(setup, out, traced=True)
     out = jax.device_get(out)
-    if int(out["nan_step"]) >= 0:
-        raise NonFiniteError(nan_message(int(out["nan_step"])))
+    check_nan_step(out["nan_step"])
     return _outputs(setup, out, traced=False)
 
 
@@ -631,29 +612,13 @@ def _check_values(config, input_ids, attention_mask, token_type_ids) -> None:
                                           for v in (input_ids, attention_mask, token_type_ids)))
 
 
-def _check_finite(nan_step) -> None:
-    if int(nan_step) >= 0:
-        raise NonFiniteError(nan_message(int(nan_step)))
-
-
-def _full_length(static: StaticPlan, plan, out: dict) -> dict:
-    """Traced loop outputs as fixed shapes: the whole buffers, greedy rows padded past the generated
-    length (the beam buffers are filled already)."""
-    out = dict(out)
-    if static.num_beams == 1:
-        filled = jnp.arange(static.max_length)[None, :] < out["cur_len"]  # [1, L]
-        out["sequences"] = jnp.where(filled, out["sequences"], plan.fill_token_id)
-    out["cur_len"] = static.max_length
-    return out
-
-
 def _outputs(setup, out: dict, traced: bool):
     """The loop's `[N, max_length]` buffers as ids in an output object. Eagerly (`out` on the host)
-    cut to the generated length, in numpy: a device slice of a new shape would compile. Traced
-    (`out` from `_full_length`) every column is kept."""
+    cut to the generated length, in numpy: a device slice of a new shape would compile. Traced every
+    column is kept (filled past each row's end: greedy rows with the pad id, beam rows with the beam fill)."""
     plan = setup.plan
     put = (lambda x: x) if traced else _to_device
-    steps = int(out["cur_len"]) - plan.prompt_length
+    steps = plan.max_length - plan.prompt_length if traced else int(out["cur_len"]) - plan.prompt_length
     scores = None if out["scores"] is None else tuple(put(s) for s in out["scores"][:steps])
     if not plan.is_beam_search:
         sequences = put(out["sequences"][:, : plan.prompt_length + steps])

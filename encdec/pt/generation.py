@@ -29,6 +29,7 @@ from ..config import GenerationConfig
 from ..errors import NonFiniteError
 from ..generation import (
     apply_processors,
+    beam_candidates,
     build_processors,
     generate_outputs,
     nan_message,
@@ -321,8 +322,7 @@ def beam_search(step, processors, sequences, batch_size: int, num_beams: int, ma
     device = sequences.device
     prompt_len = cur_len = prompt_length
     eos = torch.tensor(eos_token_ids, device=device) if eos_token_ids else None
-    n_eos = len(eos_token_ids) if eos_token_ids else 0
-    beams_to_keep = max(2, 1 + n_eos) * num_beams
+    beams_to_keep = beam_candidates(num_beams, eos_token_ids)
     top_num_beam_mask = torch.cat(
         (torch.ones(num_beams, dtype=torch.bool), torch.zeros(beams_to_keep - num_beams, dtype=torch.bool))
     ).to(device)

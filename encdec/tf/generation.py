@@ -35,13 +35,15 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import GenerationConfig
-from ..errors import InputError, NonFiniteError
+from ..errors import InputError
 from ..generation import (
     GenerationPlan,
     GenerationSetup,
     apply_processors,
+    beam_candidates,
     beam_options,
     build_processors,
+    check_nan_step,
     generate_outputs,
     nan_message,
     plan_generation,
@@ -375,8 +377,7 @@ def beam_search(step, reorder, processors, sequences, batch_size, num_beams: int
     `nan_step` (the first step whose logits held a NaN, or -1).
     """
     prompt_len = prompt_length
-    n_eos = len(eos_token_ids) if eos_token_ids else 0
-    beams_to_keep = max(2, 1 + n_eos) * num_beams
+    beams_to_keep = beam_candidates(num_beams, eos_token_ids)
     top_num_beam_mask = tf.constant([True] * num_beams + [False] * (beams_to_keep - num_beams))
     rows = batch_size * num_beams
 
@@ -649,8 +650,8 @@ def generate(model, input_ids, attention_mask=None, generation_config: Optional[
              tf.constant(int(seed), tf.int64), *_beam_options(setup))
     if traced:
         tf.debugging.assert_less(out["nan_step"], 0, message=nan_message("nan_step"))
-    elif int(out["nan_step"]) >= 0:
-        raise NonFiniteError(nan_message(int(out["nan_step"])))
+    else:
+        check_nan_step(out["nan_step"])
     return _outputs(plan, gc, out, crop=not traced)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from encdec import generation as G
 from encdec.config import BertConfig, EncoderDecoderConfig, GenerationConfig, RobertaConfig
-from encdec.errors import ConfigError, InputError
+from encdec.errors import ConfigError, InputError, NonFiniteError
 
 SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
              max_position_embeddings=64)
@@ -394,3 +394,35 @@ def test_build_processors_calls_each_class_with_its_options_in_order():
     assert bad["device"] == "here" and bad["single"].nonzero()[0].tolist() == [7]
     np.testing.assert_array_equal(bad["groups"][0][0], [[8]])
     assert G.apply_processors([lambda s, n, x: x + n, lambda s, n, x: x * 2], None, 3, 1) == 8
+
+
+def test_loop_processors_run_min_length_and_the_warpers_always_in_the_plans_order():
+    def made(options):
+        setup = plan(dict(max_length=8, **options))
+        static = G.static_plan(setup.plan, 2, 5, False)
+        return G.loop_processors(static, G.loop_options(setup, VOCAB), lambda name: (lambda **kw: (name, kw)))
+
+    # The key lists no processor: min length alone, with values that ban nothing.
+    assert [(name, kw["min_length"]) for name, kw in made({})] == [("MinLengthLogitsProcessor", 0)]
+    out = dict(made(dict(repetition_penalty=1.5, no_repeat_ngram_size=2, bad_words_ids=[[8, 9]], forced_bos_token_id=5,
+                         forced_eos_token_id=6, do_sample=True, top_k=4)))
+    assert list(out) == ["RepetitionPenaltyLogitsProcessor", "NoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor",
+                         "MinLengthLogitsProcessor", "ForcedBOSTokenLogitsProcessor", "ForcedEOSTokenLogitsProcessor",
+                         "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"]
+    assert out["NoRepeatNGramLogitsProcessor"] == {"ngram_size": 2}
+    assert out["NoBadWordsLogitsProcessor"]["single"] is None  # no single-token ban: the mask is a placeholder
+    assert out["ForcedEOSTokenLogitsProcessor"]["max_length"] == 8
+    assert out["ForcedBOSTokenLogitsProcessor"] == {"token_id": 5}
+    assert (out["TemperatureLogitsWarper"]["temperature"], out["TopKLogitsWarper"]["top_k"],
+            out["TopPLogitsWarper"]["top_p"]) == (1.0, 4, 1.0)
+
+
+def test_check_nan_step_raises_for_a_recorded_step_only():
+    G.check_nan_step(np.int32(-1))
+    with pytest.raises(NonFiniteError, match=r"^the scores became NaN at step 3; check the weights"):
+        G.check_nan_step(np.int32(3))
+
+
+def test_beam_candidates_leave_num_beams_unfinished():
+    assert G.beam_candidates(3, ()) == G.beam_candidates(3, None) == G.beam_candidates(3, [2]) == 6
+    assert G.beam_candidates(3, [2, 5]) == 9
