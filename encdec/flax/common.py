@@ -8,7 +8,6 @@ scores; softmax runs in float32 whatever the computation dtype.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from operator import attrgetter
 from typing import Any, Optional
@@ -17,12 +16,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 from jax import lax
 
 from .. import inputs
 from ..config import ArchConfig
 from ..errors import ConfigError, InputError
+from ..outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput, field_names
 from .pretrained import FlaxPreTrainedModel
 
 
@@ -215,80 +214,15 @@ def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, en
     return hidden_states, all_hidden, all_self, all_cross, tuple(new_layers)
 
 
-class _ModelOutput:
-    """transformers' Flax ModelOutput access on a pytree dataclass: by attribute, by name
-    (`out["logits"]`) and by position (`out[0]`) over the fields that are set, in field order."""
-
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
-
-    def values(self) -> list:
-        return [getattr(self, name) for name in self.keys()]
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(name, getattr(self, name)) for name in self.keys()]
-
-    def to_tuple(self) -> tuple:
-        return tuple(self.values())
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in self.keys():
-                # A field that is not set is no key, as in transformers' ModelOutput (an OrderedDict).
-                raise KeyError(f"{key!r}: not set in this {type(self).__name__}; set fields are {self.keys()}")
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-    def __contains__(self, key) -> bool:
-        return key in self.keys()
-
-    def __iter__(self):
-        # Iterating a dict gives its keys; without this Python would iterate by position over the values.
-        return iter(self.keys())
+def _register_pytree(cls):
+    """Registers an output class (`encdec.outputs`) as a JAX pytree whose leaves are its fields, as
+    flax.struct.dataclass made transformers' Flax outputs, so it passes through `jax.jit`; returns it."""
+    return jax.tree_util.register_dataclass(cls, data_fields=list(field_names(cls)), meta_fields=[])
 
 
-@struct.dataclass
-class BaseModelOutput(_ModelOutput):
-    """A body's outputs (a pytree, so it passes through `jax.jit`); decoders fill the cache and cross-attention fields."""
-
-    last_hidden_state: Any = None
-    pooler_output: Optional[Any] = None
-    past_key_values: Optional[dict] = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-
-
-@struct.dataclass
-class CausalLMOutput(_ModelOutput):
-    """A decoder's outputs; `past_key_values` is the fixed-size cache after this call."""
-
-    loss: Optional[Any] = None
-    logits: Any = None
-    past_key_values: Optional[dict] = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-
-
-@struct.dataclass
-class Seq2SeqLMOutput(_ModelOutput):
-    """The encoder-decoder's outputs, with transformers' field names."""
-
-    loss: Optional[Any] = None
-    logits: Any = None
-    past_key_values: Optional[dict] = None
-    decoder_hidden_states: Optional[tuple] = None
-    decoder_attentions: Optional[tuple] = None
-    cross_attentions: Optional[tuple] = None
-    encoder_last_hidden_state: Any = None
-    encoder_hidden_states: Optional[tuple] = None
-    encoder_attentions: Optional[tuple] = None
-
-    @property
-    def cache(self):
-        """transformers 5 names `past_key_values` `cache`."""
-        return self.past_key_values
+_register_pytree(BaseModelOutput)
+_register_pytree(CausalLMOutput)
+_register_pytree(Seq2SeqLMOutput)
 
 
 def _cross_entropy(logits, labels):

@@ -20,12 +20,11 @@ a user's `jax.jit`, `generate` runs the same loop and returns its fixed-size buf
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 from jax import lax
 
 from .. import inputs
@@ -42,7 +41,14 @@ from ..generation import (
     returned_beams,
     static_plan,
 )
-from .common import _fact, _is_concrete, _reorder_cache
+from ..outputs import (
+    BeamSearchOutput,
+    GenerateBeamEncoderDecoderOutput,
+    GenerateEncoderDecoderOutput,
+    GreedySearchOutput,
+    SampleOutput,
+)
+from .common import _fact, _is_concrete, _register_pytree, _reorder_cache
 
 _NEG = -1.0e9  # transformers' "very large negative" beam score
 
@@ -198,47 +204,29 @@ def build_logits_processors(static: StaticPlan, opts: dict) -> list:
 # transformers 4.x's Flax outputs of `generate` (what it returns without `return_dict_in_generate`).
 
 
-@struct.dataclass
-class FlaxGreedySearchOutput:
-    """Greedy search ids: `sequences` `[B, length]`."""
-
-    sequences: Any = None
+@_register_pytree
+class FlaxGreedySearchOutput(GreedySearchOutput):
+    """`GreedySearchOutput` (`encdec.outputs`) under transformers' Flax name."""
 
 
-@struct.dataclass
-class FlaxSampleOutput:
-    """Sampled ids: `sequences` `[B * num_return_sequences, length]`."""
-
-    sequences: Any = None
+@_register_pytree
+class FlaxSampleOutput(SampleOutput):
+    """`SampleOutput` (`encdec.outputs`) under transformers' Flax name."""
 
 
-@struct.dataclass
-class FlaxBeamSearchOutput:
-    """Beam search ids `sequences` `[B * num_return_sequences, length]`, best first, and `scores`
-    `[B * num_return_sequences]`: each one's log-probability divided by length ** length_penalty."""
-
-    sequences: Any = None
-    scores: Any = None
+@_register_pytree
+class FlaxBeamSearchOutput(BeamSearchOutput):
+    """`BeamSearchOutput` (`encdec.outputs`) under transformers' Flax name."""
 
 
-@struct.dataclass
-class FlaxGenerateEncoderDecoderOutput:
-    """Greedy / sampling output (`return_dict_in_generate=True`); `scores` are the processed scores per step."""
-
-    sequences: Any = None
-    scores: Optional[tuple] = None
-    past_key_values: Optional[dict] = None
+@_register_pytree
+class FlaxGenerateEncoderDecoderOutput(GenerateEncoderDecoderOutput):
+    """`GenerateEncoderDecoderOutput` (`encdec.outputs`) under transformers' Flax name."""
 
 
-@struct.dataclass
-class FlaxGenerateBeamEncoderDecoderOutput:
-    """Beam search output; `scores` are the processed log-probabilities per step."""
-
-    sequences: Any = None
-    sequences_scores: Any = None
-    scores: Optional[tuple] = None
-    beam_indices: Any = None
-    past_key_values: Optional[dict] = None
+@_register_pytree
+class FlaxGenerateBeamEncoderDecoderOutput(GenerateBeamEncoderDecoderOutput):
+    """`GenerateBeamEncoderDecoderOutput` (`encdec.outputs`) under transformers' Flax name."""
 
 
 # ---------------------------------------------------------------------------

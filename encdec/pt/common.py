@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import outputs
 from ..errors import InputError
 from ..inputs import check_ids, check_stack_inputs
 from .pretrained import PreTrainedModel
@@ -351,7 +352,9 @@ def _run_layers(stack, layers, hidden_states, attention_bias, is_causal, encoder
 
 
 class _ModelOutput(OrderedDict):
-    """Outputs as transformers gives them: attributes, keys, and tuple indexing over the fields that are set."""
+    """Outputs as transformers' PyTorch ModelOutput gives them, an OrderedDict: attributes, keys, and tuple
+    indexing over the fields that are set. Each subclass takes its fields from the core's class
+    (`encdec.outputs`)."""
 
     _fields: tuple[str, ...] = ()
 
@@ -389,36 +392,19 @@ class _ModelOutput(OrderedDict):
 
 
 class BaseModelOutput(_ModelOutput):
-    """An encoder's (or a decoder body's) outputs."""
-
-    _fields = ("last_hidden_state", "pooler_output", "past_key_values", "hidden_states", "attentions", "cross_attentions")
+    __doc__ = outputs.BaseModelOutput.__doc__
+    _fields = outputs.field_names(outputs.BaseModelOutput)
 
 
 class CausalLMOutput(_ModelOutput):
-    """A decoder's outputs, with its LM head's logits."""
-
-    _fields = ("loss", "logits", "past_key_values", "hidden_states", "attentions", "cross_attentions")
+    __doc__ = outputs.CausalLMOutput.__doc__
+    _fields = outputs.field_names(outputs.CausalLMOutput)
 
 
 class Seq2SeqLMOutput(_ModelOutput):
-    """The encoder-decoder's outputs, with transformers' field names."""
-
-    _fields = (
-        "loss",
-        "logits",
-        "past_key_values",
-        "decoder_hidden_states",
-        "decoder_attentions",
-        "cross_attentions",
-        "encoder_last_hidden_state",
-        "encoder_hidden_states",
-        "encoder_attentions",
-    )
-
-    @property
-    def cache(self):
-        """transformers 5 names `past_key_values` `cache`."""
-        return self.past_key_values
+    __doc__ = outputs.Seq2SeqLMOutput.__doc__
+    _fields = outputs.field_names(outputs.Seq2SeqLMOutput)
+    cache = outputs.Seq2SeqLMOutput.cache
 
 
 def _causal_lm_loss(logits, labels):

@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .. import outputs
 from ..config import GenerationConfig
 from ..errors import NonFiniteError
 from ..generation import (
@@ -199,15 +200,13 @@ def build_logits_processors(specs: tuple, device=None) -> list:
 
 
 class GenerateEncoderDecoderOutput(_ModelOutput):
-    """Greedy / sampling output (`return_dict_in_generate=True`); `scores` are the processed scores per step."""
-
-    _fields = ("sequences", "scores", "past_key_values")
+    __doc__ = outputs.GenerateEncoderDecoderOutput.__doc__
+    _fields = outputs.field_names(outputs.GenerateEncoderDecoderOutput)
 
 
 class GenerateBeamEncoderDecoderOutput(_ModelOutput):
-    """Beam search output; `scores` are the processed log-probabilities per step."""
-
-    _fields = ("sequences", "sequences_scores", "scores", "beam_indices", "past_key_values")
+    __doc__ = outputs.GenerateBeamEncoderDecoderOutput.__doc__
+    _fields = outputs.field_names(outputs.GenerateBeamEncoderDecoderOutput)
 
 
 # ---------------------------------------------------------------------------

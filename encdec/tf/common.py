@@ -3,7 +3,6 @@ steps every body takes before and after its layers, and the half every decoder w
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from operator import attrgetter
 from typing import Any
@@ -15,6 +14,7 @@ import tensorflow as tf
 from ..config import ArchConfig
 from ..errors import InputError
 from ..inputs import Traced, check_ids, check_stack_inputs, token_type_table
+from ..outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput  # noqa: F401  (the port's outputs)
 from .pretrained import TFPreTrainedModel
 
 
@@ -70,73 +70,6 @@ def causal_bias(
 def softmax_float32(scores: tf.Tensor) -> tf.Tensor:
     """Softmax over the last axis computed in float32, returned in the scores' dtype."""
     return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
-
-
-class _ModelOutput:
-    """Field access by attribute, by name (`out["logits"]`) and by position over the fields that are set."""
-
-    def to_tuple(self) -> tuple:
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
-
-    def values(self) -> list:
-        return list(self.to_tuple())
-
-    def items(self) -> list[tuple[str, Any]]:
-        return list(zip(self.keys(), self.to_tuple()))
-
-    def __getitem__(self, key: str | int) -> Any:
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f"{key!r}: not a field this output holds; expected one of {self.keys()}")
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys()
-
-    def __iter__(self):
-        return iter(self.keys())
-
-
-@dataclasses.dataclass
-class BaseModelOutput(_ModelOutput):
-    last_hidden_state: tf.Tensor | None = None
-    pooler_output: tf.Tensor | None = None
-    past_key_values: tuple | None = None
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-    cross_attentions: tuple | None = None
-
-
-@dataclasses.dataclass
-class CausalLMOutput(_ModelOutput):
-    loss: tf.Tensor | None = None
-    logits: tf.Tensor | None = None
-    past_key_values: tuple | None = None
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-    cross_attentions: tuple | None = None
-
-
-@dataclasses.dataclass
-class Seq2SeqLMOutput(_ModelOutput):
-    loss: tf.Tensor | None = None
-    logits: tf.Tensor | None = None
-    past_key_values: tuple | None = None
-    decoder_hidden_states: tuple | None = None
-    decoder_attentions: tuple | None = None
-    cross_attentions: tuple | None = None
-    encoder_last_hidden_state: tf.Tensor | None = None
-    encoder_hidden_states: tuple | None = None
-    encoder_attentions: tuple | None = None
-
-    @property
-    def cache(self):
-        """transformers 5 names `past_key_values` `cache`."""
-        return self.past_key_values
 
 
 def _host_facts(value):

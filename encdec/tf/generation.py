@@ -29,7 +29,7 @@ options traces nothing, and with the same shapes compiles nothing either.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -49,7 +49,8 @@ from ..generation import (
     plan_generation,
 )
 from ..inputs import Traced, check_encoder_inputs, token_type_table
-from .common import _host_facts, _ModelOutput
+from ..outputs import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOutput
+from .common import _host_facts
 from .roberta import create_position_ids_from_input_ids
 
 NEG_INF = float("-inf")
@@ -230,22 +231,12 @@ def build_logits_processors(specs: tuple) -> list:
 # Outputs
 
 
-@dataclasses.dataclass
-class TFGenerateEncoderDecoderOutput(_ModelOutput):
-    """Greedy / sampling output (`return_dict_in_generate=True`); `scores` are the processed scores per step."""
-
-    sequences: Any = None
-    scores: Any = None
+class TFGenerateEncoderDecoderOutput(GenerateEncoderDecoderOutput):
+    """`GenerateEncoderDecoderOutput` (`encdec.outputs`) under transformers' TF name."""
 
 
-@dataclasses.dataclass
-class TFGenerateBeamEncoderDecoderOutput(_ModelOutput):
-    """Beam search output; `scores` are the processed log-probabilities per step."""
-
-    sequences: Any = None
-    sequences_scores: Any = None
-    scores: Any = None
-    beam_indices: Any = None
+class TFGenerateBeamEncoderDecoderOutput(GenerateBeamEncoderDecoderOutput):
+    """`GenerateBeamEncoderDecoderOutput` (`encdec.outputs`) under transformers' TF name."""
 
 
 # ---------------------------------------------------------------------------
