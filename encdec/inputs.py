@@ -24,6 +24,7 @@ The rules, in the order they are checked for each id input:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -365,3 +366,22 @@ def route_kwargs(kwargs: dict[str, Any], takes: dict[str, set[str]],
             raise InputError(f"unknown keyword argument(s) {sorted(prefix + k for k in unknown)} for the {role} "
                              f"({owners[role]}); expected none or some of {sorted(prefix + k for k in takes[role])}")
     return routed["encoder"], routed["decoder"]
+
+
+# What a port's forward passes each half itself, so no routed kwarg may name it.
+SET_BY_MODEL = frozenset({"input_ids", "attention_mask", "output_attentions", "output_hidden_states", "return_dict",
+                          "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"})
+
+
+def route_half_kwargs(kwargs: dict[str, Any], halves: dict[str, Any], forward: str,
+                      set_by_model: frozenset = SET_BY_MODEL) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(encoder kwargs, decoder kwargs): `route_kwargs` over what each half's forward takes.
+
+    `halves` maps "encoder" / "decoder" to that half; `forward` names its forward method
+    (PyTorch's "forward", Keras' "call"), whose parameters, less `set_by_model` and, for
+    the encoder, the model's own `token_type_ids` / `position_ids`, are what the half takes.
+    """
+    takes = {role: set(inspect.signature(getattr(half, forward)).parameters) - set_by_model
+             for role, half in halves.items()}
+    takes["encoder"] -= {"token_type_ids", "position_ids"}  # the model's own arguments
+    return route_kwargs(kwargs, takes, {role: type(half).__name__ for role, half in halves.items()})

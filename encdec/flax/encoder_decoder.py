@@ -30,8 +30,8 @@ from ..weights.names import (
     vocab_changes,
     word_embedding_name,
 )
-from ..weights.pretrained import join_pretrained, write_model_folder
-from ..weights.state import nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
+from ..weights.pretrained import join_pretrained, read_pretrained, write_model_folder
+from ..weights.state import count_parameters, nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
 from .bart import FlaxBartForCausalLM
 from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .common import _cross_entropy
@@ -543,11 +543,9 @@ class FlaxEncoderDecoderModel:
         `config`: encdec's or transformers'. `dtype`: the computation dtype as in transformers' Flax (a
         jnp dtype, its name, or "auto": the checkpoint's; default float32); params keep their dtype.
         Other kwargs go through `encdec.loading` (PyTorch-only options are a ConfigError) to the config."""
-        from ..loading import resolve_dtype, split_loading_kwargs
-        from ..weights.pretrained import read_model_folder
+        from ..loading import resolve_dtype
 
-        options = split_loading_kwargs(kwargs := dict(kwargs, dtype=dtype), "flax")
-        folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        options, folder = read_pretrained(directory, "flax", kwargs, fmt=fmt, dtype=dtype, config=config)
         spec = model_spec(folder.config)
         model = cls(folder.config, dtype=resolve_dtype(options, folder.config, folder.state) or jnp.float32,
                     params=_put_state({}, spec, folder.state), compiler_options=compiler_options)
@@ -648,7 +646,7 @@ class FlaxEncoderDecoderModel:
         """How many numbers the params hold, each tied one once (as the other ports count);
         `exclude_embeddings` leaves the embedding tables out. Flax marks nothing untrainable (the
         optimizer decides), so `only_trainable` changes nothing here."""
-        return sum(int(np.prod(p.shape)) for p in self.spec if not (exclude_embeddings and p.kind == "embedding"))
+        return count_parameters(self.spec, exclude_embeddings)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
         """Wrap every encoder and decoder layer in nn.remat (transformers' Flax enable_gradient_checkpointing)."""

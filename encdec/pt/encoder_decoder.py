@@ -11,7 +11,6 @@ Input checks, the generation plan and the folder layouts are the core's
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Optional
 
@@ -31,12 +30,12 @@ from ..inputs import (
     check_model_inputs,
     check_shift_config,
     output_flags,
-    route_kwargs,
+    route_half_kwargs,
 )
 from ..loading import as_encoder_decoder_config
 from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab, vocab_changes
-from ..weights.pretrained import ROLES, GivenHalf, join_pretrained, write_model_folder
-from ..weights.state import check_state
+from ..weights.pretrained import ROLES, GivenHalf, join_pretrained, read_pretrained, write_model_folder
+from ..weights.state import check_state, count_parameters
 from .bart import BartForCausalLM
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
@@ -272,13 +271,7 @@ class EncoderDecoderModel(nn.Module):
         flags (ignored). The other kwargs set attributes of the config; an unknown one
         is a ConfigError. Returns the model in eval mode, as transformers does.
         """
-        from ..loading import split_loading_kwargs
-        from ..weights.pretrained import read_model_folder
-
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        options = split_loading_kwargs(kwargs, "pt")
-        folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        options, folder = read_pretrained(directory, "pt", kwargs, fmt=fmt, dtype=dtype, config=config)
         dtype = cls._torch_dtype(options, folder.config, folder.state)
         # The state was read for this model alone: its arrays become the parameters without a copy.
         model = cls._from_state(folder.config, folder.state, dtype, copy=False)
@@ -290,11 +283,9 @@ class EncoderDecoderModel(nn.Module):
     def _torch_dtype(options, config: EncoderDecoderConfig, state: dict) -> Optional[torch.dtype]:
         """The torch dtype `options.dtype` names (None: torch's default), recorded on `config` as
         transformers records it (`encdec.loading.record_dtype`)."""
-        from ..loading import auto_dtype, record_dtype
+        from ..loading import record_dtype, resolve_dtype
 
-        dtype = options.dtype
-        if dtype == "auto":
-            dtype = auto_dtype(config, state)
+        dtype = resolve_dtype(options, config, state)
         if dtype is None:
             return None
         if isinstance(dtype, str):
@@ -563,7 +554,9 @@ class EncoderDecoderModel(nn.Module):
     ):
         """As transformers' forward: an output flag left None is each half's config's, `return_dict` None the
         joined config's; extra kwargs go to the encoder, `decoder_`-prefixed ones (unprefixed) to the decoder."""
-        encoder_kwargs, decoder_kwargs = self._route_kwargs(kwargs)
+        encoder_kwargs, decoder_kwargs = route_half_kwargs(
+            kwargs, {"encoder": self.encoder, "decoder": self.decoder}, "forward"
+        )
         encoder_flags = output_flags(self.config.encoder, output_attentions, output_hidden_states)
         decoder_flags = output_flags(self.config.decoder, output_attentions, output_hidden_states)
         if return_dict is None:
@@ -629,17 +622,6 @@ class EncoderDecoderModel(nn.Module):
 
     generation_config = GenerationConfig.model_attribute()
 
-    # What `forward` passes each half itself, so no routed kwarg may name it.
-    _SET_BY_MODEL = {"input_ids", "attention_mask", "output_attentions", "output_hidden_states", "return_dict",
-                     "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"}
-
-    def _route_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
-        """(encoder kwargs, decoder kwargs): `encdec.inputs.route_kwargs` over what each half's `forward` takes."""
-        takes = {role: set(inspect.signature(getattr(self, role).forward).parameters) - self._SET_BY_MODEL
-                 for role in ("encoder", "decoder")}
-        takes["encoder"] -= {"token_type_ids", "position_ids"}  # the model's own arguments
-        return route_kwargs(kwargs, takes, {role: type(getattr(self, role)).__name__ for role in takes})
-
     def _freeze_unused(self) -> None:
         """The encoder's pooler does not reach the seq2seq loss: not trainable, so that plain
         DistributedDataParallel reduces every gradient bucket. It stays a parameter (saved, loaded)."""
@@ -661,9 +643,9 @@ class EncoderDecoderModel(nn.Module):
         """How many numbers the parameters hold, each tied parameter once, as transformers counts:
         only those that require a gradient (`only_trainable`), without the embedding tables
         (`exclude_embeddings`)."""
-        tables = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
-        return sum(p.numel() for p in self.parameters()
-                   if (p.requires_grad or not only_trainable) and id(p) not in tables)
+        params = dict(self.named_parameters(remove_duplicate=False))
+        trainable = {p.name for p in self.spec if params[p.name].requires_grad} if only_trainable else None
+        return count_parameters(self.spec, exclude_embeddings, trainable)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
         """Recompute every encoder and decoder layer in backward (training mode, gradients on), as transformers does."""

@@ -14,7 +14,6 @@ generation (`encdec.tf.generation`) runs on it.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import types
@@ -28,13 +27,13 @@ import tensorflow as tf
 from ..config import ArchConfig, EncoderDecoderConfig, GenerationConfig
 from ..errors import ConfigError, InputError
 from ..generation import plan_generation
-from ..inputs import (IGNORE_INDEX, check_decoder_inputs, check_encoder_inputs, check_encoder_outputs,
-                      check_model_inputs, check_shift_config, output_flags, route_kwargs)
+from ..inputs import (IGNORE_INDEX, SET_BY_MODEL, check_decoder_inputs, check_encoder_inputs, check_encoder_outputs,
+                      check_model_inputs, check_shift_config, output_flags, route_half_kwargs)
 from ..loading import as_encoder_decoder_config
 from ..weights.names import (TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab,
                              vocab_changes)
-from ..weights.pretrained import join_pretrained, write_model_folder
-from ..weights.state import check_state
+from ..weights.pretrained import join_pretrained, read_pretrained, write_model_folder
+from ..weights.state import check_state, count_parameters
 from .bart import TFBartForCausalLM
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
@@ -67,6 +66,9 @@ _CALL_INPUTS = (
     "past_key_values",
     "labels",
 )
+
+# What `call` passes each half itself: the core's set, and Keras' `training` and the cache's write index.
+_SET_BY_MODEL = SET_BY_MODEL | {"training", "cache_index"}
 
 
 def shift_tokens_right(input_ids, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]):
@@ -274,13 +276,7 @@ class TFEncoderDecoderModel(keras.Model):
         `config`: encdec's or transformers'. `dtype`: float32 (a tf dtype, its name, or "auto"), the
         port's only one. Other kwargs go through `encdec.loading` (PyTorch-only options are a
         ConfigError) to the config."""
-        from ..loading import split_loading_kwargs
-        from ..weights.pretrained import read_model_folder
-
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        options = split_loading_kwargs(kwargs, "tf")
-        folder = read_model_folder(directory, fmt=fmt, config=config, **kwargs)
+        options, folder = read_pretrained(directory, "tf", kwargs, fmt=fmt, dtype=dtype, config=config)
         model = cls.from_state(folder.config, folder.state, None if options.dtype == "auto" else options.dtype)
         if folder.generation_config is not None:
             model.generation_config = folder.generation_config
@@ -450,7 +446,9 @@ class TFEncoderDecoderModel(keras.Model):
                 training=training,
                 **kwargs,
             )
-        encoder_kwargs, decoder_kwargs = self._route_kwargs(kwargs)
+        encoder_kwargs, decoder_kwargs = route_half_kwargs(
+            kwargs, {"encoder": self.encoder, "decoder": self.decoder}, "call", _SET_BY_MODEL
+        )
         encoder_flags = output_flags(self.config.encoder, output_attentions, output_hidden_states)
         decoder_flags = output_flags(self.config.decoder, output_attentions, output_hidden_states)
         if return_dict is None:
@@ -663,26 +661,13 @@ class TFEncoderDecoderModel(keras.Model):
 
     generation_config = GenerationConfig.model_attribute()
 
-    # What `call` passes each half itself, so no routed kwarg may name it.
-    _SET_BY_MODEL = {"input_ids", "attention_mask", "output_attentions", "output_hidden_states", "return_dict",
-                     "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache", "training",
-                     "cache_index"}
-
-    def _route_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
-        """(encoder kwargs, decoder kwargs): `encdec.inputs.route_kwargs` over what each half's `call` takes."""
-        takes = {role: set(inspect.signature(getattr(self, role).call).parameters) - self._SET_BY_MODEL
-                 for role in ("encoder", "decoder")}
-        takes["encoder"] -= {"token_type_ids", "position_ids"}  # the model's own arguments
-        return route_kwargs(kwargs, takes, {role: type(getattr(self, role)).__name__ for role in takes})
-
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """How many numbers the stored parameters hold, each shared variable once, as transformers'
         TF models counted (`only_trainable`: the trainable ones); `exclude_embeddings` leaves the
         embedding tables out. Keras' dropout seed states are no parameters and are not counted."""
         trainable = {id(v) for v in self.trainable_variables}
-        return sum(int(np.prod(self._variables_by_name[p.name].shape)) for p in self.spec
-                   if (not only_trainable or id(self._variables_by_name[p.name]) in trainable)
-                   and not (exclude_embeddings and p.kind == "embedding"))
+        names = {name for name, v in self._variables_by_name.items() if id(v) in trainable} if only_trainable else None
+        return count_parameters(self.spec, exclude_embeddings, names)
 
 
 def _with_labels(data):

@@ -36,7 +36,9 @@ from ..loading import (
     as_arch_config,
     as_encoder_decoder_config,
     check_config_kwargs,
+    LoadingOptions,
     check_json_config,
+    split_loading_kwargs,
     split_role_kwargs,
 )
 from .names import ModelSpec, init_weights, model_spec
@@ -264,6 +266,19 @@ def read_model_folder(directory: str | os.PathLike, *, fmt: Optional[str] = None
         generation_config = GenerationConfig.from_pretrained(directory)
     set_model_folder_tokenizers(config, directory)
     return ModelFolder(config, state, generation_config)
+
+
+def read_pretrained(directory: str | os.PathLike, port: str, kwargs: Mapping[str, Any], *,
+                    fmt: Optional[str] = None, dtype: Any = None,
+                    config: Optional[EncoderDecoderConfig] = None) -> tuple[LoadingOptions, ModelFolder]:
+    """The start of every port's `from_pretrained`: `port`'s loading options (`dtype`, when given,
+    among them) taken out of `kwargs` (not changed; `encdec.loading.split_loading_kwargs`), and the
+    folder read with the rest as config keys (`read_model_folder`)."""
+    kwargs = dict(kwargs)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    options = split_loading_kwargs(kwargs, port)
+    return options, read_model_folder(directory, fmt=fmt, config=config, **kwargs)
 
 
 def set_tokenizer_sources(config: EncoderDecoderConfig, encoder: Optional[str | os.PathLike],

@@ -13,7 +13,7 @@ function that puts a leaf on its device.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Callable, Collection, Mapping, Optional
 
 import numpy as np
 
@@ -48,6 +48,15 @@ def check_state(spec: ModelSpec, state: Mapping, partial: bool = False) -> None:
                 f"the state lacks {len(missing)} stored tensor(s), e.g. {missing[:5]}; expected every one "
                 "(or partial=True)"
             )
+
+
+def count_parameters(spec: ModelSpec, exclude_embeddings: bool = False,
+                     trainable: Optional[Collection[str]] = None) -> int:
+    """How many numbers the stored parameters of `spec` hold, each tied one once, as transformers counts:
+    only the stored names in `trainable` when given, without the embedding tables (kind "embedding")
+    with `exclude_embeddings`."""
+    return sum(int(np.prod(p.shape)) for p in spec
+               if (trainable is None or p.name in trainable) and not (exclude_embeddings and p.kind == "embedding"))
 
 
 def put_nested(

@@ -321,3 +321,24 @@ def test_the_core_modules_import_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
+
+
+class _Half:
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                encoder_hidden_states=None, use_cache=None):
+        return None
+
+
+def test_route_half_kwargs_takes_what_each_forward_takes_less_what_the_model_sets():
+    half = _Half()
+    halves = {"encoder": half, "decoder": half}
+    encoder, decoder = I.route_half_kwargs({"head_mask": 1, "decoder_position_ids": 2, "num_items_in_batch": 3},
+                                           halves, "forward")
+    assert encoder == {"head_mask": 1} and decoder == {"position_ids": 2}
+    with pytest.raises(InputError, match=r"\['position_ids'\] for the encoder \(_Half\)"):
+        I.route_half_kwargs({"position_ids": 1}, halves, "forward")
+    with pytest.raises(InputError, match=r"\['decoder_use_cache'\] for the decoder"):
+        I.route_half_kwargs({"decoder_use_cache": True}, halves, "forward")
+    with pytest.raises(InputError, match=r"\['decoder_head_mask'\] for the decoder"):
+        I.route_half_kwargs({"decoder_head_mask": 1}, halves, "forward",
+                            I.SET_BY_MODEL | {"head_mask"})

@@ -17,7 +17,7 @@ from core_refs import FIXTURES, _flatten, _flax_ext, _unchunk, read_flax, read_s
 from encdec.config import BertConfig, EncoderDecoderConfig, read_json
 from encdec.errors import CheckpointError, ConfigError
 from encdec.weights.names import init_weights, model_spec, vocab_changes
-from encdec.weights.state import check_state, nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
+from encdec.weights.state import check_state, count_parameters, nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
 
 
 def _tiny(tie: bool = False) -> EncoderDecoderConfig:
@@ -143,3 +143,18 @@ def test_vocab_changes(bad):
     assert vocab_changes(config, 21) and not vocab_changes(config, 20)
     with pytest.raises(ConfigError, match=rf"new_num_tokens must be a positive int, got {re.escape(repr(bad))}"):
         vocab_changes(config, bad)
+
+
+def test_count_parameters_counts_each_stored_tensor_once():
+    config = _tiny(tie=True)
+    spec = model_spec(config)
+    sizes = {p.name: int(np.prod(p.shape)) for p in spec}
+    assert count_parameters(spec) == sum(sizes.values()) == spec.num_parameters()
+    tables = [p.name for p in spec if p.kind == "embedding"]
+    assert tables and count_parameters(spec, exclude_embeddings=True) == sum(sizes.values()) - sum(
+        sizes[n] for n in tables)
+    pooler = {n for n in sizes if ".pooler." in n}
+    assert pooler
+    trainable = set(sizes) - pooler
+    assert count_parameters(spec, trainable=trainable) == sum(sizes[n] for n in trainable)
+    assert count_parameters(spec, True, trainable) == sum(sizes[n] for n in trainable if n not in tables)
