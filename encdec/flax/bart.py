@@ -19,20 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from ..config import ArchConfig
-from .bert import _layer_norm
+from .bert import FlaxBertSelfAttention, _layer_norm
 from .common import (
     ACT2FN,
-    _attend_heads,
     _causal_lm_output,
     _CausalLM,
     _close_cache,
     _encoder_bias,
-    _heads_first,
     _layer_class,
     _open_stack,
     _run_layers,
     _stack_output,
-    _write_self_cache,
     causal_bias,
 )
 
@@ -52,51 +49,19 @@ class FlaxBartLearnedPositionalEmbedding(nn.Module):
         return jnp.take(table, position_ids.astype("i4") + cfg.position_offset, axis=0).astype(self.dtype)
 
 
-class FlaxBartAttention(nn.Module):
-    """Multi-head attention: self-attention, or cross-attention over the encoder's states."""
+class FlaxBartAttention(FlaxBertSelfAttention):
+    """BERT's self-attention with BART's projections: `k_proj`, `v_proj`, `q_proj` (made in that order, as
+    transformers makes them) and its own output projection `out_proj`."""
 
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    is_cross_attention: bool = False
+    projection_names = {"key": "k_proj", "value": "v_proj", "query": "q_proj"}
+    dropout_field = "attention_dropout"
 
     def setup(self):
-        h = self.config.d_model
-        self.k_proj = nn.Dense(h, dtype=self.dtype)
-        self.v_proj = nn.Dense(h, dtype=self.dtype)
-        self.q_proj = nn.Dense(h, dtype=self.dtype)
-        self.out_proj = nn.Dense(h, dtype=self.dtype)
-        self.dropout = nn.Dropout(rate=self.config.attention_dropout)
+        super().setup()
+        self.out_proj = nn.Dense(self.config.d_model, dtype=self.dtype)
 
-    def _split_heads(self, x):
-        cfg = self.config
-        return x.reshape(x.shape[:2] + (cfg.decoder_attention_heads, cfg.head_dim))  # [B, T, H, D]
-
-    def _project_key_value(self, states):
-        """Keys and values of `states` `[B, S, d_model]`, each `[B, H, S, D]`."""
-        key, value = self.k_proj(states), self.v_proj(states)
-        return _heads_first(self._split_heads(key)), _heads_first(self._split_heads(value))
-
-    def __call__(
-        self,
-        hidden_states,
-        attention_bias=None,
-        key_value_states=None,
-        kv_cache=None,
-        cache_index=None,
-        output_attentions=False,
-        deterministic=True,
-    ):
-        query = self._split_heads(self.q_proj(hidden_states))  # [B, T, H, D]
-        new_cache = None
-        if self.is_cross_attention:
-            key, value = kv_cache if kv_cache is not None else self._project_key_value(key_value_states)
-        else:
-            key, value = self._project_key_value(hidden_states)
-            if kv_cache is not None:
-                key, value = new_cache = _write_self_cache(kv_cache, key, value, cache_index)
-        scale = self.config.head_dim ** -0.5
-        out, weights = _attend_heads(self, query, key, value, attention_bias, scale, self.dropout, deterministic)
-        return self.out_proj(out), (weights if output_attentions else None), new_cache
+    def _output(self, out):
+        return self.out_proj(out)
 
 
 class FlaxBartDecoderLayer(nn.Module):

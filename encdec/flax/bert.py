@@ -96,20 +96,33 @@ class FlaxBertSelfAttention(nn.Module):
     dtype: Any = jnp.float32
     is_cross_attention: bool = False
 
+    # The attribute (and param) names of the query, key and value projections, in the order they are made;
+    # BART's attention names and orders them its own way.
+    projection_names = {"query": "query", "key": "key", "value": "value"}
+    dropout_field = "attention_probs_dropout_prob"  # the config field of the attention dropout
+
     def setup(self):
         cfg = self.config
-        self.query = nn.Dense(cfg.hidden_size, dtype=self.dtype)
-        self.key = nn.Dense(cfg.hidden_size, dtype=self.dtype)
-        self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype)
-        self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
+        for name in self.projection_names.values():
+            setattr(self, name, nn.Dense(cfg.hidden_size, dtype=self.dtype))
+        self.dropout = nn.Dropout(rate=getattr(cfg, self.dropout_field))
 
     def _split_heads(self, x):
         cfg = self.config
         return x.reshape(x.shape[:2] + (cfg.num_attention_heads, cfg.head_dim))  # [B, T, H, D]
 
+    def _project(self, role: str, x):
+        """`x` `[B, T, hidden]` through the "query", "key" or "value" projection, split: `[B, T, H, D]`."""
+        return self._split_heads(getattr(self, self.projection_names[role])(x))
+
     def _project_key_value(self, states):
         """Keys and values of `states` `[B, S, hidden]`, each `[B, H, S, D]`."""
-        return _heads_first(self._split_heads(self.key(states))), _heads_first(self._split_heads(self.value(states)))
+        return _heads_first(self._project("key", states)), _heads_first(self._project("value", states))
+
+    def _output(self, out):
+        """The attended values `[B, T, hidden]` as this module returns them: BERT's output projection is
+        `FlaxBertSelfOutput`'s."""
+        return out
 
     def __call__(
         self,
@@ -121,7 +134,7 @@ class FlaxBertSelfAttention(nn.Module):
         output_attentions=False,
         deterministic=True,
     ):
-        query = self._split_heads(self.query(hidden_states))  # [B, T, H, D]
+        query = self._project("query", hidden_states)  # [B, T, H, D]
         new_cache = None
         if self.is_cross_attention:
             key, value = kv_cache if kv_cache is not None else self._project_key_value(key_value_states)
@@ -131,7 +144,7 @@ class FlaxBertSelfAttention(nn.Module):
                 key, value = new_cache = _write_self_cache(kv_cache, key, value, cache_index)
         scale = self.config.head_dim ** -0.5
         out, weights = _attend_heads(self, query, key, value, attention_bias, scale, self.dropout, deterministic)
-        return out, (weights if output_attentions else None), new_cache
+        return self._output(out), (weights if output_attentions else None), new_cache
 
 
 class FlaxBertSelfOutput(nn.Module):

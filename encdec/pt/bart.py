@@ -15,22 +15,19 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .bert import _padding_idx
+from .bert import BertSelfAttention, _padding_idx
 from .common import (
     ACT2FN,
-    _attend_heads,
     _causal_lm_output,
     _CausalLM,
     _checkpointing,
     _close_cache,
-    _cross_keys_values,
     _decoder_self_bias,
     _encoder_bias,
     _GradientCheckpointing,
     _open_stack,
     _run_layers,
     _stack_output,
-    _write_self_cache,
 )
 from .fast_linear import Linear
 
@@ -51,53 +48,19 @@ class BartLearnedPositionalEmbedding(nn.Embedding):
         return super().forward(position_ids + self.offset)
 
 
-class BartAttention(nn.Module):
-    """Multi-head attention with `k_proj`, `v_proj`, `q_proj`, `out_proj` (all with bias)."""
+class BartAttention(BertSelfAttention):
+    """BERT's self-attention with BART's projections: `k_proj`, `v_proj`, `q_proj` (made in that order, as
+    transformers makes them) and its own output projection `out_proj` (all with bias)."""
+
+    projection_names = {"key": "k_proj", "value": "v_proj", "query": "q_proj"}
+    dropout_field = "attention_dropout"
 
     def __init__(self, config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
-        super().__init__()
-        self.config = config  # shared with the joined model's: attn_implementation is read at call time
-        h = config.d_model
-        self.num_heads = config.decoder_attention_heads
-        self.head_dim = h // self.num_heads
-        self.scale = self.head_dim**-0.5
-        self.k_proj = Linear(h, h)
-        self.v_proj = Linear(h, h)
-        self.q_proj = Linear(h, h)
-        self.out_proj = Linear(h, h)
-        self.dropout_prob = config.attention_dropout
-        self.is_cross_attention = is_cross_attention
-        self.layer_idx = layer_idx
+        super().__init__(config, is_cross_attention, layer_idx)
+        self.out_proj = Linear(config.d_model, config.d_model)
 
-    def _heads(self, x):
-        # [B, T, H*D] -> [B, H, T, D]
-        b, t, _ = x.shape
-        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _cross_key_value(self, encoder_hidden_states):
-        """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
-        return self._heads(self.k_proj(encoder_hidden_states)), self._heads(self.v_proj(encoder_hidden_states))
-
-    def forward(
-        self,
-        hidden_states,
-        attention_bias=None,
-        is_causal: bool = False,
-        key_value_states=None,
-        cache: Optional[dict] = None,
-        output_attentions: bool = False,
-        past_length: int = 0,
-    ):
-        query = self._heads(self.q_proj(hidden_states))
-        if self.is_cross_attention:
-            key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
-        else:
-            key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
-            if cache is not None:
-                key, value = _write_self_cache(cache, past_length, key, value)
-        out, probs = _attend_heads(self, query, key, value, attention_bias, is_causal, output_attentions,
-                                   self.dropout_prob)
-        return self.out_proj(out), probs
+    def _output(self, context):
+        return self.out_proj(context)
 
 
 class BartDecoderLayer(nn.Module):

@@ -87,6 +87,11 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     """Multi-head attention; self-attention, or cross-attention over the encoder's states."""
 
+    # The attribute names of the query, key and value projections, in the order they are made (their
+    # order in `named_parameters()` and `state_dict()`); BART's attention names and orders them its own way.
+    projection_names = {"query": "query", "key": "key", "value": "value"}
+    dropout_field = "attention_probs_dropout_prob"  # the config field of the attention dropout
+
     def __init__(self, config, is_cross_attention: bool = False, layer_idx: int = 0) -> None:
         super().__init__()
         self.config = config  # shared with the joined model's: attn_implementation is read at call time
@@ -94,10 +99,9 @@ class BertSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = h // self.num_heads
         self.scale = self.head_dim**-0.5
-        self.query = Linear(h, h)
-        self.key = Linear(h, h)
-        self.value = Linear(h, h)
-        self.dropout_prob = config.attention_probs_dropout_prob
+        for name in self.projection_names.values():
+            setattr(self, name, Linear(h, h))
+        self.dropout_prob = getattr(config, self.dropout_field)
         self.is_cross_attention = is_cross_attention
         self.layer_idx = layer_idx
 
@@ -106,9 +110,18 @@ class BertSelfAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def _project(self, role: str, x):
+        """`x` `[B, T, H*D]` through the "query", "key" or "value" projection, split: `[B, H, T, D]`."""
+        return self._heads(getattr(self, self.projection_names[role])(x))
+
     def _cross_key_value(self, encoder_hidden_states):
         """Cross-attention keys/values of the encoder's states: `[B, S, H*D]` -> two `[B, H, S, D]`."""
-        return self._heads(self.key(encoder_hidden_states)), self._heads(self.value(encoder_hidden_states))
+        return self._project("key", encoder_hidden_states), self._project("value", encoder_hidden_states)
+
+    def _output(self, context):
+        """The attended values `[B, T, H*D]` as this module returns them: BERT's output projection is
+        `BertSelfOutput`'s."""
+        return context
 
     def forward(
         self,
@@ -120,14 +133,16 @@ class BertSelfAttention(nn.Module):
         output_attentions: bool = False,
         past_length: int = 0,
     ):
-        query = self._heads(self.query(hidden_states))
+        query = self._project("query", hidden_states)
         if self.is_cross_attention:
             key, value = _cross_keys_values(cache, self._cross_key_value, key_value_states)
         else:
-            key, value = self._heads(self.key(hidden_states)), self._heads(self.value(hidden_states))
+            key, value = self._project("key", hidden_states), self._project("value", hidden_states)
             if cache is not None:
                 key, value = _write_self_cache(cache, past_length, key, value)
-        return _attend_heads(self, query, key, value, attention_bias, is_causal, output_attentions, self.dropout_prob)
+        out, probs = _attend_heads(self, query, key, value, attention_bias, is_causal, output_attentions,
+                                   self.dropout_prob)
+        return self._output(out), probs
 
 
 class BertSelfOutput(nn.Module):

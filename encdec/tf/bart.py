@@ -19,17 +19,14 @@ import tensorflow as tf
 
 from ..config import ArchConfig
 from ..errors import ConfigError
+from .bert import TFBertSelfAttention
 from .common import (
     ACT2FN,
-    _attend_heads,
-    _cross_keys_values,
     _causal_lm_output,
     _CausalLM,
     _dense,
     _embedding,
     _encoder_bias,
-    _extend_cache,
-    _heads_first,
     _layer_norm,
     _open_stack,
     _output_projection,
@@ -54,51 +51,19 @@ class TFBartLearnedPositionalEmbedding(keras.layers.Embedding):
         return super().call(position_ids + tf.cast(self.offset, position_ids.dtype))
 
 
-class TFBartAttention(keras.layers.Layer):
-    """Multi-head attention: self-attention, or cross-attention over the encoder's states."""
+class TFBartAttention(TFBertSelfAttention):
+    """BERT's self-attention with BART's projections: `k_proj`, `v_proj`, `q_proj` (made in that order, as
+    transformers makes them) and its own output projection `out_proj`."""
+
+    projection_names = {"key": "k_proj", "value": "v_proj", "query": "q_proj"}
+    dropout_field = "attention_dropout"
 
     def __init__(self, config: ArchConfig, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        h = config.d_model
-        self.num_heads = config.decoder_attention_heads
-        self.head_dim = h // self.num_heads
-        self.scale = self.head_dim**-0.5
-        self.k_proj = _dense(h, h, "k_proj")
-        self.v_proj = _dense(h, h, "v_proj")
-        self.q_proj = _dense(h, h, "q_proj")
-        self.out_proj = _dense(h, h, "out_proj")
-        self.dropout = keras.layers.Dropout(config.attention_dropout)
-        self.is_cross_attention = is_cross_attention
-        self.layer_idx = layer_idx
-        self.built = True  # every weight exists from here on
+        super().__init__(config, is_cross_attention, layer_idx, **kwargs)
+        self.out_proj = _dense(config.d_model, config.d_model, "out_proj")
 
-    def _heads(self, x):
-        # [B, S, H*D] -> [B, S, H, D]
-        return tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self.head_dim])
-
-    def _key_value(self, states):
-        """Keys and values `[B, H, S, D]` of `states` `[B, S, d_model]`."""
-        return _heads_first(self._heads(self.k_proj(states))), _heads_first(self._heads(self.v_proj(states)))
-
-    def call(
-        self,
-        hidden_states,
-        attention_bias=None,
-        key_value_states=None,
-        past_key_value=None,
-        cache_index=None,
-        output_attentions=False,
-        training=False,
-    ):
-        query = self._heads(self.q_proj(hidden_states))
-        if self.is_cross_attention:
-            key, value = _cross_keys_values(past_key_value, self._key_value, key_value_states)
-        else:
-            key, value = self._key_value(hidden_states)
-            if past_key_value is not None:
-                key, value = _extend_cache(past_key_value, key, value, cache_index)
-        context, probs = _attend_heads(self, query, key, value, attention_bias, past_key_value, self.dropout, training)
-        return self.out_proj(context), (key, value), probs if output_attentions else None
+    def _output(self, context):
+        return self.out_proj(context)
 
 
 class TFBartDecoderLayer(keras.layers.Layer):

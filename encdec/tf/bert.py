@@ -82,16 +82,20 @@ class TFBertEmbeddings(keras.layers.Layer):
 class TFBertSelfAttention(keras.layers.Layer):
     """Multi-head attention; self-attention, or cross-attention over the encoder's states."""
 
+    # The attribute (and layer) names of the query, key and value projections, in the order they are made
+    # (their order in `weights`); BART's attention names and orders them its own way.
+    projection_names = {"query": "query", "key": "key", "value": "value"}
+    dropout_field = "attention_probs_dropout_prob"  # the config field of the attention dropout
+
     def __init__(self, config: ArchConfig, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         h = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = h // self.num_heads
         self.scale = self.head_dim**-0.5
-        self.query = _dense(h, h, "query")
-        self.key = _dense(h, h, "key")
-        self.value = _dense(h, h, "value")
-        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob)
+        for name in self.projection_names.values():
+            setattr(self, name, _dense(h, h, name))
+        self.dropout = keras.layers.Dropout(getattr(config, self.dropout_field))
         self.is_cross_attention = is_cross_attention
         self.layer_idx = layer_idx
         self.built = True  # every weight exists from here on
@@ -100,9 +104,18 @@ class TFBertSelfAttention(keras.layers.Layer):
         # [B, S, H*D] -> [B, S, H, D]
         return tf.reshape(x, [tf.shape(x)[0], -1, self.num_heads, self.head_dim])
 
+    def _project(self, role: str, x):
+        """`x` `[B, S, H*D]` through the "query", "key" or "value" projection, split: `[B, S, H, D]`."""
+        return self._heads(getattr(self, self.projection_names[role])(x))
+
     def _key_value(self, states):
         """Keys and values `[B, H, S, D]` of `states` `[B, S, hidden]`."""
-        return _heads_first(self._heads(self.key(states))), _heads_first(self._heads(self.value(states)))
+        return _heads_first(self._project("key", states)), _heads_first(self._project("value", states))
+
+    def _output(self, context):
+        """The attended values `[B, S, H*D]` as this layer returns them: BERT's output projection is
+        `TFBertSelfOutput`'s."""
+        return context
 
     def call(
         self,
@@ -114,7 +127,7 @@ class TFBertSelfAttention(keras.layers.Layer):
         output_attentions=False,
         training=False,
     ):
-        query = self._heads(self.query(hidden_states))
+        query = self._project("query", hidden_states)
         if self.is_cross_attention:
             key, value = _cross_keys_values(past_key_value, self._key_value, key_value_states)
         else:
@@ -122,7 +135,7 @@ class TFBertSelfAttention(keras.layers.Layer):
             if past_key_value is not None:
                 key, value = _extend_cache(past_key_value, key, value, cache_index)
         context, probs = _attend_heads(self, query, key, value, attention_bias, past_key_value, self.dropout, training)
-        return context, (key, value), probs if output_attentions else None
+        return self._output(context), (key, value), probs if output_attentions else None
 
 
 class TFBertSelfOutput(keras.layers.Layer):
