@@ -20,7 +20,8 @@ from encdec.config import CamembertConfig, EncoderDecoderConfig, XLMRobertaConfi
 NATIVE = {"pt": "pt", "tf": "tf", "flax": "flax"}
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "native"])
+# Native formats name XLM-RoBERTa's weights as RoBERTa's, which the golden tests load in every format.
+@pytest.mark.parametrize("fmt", ["safetensors", pytest.param("native", marks=pytest.mark.slow)])
 def test_xlm_roberta_checkpoint_gives_transformers_outputs(port, fmt):
     fmt = NATIVE[port.name] if fmt == "native" else fmt
     model, g = port.from_pretrained(FIXTURES / "xlmr2xlmr", fmt=fmt), golden("xlmr2xlmr")
