@@ -421,6 +421,8 @@ def test_check_nan_step_raises_for_a_recorded_step_only():
     G.check_nan_step(np.int32(-1))
     with pytest.raises(NonFiniteError, match=r"^the scores became NaN at step 3; check the weights"):
         G.check_nan_step(np.int32(3))
+    with pytest.raises(NonFiniteError, match=r"at step 0;"):  # the first step is a step
+        G.check_nan_step(np.int32(0))
 
 
 def test_beam_candidates_leave_num_beams_unfinished():
