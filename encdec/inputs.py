@@ -381,6 +381,8 @@ def route_half_kwargs(kwargs: dict[str, Any], halves: dict[str, Any], forward: s
     (PyTorch's "forward", Keras' "call"), whose parameters, less `set_by_model` and, for
     the encoder, the model's own `token_type_ids` / `position_ids`, are what the half takes.
     """
+    if not kwargs:  # the usual call: nothing to route, so no signature is read on every forward
+        return {}, {}
     takes = {role: set(inspect.signature(getattr(half, forward)).parameters) - set_by_model
              for role, half in halves.items()}
     takes["encoder"] -= {"token_type_ids", "position_ids"}  # the model's own arguments

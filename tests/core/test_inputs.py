@@ -335,6 +335,8 @@ def test_route_half_kwargs_takes_what_each_forward_takes_less_what_the_model_set
     encoder, decoder = I.route_half_kwargs({"head_mask": 1, "decoder_position_ids": 2, "num_items_in_batch": 3},
                                            halves, "forward")
     assert encoder == {"head_mask": 1} and decoder == {"position_ids": 2}
+    # Nothing to route: no half's signature is read (these halves have no forward at all).
+    assert I.route_half_kwargs({}, {"encoder": object(), "decoder": object()}, "forward") == ({}, {})
     with pytest.raises(InputError, match=r"\['position_ids'\] for the encoder \(_Half\)"):
         I.route_half_kwargs({"position_ids": 1}, halves, "forward")
     with pytest.raises(InputError, match=r"\['decoder_use_cache'\] for the decoder"):
