@@ -114,7 +114,10 @@ def _wrappers(model):
             self.model = model
 
         def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states):
-            states = self.model._project(encoder_hidden_states)  # [B, S, H_dec]
+            # The decoder graph takes the encoder's own states, as optimum's does; `enc_to_dec_proj` (None when
+            # the widths match) is the model's public layer that brings them to the decoder's width.
+            proj = self.model.enc_to_dec_proj
+            states = encoder_hidden_states if proj is None else proj(encoder_hidden_states)  # [B, S, H_dec]
             out = self.model.decoder(input_ids, encoder_hidden_states=states,
                                      encoder_attention_mask=encoder_attention_mask, use_cache=True)
             flat = []
