@@ -68,22 +68,42 @@ def _strip(name: str, prefix: str) -> str:
     return name[len(prefix):] if prefix and name.startswith(prefix) else name
 
 
+def _public_methods(node: ast.ClassDef) -> set[str]:
+    """The public methods a class body defines (`forward`, `call` and `__call__` as `forward`)."""
+    return {
+        SAME_METHOD.get(item.name, item.name)
+        for item in node.body
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and item.name not in HOOKS
+        and (not item.name.startswith("_") or item.name in SAME_METHOD)
+    }
+
+
+def _core_methods(tree: ast.Module, node: ast.ClassDef, level: int) -> set[str]:
+    """The public methods class `node` of `tree` inherits from classes of the core (encdec/*.py, the
+    shared mixins), base after base. `level` is how many dots lead from `tree`'s file to encdec."""
+    imported = {alias.asname or alias.name: (item.module, alias.name) for item in tree.body
+                if isinstance(item, ast.ImportFrom) and item.level == level and item.module
+                for alias in item.names}
+    methods: set[str] = set()
+    for base in node.bases:
+        if isinstance(base, ast.Name) and base.id in imported:
+            module, name = imported[base.id]
+            core = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+            cls = next(n for n in core.body if isinstance(n, ast.ClassDef) and n.name == name)
+            methods |= _public_methods(cls) | _core_methods(core, cls, 1)
+    return methods
+
+
 def _outline(port: str, filename: str) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(kind, name without prefix, public methods) of each top-level class and function."""
+    """(kind, name without prefix, public methods, those inherited from the core included) of each
+    top-level class and function."""
     tree = ast.parse((ROOT / port / filename).read_text())
     prefix = PORTS[port]
     out = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
-            methods = sorted(
-                {
-                    SAME_METHOD.get(item.name, item.name)
-                    for item in node.body
-                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
-                    and item.name not in HOOKS
-                    and (not item.name.startswith("_") or item.name in SAME_METHOD)
-                }
-            )
+            methods = sorted(_public_methods(node) | _core_methods(tree, node, 2))
             name = _strip(node.name, prefix)
             out.append(("class", TRANSFORMERS_NAMES.get((port, name), name), tuple(methods)))
         elif isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
@@ -124,6 +144,16 @@ def test_outline_sees_a_class_only_one_port_has(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     assert _outline("pt", "x.py") == [("class", "A", ("forward",))]
     assert _outline("tf", "x.py") == [("class", "A", ("forward",)), ("class", "B", ())]
+
+
+def test_outline_sees_methods_inherited_from_the_core(tmp_path, monkeypatch):
+    (tmp_path / "pt").mkdir()
+    (tmp_path / "mixins.py").write_text("class Base:\n    def save(self):\n        pass\n    def _hook(self):\n"
+                                        "        pass\n")
+    (tmp_path / "pt" / "x.py").write_text("from ..mixins import Base\nclass A(Base):\n    def forward(self):\n"
+                                          "        pass\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert _outline("pt", "x.py") == [("class", "A", ("forward", "save"))]
 
 
 def test_outline_knows_transformers_per_framework_names(tmp_path, monkeypatch):

@@ -21,17 +21,16 @@ from .. import inputs
 from ..loading import as_encoder_decoder_config
 from ..config import EncoderDecoderConfig, GenerationConfig
 from ..errors import InputError
+from ..port_model import EncoderDecoderMixin, GradientCheckpointingMixin
 from ..weights.names import (
     ModelSpec,
+    ParamSpec,
     init_weights,
     model_spec,
     output_projection_name,
-    resize_decoder_vocab,
-    vocab_changes,
     word_embedding_name,
 )
-from ..weights.pretrained import join_pretrained, read_pretrained, write_model_folder
-from ..weights.state import count_parameters, nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
+from ..weights.state import nested_leaf, nested_state, put_nested, tied_flax_paths, with_tied
 from .bart import FlaxBartForCausalLM
 from .bert import FlaxBertForCausalLM, FlaxBertModel
 from .common import _cross_entropy
@@ -189,7 +188,7 @@ class _Compiled:
         return self.top._cache_size() + (self.nested._cache_size() if self.nested is not self.top else 0)
 
 
-class FlaxEncoderDecoderModel:
+class FlaxEncoderDecoderModel(EncoderDecoderMixin, GradientCheckpointingMixin):
     """An encoder-decoder model in Flax: `params` plus pure `__call__`, `encode`, `decode`, `generate`.
 
     `FlaxEncoderDecoderModel(config, seed=0, dtype=jnp.float32)` draws the weights with
@@ -197,6 +196,8 @@ class FlaxEncoderDecoderModel:
     port. `dtype` is the computation dtype (float32 or bfloat16); the params keep
     their own dtype, and softmax and LayerNorm statistics run in float32.
     """
+
+    _port = "flax"
 
     def __init__(
         self,
@@ -506,16 +507,6 @@ class FlaxEncoderDecoderModel:
         each row's batch item, as beam search's do)."""
         return self._jit_reorder_cache(cache, _int32(rows))
 
-    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
-                 decoder_input_ids=None, **options):
-        """Greedy, sampling or beam search with transformers 5's semantics, the whole loop under one
-        `jax.jit` (see `encdec.flax.generation.generate`). Sampling draws from `prng_key=` (a
-        `jax.random` key) or `seed=`. A second call with the same shapes and structural options
-        compiles nothing."""
-        from .generation import generate
-
-        return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)
-
     # -- weights ---------------------------------------------------------------------
 
     @classmethod
@@ -526,32 +517,32 @@ class FlaxEncoderDecoderModel:
         params = _put_state({}, model_spec(config), state)
         return cls(config, dtype=jnp.float32 if dtype is None else dtype, params=params)
 
-    def canonical_state(self) -> dict[str, np.ndarray]:
-        """The stored parameters as numpy arrays by canonical name (tied names left out)."""
-        return nested_state(self.spec, self.params)
+    def _native_array(self, param: ParamSpec) -> np.ndarray:
+        """The params leaf of `param` (a stored ParamSpec) as a numpy copy, in the Flax layout."""
+        return np.array(nested_leaf(self.params, param))
 
-    def load_canonical_state(self, state: dict, partial: bool = False) -> None:
-        """Copy canonical tensors into `params` (same tree, same dtypes); every stored name is needed
-        unless `partial`. An unknown name or a wrong shape raises CheckpointError."""
-        self.params = _put_state(self.params, self.spec, state, partial)
+    def _assign_canonical(self, state: dict) -> None:
+        """`params` with the checked canonical tensors put in (same tree, same dtypes)."""
+        self.params = _put_state(self.params, self.spec, state, partial=True)  # load_canonical_state checked it
 
     @classmethod
     def from_pretrained(cls, directory, *, fmt: Optional[str] = None, dtype=None,
                         config=None, compiler_options: Optional[dict] = None,
                         **kwargs):
-        """Load a checkpoint folder of transformers or encdec, any format (`fmt` picks one of several).
-        `config`: encdec's or transformers'. `dtype`: the computation dtype as in transformers' Flax (a
-        jnp dtype, its name, or "auto": the checkpoint's; default float32); params keep their dtype.
-        Other kwargs go through `encdec.loading` (PyTorch-only options are a ConfigError) to the config."""
+        """As `EncoderDecoderMixin.from_pretrained`; `dtype` is the computation dtype as in transformers'
+        Flax (a jnp dtype, its name, or "auto": the checkpoint's; default float32), params keep their
+        dtype; `compiler_options` are the constructor's."""
+        # JAX takes XLA options when it compiles: the loaders hand them to the model they build.
+        return cls._load_pretrained(directory, fmt, dtype, config, kwargs, compiler_options=compiler_options)
+
+    @classmethod
+    def _build_from_state(cls, config: EncoderDecoderConfig, state: dict, options, owned: bool,
+                          compiler_options: Optional[dict] = None) -> "FlaxEncoderDecoderModel":
+        """The model of a loaded `state`, its arrays put on the device (copied, so `owned` changes nothing)."""
         from ..loading import resolve_dtype
 
-        options, folder = read_pretrained(directory, "flax", kwargs, fmt=fmt, dtype=dtype, config=config)
-        spec = model_spec(folder.config)
-        model = cls(folder.config, dtype=resolve_dtype(options, folder.config, folder.state) or jnp.float32,
-                    params=_put_state({}, spec, folder.state), compiler_options=compiler_options)
-        if folder.generation_config is not None:
-            model.generation_config = folder.generation_config
-        return model
+        return cls(config, dtype=resolve_dtype(options, config, state) or jnp.float32,
+                   params=_put_state({}, model_spec(config), state), compiler_options=compiler_options)
 
     def save_pretrained(
         self,
@@ -560,15 +551,10 @@ class FlaxEncoderDecoderModel:
         safe_serialization: bool = False,
         max_shard_size=None,
     ) -> None:
-        """Write weights (`flax_model.msgpack`, or `model.safetensors` with `safe_serialization`),
-        config.json and generation_config.json.
-
-        The folder is written to a temporary sibling and renamed into place, so a
-        failure leaves any previous checkpoint there whole (`write_model_folder`).
-        """
-        state = self.canonical_state() if params is None else nested_state(self.spec, params)
-        write_model_folder(save_directory, state, self.spec, self.config, self.generation_config,
-                           "safetensors" if safe_serialization else "flax", max_shard_size)
+        """As `EncoderDecoderMixin.save_pretrained`, of `params` when given (default: the model's)."""
+        # transformers' Flax API is functional in the params: any params tree saves with the model's config.
+        self._write_folder(save_directory, nested_state(self.spec, self.params if params is None else params),
+                           safe_serialization, max_shard_size)
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -581,19 +567,12 @@ class FlaxEncoderDecoderModel:
         compiler_options: Optional[dict] = None,
         **kwargs,
     ) -> "FlaxEncoderDecoderModel":
-        """Join a pretrained encoder folder and a pretrained decoder folder (any of the four formats).
-
-        `encoder_*` / `decoder_*` kwargs set that half's config (`encoder_config=`: encdec's or transformers';
-        `encoder_model=`: a model of this port or transformers' PyTorch one); the others the joined config;
-        `dtype` as in `from_pretrained`. What no checkpoint holds is drawn (`init_weights(config, init_seed)`),
-        logged by name, and listed in `initialised_parameters`."""
-        from ..loading import resolve_dtype, split_loading_kwargs
-
-        options = split_loading_kwargs(kwargs := dict(kwargs, dtype=dtype), "flax")
-        config, state, drawn = join_pretrained(encoder_pretrained_model_name_or_path,
-                                               decoder_pretrained_model_name_or_path, kwargs, init_seed)
-        model = cls(config, dtype=resolve_dtype(options, config, state) or jnp.float32,
-                    params=_put_state({}, model_spec(config), state), compiler_options=compiler_options)
+        """As `EncoderDecoderMixin.from_encoder_decoder_pretrained`; `dtype` and `compiler_options` as in
+        `from_pretrained`. The names drawn are also listed in `initialised_parameters`."""
+        # transformers' Flax loader took the computation dtype (default float32); JAX takes the XLA options.
+        model, drawn = cls._join_pretrained(encoder_pretrained_model_name_or_path,
+                                            decoder_pretrained_model_name_or_path, init_seed,
+                                            dict(kwargs, dtype=dtype), compiler_options=compiler_options)
         model.initialised_parameters = drawn
         return model
 
@@ -621,45 +600,30 @@ class FlaxEncoderDecoderModel:
         """The params entry holding canonical `name` (its stored source when tied)."""
         return nested_leaf(self.params if params is None else params, self.spec.by_name[self.spec.stored_name(name)])
 
-    def resize_token_embeddings(self, new_num_tokens: int):
-        """Give the decoder a vocabulary of `new_num_tokens`: word embeddings, LM head and its bias.
+    def _rebuild(self, state: dict) -> None:
+        """The model made again for its resized config, with `state` as params; the generation config
+        and the compiled functions' cache (then emptied) are kept."""
+        generation_config, fns = self.generation_config, self._generate_fns
+        self.__init__(self.config, dtype=self.dtype, params=_put_state({}, self.spec, state),
+                      compiler_options=self.compiler_options)
+        self.generation_config = generation_config
+        fns.clear()
 
-        Kept rows keep their values; new rows are drawn as `init_weights` draws them
-        (seed 0; biases 0). With `tie_encoder_decoder` the shared table is the
-        encoder's too, so both vocabularies change. Returns the decoder's new
-        word-embedding table.
-        """
-        if vocab_changes(self.config, new_num_tokens):
-            config, state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
-            generation_config, fns = self.generation_config, self._generate_fns
-            self.__init__(config, dtype=self.dtype, params=_put_state({}, model_spec(config), state),
-                          compiler_options=self.compiler_options)
-            self.generation_config = generation_config
-            fns.clear()
+    def _decoder_word_embeddings(self):
         return self._param_by_name(word_embedding_name(self.config.decoder))
 
     # -- transformers' conveniences ----------------------------------------------------
 
-    generation_config = GenerationConfig.model_attribute()
+    def _trainable_names(self) -> None:
+        """None: Flax marks nothing untrainable (the optimizer decides)."""
+        return None
 
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """How many numbers the params hold, each tied one once (as the other ports count);
-        `exclude_embeddings` leaves the embedding tables out. Flax marks nothing untrainable (the
-        optimizer decides), so `only_trainable` changes nothing here."""
-        return count_parameters(self.spec, exclude_embeddings)
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
-        """Wrap every encoder and decoder layer in nn.remat (transformers' Flax enable_gradient_checkpointing)."""
-        self.get_encoder().gradient_checkpointing_enable(gradient_checkpointing_kwargs)  # checks the kwargs
-        self._set_gradient_checkpointing(True)
-
-    def gradient_checkpointing_disable(self) -> None:
-        self._set_gradient_checkpointing(False)
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.module.gradient_checkpointing
-
-    def _set_gradient_checkpointing(self, enable: bool) -> None:
+    def _switch_gradient_checkpointing(self, enable: bool, gradient_checkpointing_kwargs: Optional[dict]) -> None:
+        """The module with every encoder and decoder layer in nn.remat or not, compiled again."""
+        if enable:
+            self.get_encoder().gradient_checkpointing_enable(gradient_checkpointing_kwargs)  # checks the kwargs
         self.module = self.module.clone(gradient_checkpointing=enable)
         self._compile()
+
+    def _gradient_checkpointing_on(self) -> bool:
+        return self.module.gradient_checkpointing

@@ -33,9 +33,10 @@ from ..inputs import (
     route_half_kwargs,
 )
 from ..loading import as_encoder_decoder_config
-from ..weights.names import ModelSpec, init_weights, model_spec, resize_decoder_vocab, vocab_changes
-from ..weights.pretrained import ROLES, GivenHalf, join_pretrained, read_pretrained, write_model_folder
-from ..weights.state import check_state, count_parameters
+from ..port_model import EncoderDecoderMixin, GradientCheckpointingMixin
+from ..weights.names import ModelSpec, ParamSpec, init_weights, model_spec
+from ..weights.pretrained import ROLES
+from ..weights.state import check_state
 from .bart import BartForCausalLM
 from .bert import BertLMHeadModel, BertModel
 from .bert_generation import BertGenerationDecoder, BertGenerationEncoder
@@ -108,7 +109,7 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-class EncoderDecoderModel(nn.Module):
+class EncoderDecoderModel(EncoderDecoderMixin, GradientCheckpointingMixin, nn.Module):
     """An encoder (`BertModel`, `RobertaModel`, `BertGenerationEncoder`) and a decoder with an LM head.
 
     `EncoderDecoderModel(config=...)` is a random model drawn by `init_weights(config, seed=0)`
@@ -117,6 +118,7 @@ class EncoderDecoderModel(nn.Module):
     """
 
     main_input_name = "input_ids"
+    _port = "pt"
 
     def __init__(
         self,
@@ -231,52 +233,35 @@ class EncoderDecoderModel(nn.Module):
         model.generation_config = GenerationConfig.from_model_config(config)
         return model
 
-    def canonical_state(self) -> dict:
-        """The stored parameters as numpy arrays (copies), by canonical name (tied names left out)."""
-        params = dict(self.named_parameters(remove_duplicate=False))
-        return {p.name: _to_numpy(params[p.name]).copy() for p in self.spec}
+    def _native_array(self, param: ParamSpec) -> np.ndarray:
+        """The parameter of `param` (a stored ParamSpec) as a numpy copy (PyTorch's layout is the canonical one)."""
+        return _to_numpy(self.get_parameter(param.name)).copy()
 
-    def load_canonical_state(self, state: dict, partial: bool = False) -> None:
-        """Copy canonical numpy tensors into the existing parameters (they stay the same
-        tensors, e.g. for an optimizer), cast to each parameter's dtype and device.
-
-        Every stored name is needed unless `partial`. CheckpointError for an unknown
-        name or a wrong shape, naming the tensor and both shapes, before anything is copied.
-        """
-        check_state(self.spec, state, partial)
+    def _assign_canonical(self, state: dict) -> None:
+        """Copy checked canonical tensors into the existing parameters (they stay the same tensors),
+        cast to each parameter's dtype and device."""
         params = dict(self.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for name, array in state.items():
                 params[name].copy_(_to_torch(np.asarray(array), None))
 
     @classmethod
-    def from_pretrained(
-        cls,
-        directory: str | os.PathLike,
-        *,
-        fmt: Optional[str] = None,
-        dtype=None,
-        config=None,
-        **kwargs,
-    ):
-        """Load a checkpoint folder written by transformers or encdec.
-
-        Any of the four formats, sharded or not (`fmt` = "safetensors", "pt", "tf" or
-        "flax" picks one when a folder holds several). `config` may be encdec's or a
-        transformers config. transformers' loading options are taken
-        (`encdec.loading.split_loading_kwargs`): `torch_dtype=` / `dtype=` (a torch
-        dtype, "float32", "bfloat16", "float16", or "auto" for the checkpoint's; default
-        torch's default dtype), `device_map=` (one device: "auto", "cpu", "cuda",
-        "cuda:N"), `attn_implementation=` ("sdpa" or "eager"), and the `from_*` format
-        flags (ignored). The other kwargs set attributes of the config; an unknown one
-        is a ConfigError. Returns the model in eval mode, as transformers does.
-        """
-        options, folder = read_pretrained(directory, "pt", kwargs, fmt=fmt, dtype=dtype, config=config)
-        dtype = cls._torch_dtype(options, folder.config, folder.state)
-        # The state was read for this model alone: its arrays become the parameters without a copy.
-        model = cls._from_state(folder.config, folder.state, dtype, copy=False)
-        if folder.generation_config is not None:
-            model.generation_config = folder.generation_config
+    def _build_from_state(cls, config: EncoderDecoderConfig, state: dict, options, owned: bool,
+                          encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None):
+        """The model of a loaded `state` (`owned`: its arrays become the parameters without a copy),
+        around the given `encoder` / `decoder` modules (`_kept_halves`) if any, in eval mode as
+        transformers returns it. PyTorch's loading options: `torch_dtype=` / `dtype=` (a torch dtype,
+        "float32", "bfloat16", "float16", or "auto" for the checkpoint's; default torch's default
+        dtype), `device_map=` (one device: "auto", "cpu", "cuda", "cuda:N") and
+        `attn_implementation=` ("sdpa" or "eager")."""
+        dtype = cls._torch_dtype(options, config, state)
+        if encoder is None and decoder is None:
+            model = cls._from_state(config, state, dtype, copy=not owned)
+        else:
+            model = cls(config=config, encoder=encoder, decoder=decoder)
+            model.load_canonical_state(state, partial=True)
+            if dtype is not None:
+                model = model.to(dtype)
         return cls._place(model, options).eval()
 
     @staticmethod
@@ -317,42 +302,13 @@ class EncoderDecoderModel(nn.Module):
         return model if device is None else model.to(device)
 
     @classmethod
-    def from_encoder_decoder_pretrained(
-        cls,
-        encoder_pretrained_model_name_or_path: Optional[str | os.PathLike] = None,
-        decoder_pretrained_model_name_or_path: Optional[str | os.PathLike] = None,
-        *,
-        init_seed: int = 0,
-        **kwargs,
-    ) -> "EncoderDecoderModel":
-        """Join a pretrained encoder folder and a pretrained decoder folder (any of the four formats).
-
-        `encoder_*` / `decoder_*` kwargs update the encoder / decoder config (`encoder_model=` /
-        `decoder_model=` give a module instead, which keeps its weights; `encoder_config=` /
-        `decoder_config=` a config); the others update the joined config. What the decoder
-        checkpoint lacks (cross-attention, often the LM head) is drawn with
-        `init_weights(config, init_seed)` and logged by name (`encdec.weights.pretrained.join_pretrained`).
-        """
-        from ..loading import split_loading_kwargs
-
-        kwargs = dict(kwargs)
-        options = split_loading_kwargs(kwargs, "pt")
-        # This port's own modules are kept as they are; others (transformers' models) load through the core.
-        modules = {role: kwargs.pop(f"{role}_model") for role in ROLES
-                   if isinstance(kwargs.get(f"{role}_model"), nn.Module)
-                   and isinstance(kwargs[f"{role}_model"].config, ArchConfig)}
-        given = {role: GivenHalf(module.config) for role, module in modules.items()}
-        config, state, _drawn = join_pretrained(encoder_pretrained_model_name_or_path,
-                                                decoder_pretrained_model_name_or_path, kwargs, init_seed, given=given)
-        dtype = cls._torch_dtype(options, config, state)
-        if modules:
-            model = cls(config=config, encoder=modules.get("encoder"), decoder=modules.get("decoder"))
-            model.load_canonical_state(state, partial=True)
-            if dtype is not None:
-                model = model.to(dtype)
-        else:
-            model = cls.from_state(config, state, dtype)
-        return cls._place(model, options).eval()
+    def _kept_halves(cls, kwargs: dict) -> dict:
+        """The modules of this port given as `encoder_model=` / `decoder_model=` (transformers' models
+        are left to `join_pretrained`)."""
+        # A torch module joins the new model as it is, with its parameters: nothing to save and read back.
+        return {role: kwargs.pop(f"{role}_model") for role in ROLES
+                if isinstance(kwargs.get(f"{role}_model"), nn.Module)
+                and isinstance(kwargs[f"{role}_model"].config, ArchConfig)}
 
     def save_pretrained(
         self,
@@ -360,14 +316,12 @@ class EncoderDecoderModel(nn.Module):
         safe_serialization: bool = True,
         max_shard_size: Optional[int | str] = None,
     ) -> None:
-        """Write weights (`model.safetensors`, or `pytorch_model.bin`), config.json and generation_config.json.
+        # transformers' PyTorch models write safetensors by default, its TF and Flax models their own file.
+        super().save_pretrained(save_directory, safe_serialization, max_shard_size)
 
-        The folder is written to a temporary sibling and renamed into place, so a
-        failure leaves any previous checkpoint there whole (`write_model_folder`); a
-        config value that is not JSON is a ConfigError before anything is written. A
-        model that is not float32 (or whose config names a dtype) records its dtype as
-        config.json's `"dtype"` string, as transformers 4.57 does.
-        """
+    def _saved_config(self) -> EncoderDecoderConfig:
+        """The config, with the dtype of a model that is not float32 (or whose config names a dtype)
+        recorded as config.json's `"dtype"` string, as transformers 4.57 does."""
         from ..loading import record_dtype
 
         config = self.config
@@ -375,37 +329,14 @@ class EncoderDecoderModel(nn.Module):
         if dtype != torch.float32 or {"dtype", "torch_dtype"} & set(config.extra):
             config = config.copy()
             record_dtype(config, str(dtype).split(".")[-1])
-        write_model_folder(save_directory, self.canonical_state(), self.spec, config, self.generation_config,
-                           "safetensors" if safe_serialization else "pt", max_shard_size)
+        return config
 
-    # ------------------------------------------------------------------ accessors
-
-    def get_encoder(self) -> nn.Module:
-        return self.encoder
-
-    def get_decoder(self) -> nn.Module:
-        return self.decoder
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.encoder.get_input_embeddings()
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.decoder.get_output_embeddings()
-
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
-        """Give the decoder a vocabulary of `new_num_tokens`: word embeddings, LM head and its bias.
-
-        Kept rows keep their values; new rows are drawn as `init_weights` draws them
-        (N(0, initializer_range), seed 0; biases 0). Ties are kept; with
-        `tie_encoder_decoder` the shared table is the encoder's too, so both vocabularies
-        change. Returns the decoder's new input embedding.
-        """
-        if not vocab_changes(self.config, new_num_tokens):
-            return self.decoder.get_input_embeddings()
+    def _rebuild(self, new_state: dict) -> None:
+        """New halves for the resized config: the decoder (and the encoder when tied) built again on
+        the meta device and given `new_state`, in the old parameters' dtype and device and the
+        model's train/eval mode."""
         reference = self.decoder.get_input_embeddings().weight
-        config, new_state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
-        self.config = config
-        self.spec = model_spec(config)
+        config = self.config
         with torch.device("meta"):
             if config.tie_encoder_decoder:
                 self.encoder = _build_encoder(config.encoder)
@@ -418,6 +349,8 @@ class EncoderDecoderModel(nn.Module):
         self._freeze_unused()  # a rebuilt encoder has a new pooler
         self.to(reference.device)
         self.train(self.training)  # the new modules take the model's train/eval mode
+
+    def _decoder_word_embeddings(self) -> nn.Embedding:
         return self.decoder.get_input_embeddings()
 
     # ------------------------------------------------------------------ forward
@@ -611,16 +544,7 @@ class EncoderDecoderModel(nn.Module):
         )
         return out if return_dict else out.to_tuple()
 
-    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
-                 decoder_input_ids=None, **options):
-        """Greedy, sampling or beam search, with transformers 5's semantics (see `encdec.pt.generation`)."""
-        from .generation import generate
-
-        return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)
-
     # ------------------------------------------------------------------ transformers' conveniences
-
-    generation_config = GenerationConfig.model_attribute()
 
     def _freeze_unused(self) -> None:
         """The encoder's pooler does not reach the seq2seq loss: not trainable, so that plain
@@ -639,23 +563,17 @@ class EncoderDecoderModel(nn.Module):
         """The dtype of the floating-point parameters (transformers' `model.dtype`)."""
         return next(p.dtype for p in self.parameters() if p.is_floating_point())
 
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """How many numbers the parameters hold, each tied parameter once, as transformers counts:
-        only those that require a gradient (`only_trainable`), without the embedding tables
-        (`exclude_embeddings`)."""
+    def _trainable_names(self) -> set:
+        """The stored names whose parameter requires a gradient."""
         params = dict(self.named_parameters(remove_duplicate=False))
-        trainable = {p.name for p in self.spec if params[p.name].requires_grad} if only_trainable else None
-        return count_parameters(self.spec, exclude_embeddings, trainable)
+        return {p.name for p in self.spec if params[p.name].requires_grad}
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
-        """Recompute every encoder and decoder layer in backward (training mode, gradients on), as transformers does."""
-        self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
-        self.decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+    def _switch_gradient_checkpointing(self, enable: bool, gradient_checkpointing_kwargs: Optional[dict]) -> None:
+        for half in (self.encoder, self.decoder):
+            if enable:
+                half.gradient_checkpointing_enable(gradient_checkpointing_kwargs)
+            else:
+                half.gradient_checkpointing_disable()
 
-    def gradient_checkpointing_disable(self) -> None:
-        self.encoder.gradient_checkpointing_disable()
-        self.decoder.gradient_checkpointing_disable()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
+    def _gradient_checkpointing_on(self) -> bool:
         return self.encoder.is_gradient_checkpointing or self.decoder.is_gradient_checkpointing

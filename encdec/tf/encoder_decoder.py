@@ -15,7 +15,6 @@ generation (`encdec.tf.generation`) runs on it.
 from __future__ import annotations
 
 import logging
-import os
 import types
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -30,10 +29,8 @@ from ..generation import plan_generation
 from ..inputs import (IGNORE_INDEX, SET_BY_MODEL, check_decoder_inputs, check_encoder_inputs, check_encoder_outputs,
                       check_model_inputs, check_shift_config, output_flags, route_half_kwargs)
 from ..loading import as_encoder_decoder_config
-from ..weights.names import (TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec, resize_decoder_vocab,
-                             vocab_changes)
-from ..weights.pretrained import join_pretrained, read_pretrained, write_model_folder
-from ..weights.state import check_state, count_parameters
+from ..port_model import EncoderDecoderMixin
+from ..weights.names import TF_ROOT_SCOPE, ModelSpec, ParamSpec, init_weights, model_spec
 from .bart import TFBartForCausalLM
 from .bert import TFBertLMHeadModel, TFBertModel
 from .bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
@@ -147,7 +144,7 @@ def _last_hidden_state(encoder_outputs):
     return encoder_outputs
 
 
-class TFEncoderDecoderModel(keras.Model):
+class TFEncoderDecoderModel(EncoderDecoderMixin, keras.Model):
     """An encoder (`TFBertModel`, `TFRobertaModel`, `TFBertGenerationEncoder`) and a decoder with an LM head.
 
     `TFEncoderDecoderModel(config=...)` is a random model drawn by `init_weights(config, seed=0)`
@@ -157,6 +154,7 @@ class TFEncoderDecoderModel(keras.Model):
     """
 
     main_input_name = "input_ids"
+    _port = "tf"
 
     def __init__(
         self,
@@ -254,112 +252,35 @@ class TFEncoderDecoderModel(keras.Model):
             raise ConfigError(f"dtype {dtype!r}: the TensorFlow port computes in float32; expected None or float32")
         return cls(config=config, _state=state)
 
-    def canonical_state(self) -> dict:
-        """The stored parameters as numpy arrays in the canonical layout, by canonical name (tied names left out)."""
-        return {p.name: p.to_canonical(self._variables_by_name[p.name].numpy(), "tf") for p in self.spec}
+    def _native_array(self, param: ParamSpec) -> np.ndarray:
+        """The variable of `param` (a stored ParamSpec) as numpy, in the TF layout."""
+        return self._variables_by_name[param.name].numpy()
 
-    def load_canonical_state(self, state: Mapping, partial: bool = False) -> None:
-        """Copy canonical numpy tensors into the model's variables (kept: an optimizer's slots stay bound).
-
-        CheckpointError for an unknown name, a wrong shape, or (unless `partial`) a missing parameter.
-        """
-        check_state(self.spec, state, partial)
+    def _assign_canonical(self, state: Mapping) -> None:
+        """Assign checked canonical tensors to the model's variables (kept: an optimizer's slots stay bound)."""
         for name, array in state.items():
             variable = self._variables_by_name[name]
             native = self.spec.by_name[name].to_native(np.asarray(array), "tf")
             variable.assign(native.astype(variable.dtype, copy=False))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, fmt: Optional[str] = None, dtype=None,
-                        config=None, **kwargs: Any) -> "TFEncoderDecoderModel":
-        """Load a checkpoint folder of transformers or encdec, any format (`fmt` picks one of several).
-        `config`: encdec's or transformers'. `dtype`: float32 (a tf dtype, its name, or "auto"), the
-        port's only one. Other kwargs go through `encdec.loading` (PyTorch-only options are a
-        ConfigError) to the config."""
-        options, folder = read_pretrained(directory, "tf", kwargs, fmt=fmt, dtype=dtype, config=config)
-        model = cls.from_state(folder.config, folder.state, None if options.dtype == "auto" else options.dtype)
-        if folder.generation_config is not None:
-            model.generation_config = folder.generation_config
-        return model
-
-    @classmethod
-    def from_encoder_decoder_pretrained(
-        cls,
-        encoder_pretrained_model_name_or_path: Optional[str | os.PathLike] = None,
-        decoder_pretrained_model_name_or_path: Optional[str | os.PathLike] = None,
-        *,
-        init_seed: int = 0,
-        **kwargs: Any,
-    ) -> "TFEncoderDecoderModel":
-        """Join a pretrained encoder folder and a pretrained decoder folder (any of the four formats).
-
-        `encoder_*` / `decoder_*` kwargs set that half's config (`encoder_config=`: encdec's or transformers';
-        `encoder_model=`: a model of this port or transformers' PyTorch one); the others the joined config;
-        `dtype` as in `from_pretrained`. What no checkpoint holds is drawn (`init_weights(config, init_seed)`)
-        and logged by name (`encdec.weights.pretrained`).
-        """
-        from ..loading import split_loading_kwargs
-
-        kwargs = dict(kwargs)
-        options = split_loading_kwargs(kwargs, "tf")
-        config, state, _drawn = join_pretrained(
-            encoder_pretrained_model_name_or_path, decoder_pretrained_model_name_or_path, kwargs, init_seed
-        )
+    def _build_from_state(cls, config: EncoderDecoderConfig, state: Mapping, options, owned: bool):
+        """`from_state` of a loaded `state` (assigned to new variables, so `owned` changes nothing);
+        `dtype="auto"` is float32, the port's only dtype."""
         return cls.from_state(config, state, None if options.dtype == "auto" else options.dtype)
 
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = False,
-        max_shard_size: Optional[int | str] = None,
-    ) -> None:
-        """Write weights (`tf_model.h5` in transformers' Keras 2 layout, or `model.safetensors` with
-        `safe_serialization=True`), config.json and generation_config.json.
-
-        The folder is written to a temporary sibling and renamed into place, so a failure
-        leaves any previous checkpoint there whole; weight files of the previous
-        checkpoint (any format) are not carried over, so the folder holds one set of weights.
-        """
-        write_model_folder(
-            save_directory, self.canonical_state(), self.spec, self.config, self.generation_config,
-            fmt="safetensors" if safe_serialization else "tf", shard_size=max_shard_size,
-        )
-
-    # ------------------------------------------------------------------ accessors
-
-    def get_encoder(self) -> keras.Model:
-        return self.encoder
-
-    def get_decoder(self) -> keras.Model:
-        return self.decoder
-
-    def get_input_embeddings(self) -> keras.layers.Embedding:
-        return self.encoder.get_input_embeddings()
-
-    def get_output_embeddings(self) -> keras.layers.Layer:
-        return self.decoder.get_output_embeddings()
-
-    def resize_token_embeddings(self, new_num_tokens: int) -> keras.layers.Embedding:
-        """Give the decoder a vocabulary of `new_num_tokens`: word embeddings, LM head and its bias.
-
-        Kept rows keep their values; new rows are drawn as `init_weights` draws them
-        (N(0, initializer_range), seed 0; biases 0). Ties are kept; with
-        `tie_encoder_decoder` the shared table is the encoder's too, so both vocabularies
-        change. The rebuilt layers replace the old ones (compile again before training).
-        Returns the decoder's new input embedding.
-        """
-        if not vocab_changes(self.config, new_num_tokens):
-            return self.decoder.get_input_embeddings()
-        config, new_state = resize_decoder_vocab(self.config, self.canonical_state(), new_num_tokens)
-        self.config = config
-        encoder, decoder = _build_pair(config)
-        if config.tie_encoder_decoder:
+    def _rebuild(self, new_state: dict) -> None:
+        """New Keras layers for the resized config (the decoder, and the encoder when tied), bound and
+        given `new_state`; the compiled generation functions traced the old ones."""
+        encoder, decoder = _build_pair(self.config)
+        if self.config.tie_encoder_decoder:
             self._replace_layer("encoder", encoder)
         self._replace_layer("decoder", decoder)
-        self.spec = model_spec(config)
         self._untracked.variables_by_name = self._bind_variables()
         self.load_canonical_state(new_state)
         self._generation_functions.clear()
+
+    def _decoder_word_embeddings(self) -> keras.layers.Embedding:
         return self.decoder.get_input_embeddings()
 
     def _replace_layer(self, name: str, layer: keras.layers.Layer) -> None:
@@ -617,17 +538,6 @@ class TFEncoderDecoderModel(keras.Model):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, input_ids, attention_mask=None, generation_config: Optional[GenerationConfig] = None,
-                 decoder_input_ids=None, **options):
-        """Greedy, sampling or beam search, with transformers 5's semantics (see `encdec.tf.generation`).
-
-        Compiled with XLA by default (`jit_compile=False` runs eagerly); the compiled
-        function is kept per generation settings and reused.
-        """
-        from .generation import generate
-
-        return generate(self, input_ids, attention_mask, generation_config, decoder_input_ids, **options)
-
     def serving_generate_function(self, generation_config: Optional[GenerationConfig] = None,
                                   jit_compile: bool = True, **kwargs) -> tf.types.experimental.GenericFunction:
         """A `tf.function(input_ids, attention_mask) -> dict` for `tf.saved_model.save`.
@@ -659,15 +569,10 @@ class TFEncoderDecoderModel(keras.Model):
 
     # ------------------------------------------------------------------ transformers' conveniences
 
-    generation_config = GenerationConfig.model_attribute()
-
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """How many numbers the stored parameters hold, each shared variable once, as transformers'
-        TF models counted (`only_trainable`: the trainable ones); `exclude_embeddings` leaves the
-        embedding tables out. Keras' dropout seed states are no parameters and are not counted."""
+    def _trainable_names(self) -> set:
+        """The stored names whose variable is among Keras' trainable variables."""
         trainable = {id(v) for v in self.trainable_variables}
-        names = {name for name, v in self._variables_by_name.items() if id(v) in trainable} if only_trainable else None
-        return count_parameters(self.spec, exclude_embeddings, names)
+        return {name for name, v in self._variables_by_name.items() if id(v) in trainable}
 
 
 def _with_labels(data):
