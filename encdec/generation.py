@@ -97,7 +97,7 @@ class ProcessorSpec:
         return out
 
 
-# Each processor's class in the ports (prefixed TF / Flax there), by ProcessorSpec name.
+# Each processor's class (`encdec.logits_processors`), by ProcessorSpec name.
 PROCESSOR_CLASSES = {
     "repetition_penalty": "RepetitionPenaltyLogitsProcessor", "no_repeat_ngram": "NoRepeatNGramLogitsProcessor",
     "bad_words": "NoBadWordsLogitsProcessor", "min_length": "MinLengthLogitsProcessor",

@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import logits_processors
 from .config import EncoderDecoderConfig, GenerationConfig
 from .errors import ConfigError, ExportError, InputError, NonFiniteError
 from .generation import (apply_processors, beam_candidates, build_processors, nan_message, plan_generation,
@@ -36,116 +37,11 @@ DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
 # generate's options the runner takes that are no generation option
 _PORT_OPTIONS = ("providers",)
 
-# ---------------------------------------------------------------------------
-# Logits processors in numpy, named and called as the ports' (`encdec.pt.generation`):
-# `processor(sequences [N, max_length], cur_len, scores [N, V]) -> scores`.
-
-
-class RepetitionPenaltyLogitsProcessor:
-    """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
-
-    def __init__(self, penalty: float) -> None:
-        self.penalty = np.float32(penalty)
-
-    def __call__(self, sequences, cur_len: int, scores):
-        ids = sequences[:, :cur_len]  # [N, cur_len]
-        score = np.take_along_axis(scores, ids, axis=1)
-        score = np.where(score < 0, score * self.penalty, score / self.penalty).astype(scores.dtype)
-        scores = scores.copy()
-        np.put_along_axis(scores, ids, score, axis=1)
-        return scores
-
-
-class NoRepeatNGramLogitsProcessor:
-    """Bans every token that would repeat an n-gram already in the sequence."""
-
-    def __init__(self, ngram_size: int) -> None:
-        self.ngram_size = ngram_size
-
-    def __call__(self, sequences, cur_len: int, scores):
-        n = self.ngram_size
-        if cur_len < n:
-            return scores
-        scores = scores.copy()
-        for row in range(sequences.shape[0]):
-            tokens = sequences[row, :cur_len]
-            prefix = tokens[cur_len + 1 - n:]  # the n - 1 last tokens
-            # n-grams wholly inside the filled part whose first n - 1 tokens are the suffix ban their last token
-            for start in range(cur_len - n + 1):
-                if np.array_equal(tokens[start:start + n - 1], prefix):
-                    scores[row, tokens[start + n - 1]] = -np.inf
-        return scores
-
-
-class NoBadWordsLogitsProcessor:
-    """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
-
-    def __init__(self, single, groups, vocab_size) -> None:
-        self.single = np.zeros(int(vocab_size), np.float32)
-        if single is not None:
-            self.single[single] = -np.inf
-        self.groups = groups  # per prefix length p: (prefixes int32 [G, p], last ids int32 [G])
-
-    def __call__(self, sequences, cur_len: int, scores):
-        bias = np.zeros_like(scores) + self.single
-        for prefixes, last in self.groups:
-            p = prefixes.shape[1]
-            if p > cur_len:
-                continue
-            tail = sequences[:, cur_len - p:cur_len]  # [N, p]
-            matching = (tail[:, None] == prefixes).all(axis=-1)  # [N, G]
-            for g, token in enumerate(last):
-                bias[matching[:, g], token] = -np.inf
-        return scores + bias
-
-
-class MinLengthLogitsProcessor:
-    """No eos before the sequence (decoder start included) is `min_length` long."""
-
-    def __init__(self, min_length: int, eos_token_ids) -> None:
-        self.min_length = min_length
-        self.eos_token_ids = list(eos_token_ids)
-
-    def __call__(self, sequences, cur_len: int, scores):
-        if cur_len >= self.min_length:
-            return scores
-        scores = scores.copy()
-        scores[:, self.eos_token_ids] = -np.inf
-        return scores
-
-
-class ForcedBOSTokenLogitsProcessor:
-    """The first generated token is `bos_token_id`."""
-
-    def __init__(self, token_id: int) -> None:
-        self.bos_token_id = token_id
-
-    def __call__(self, sequences, cur_len: int, scores):
-        if cur_len != 1:
-            return scores
-        forced = np.full_like(scores, -np.inf)
-        forced[:, self.bos_token_id] = 0
-        return forced
-
-
-class ForcedEOSTokenLogitsProcessor:
-    """The last token (at `max_length - 1`) is an eos token."""
-
-    def __init__(self, max_length: int, eos_token_ids) -> None:
-        self.max_length = max_length
-        self.eos_token_ids = list(eos_token_ids)
-
-    def __call__(self, sequences, cur_len: int, scores):
-        if cur_len != self.max_length - 1:
-            return scores
-        forced = np.full_like(scores, -np.inf)
-        forced[:, self.eos_token_ids] = 0
-        return forced
-
 
 def build_logits_processors(specs: tuple) -> list:
-    """The numpy processors of a plan's `ProcessorSpec`s, in their order."""
-    return build_processors(specs, globals().__getitem__)
+    """The numpy processors (`encdec.logits_processors` on its `NumpyOps`) of a plan's `ProcessorSpec`s, in their
+    order; called as the ports' are, `processor(sequences [N, max_length], cur_len, scores [N, V]) -> scores`."""
+    return build_processors(specs, logits_processors.bind(logits_processors.NumpyOps))
 
 
 # ---------------------------------------------------------------------------

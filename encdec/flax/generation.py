@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import inputs
+from .. import inputs, logits_processors
 from ..config import GenerationConfig
 from ..errors import InputError
 from ..generation import (
@@ -53,148 +53,40 @@ from .common import _fact, _is_concrete, _register_pytree, _reorder_cache
 _NEG = -1.0e9  # transformers' "very large negative" beam score
 
 # ---------------------------------------------------------------------------
-# Logits processors, in the order transformers applies them. Their options are
-# traced values (built inside the jitted loop); `cur_len` is traced too.
+# Logits processors (`encdec.logits_processors`), in the order transformers applies them. Their
+# options are traced values (built inside the jitted loop); `cur_len` is traced too.
 
 
-def _mark(rows: int, vocab: int, ids):
-    """`[rows, vocab]` bool, True at `ids` `[rows, n]`; ids equal to `vocab` (spare column) mark nothing."""
-    hit = jnp.zeros((rows, vocab + 1), bool).at[jnp.arange(rows)[:, None], ids].set(True)
-    return hit[:, :vocab]
+class _FlaxOps:
+    """The array ops of `encdec.logits_processors` in jax.numpy, under jit (traced `cur_len`, `k`, ids)."""
 
+    @staticmethod
+    def mark(ids, vocab: int):
+        # Ids clipped into [0, vocab]: those at `vocab` go to the spare column, dropped with it.
+        rows = jnp.arange(ids.shape[0])[:, None]
+        return jnp.zeros((ids.shape[0], vocab + 1), bool).at[rows, jnp.clip(ids, 0, vocab)].set(True)[:, :vocab]
 
-class FlaxRepetitionPenaltyLogitsProcessor:
-    """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
+    @staticmethod
+    def sort(x):
+        order = jnp.argsort(x, axis=-1)
+        return jnp.take_along_axis(x, order, axis=-1), order
 
-    def __init__(self, penalty) -> None:
-        self.penalty = penalty
-
-    def __call__(self, sequences, cur_len, scores):
-        rows, vocab = scores.shape
-        # Unfilled positions point at a spare column past the vocabulary.
-        filled = jnp.arange(sequences.shape[1])[None, :] < cur_len  # [1, L]
-        seen = _mark(rows, vocab, jnp.where(filled, jnp.clip(sequences, 0, vocab), vocab))
-        penalised = jnp.where(scores < 0, scores * self.penalty, scores / self.penalty)
-        return jnp.where(seen, penalised, scores)
-
-
-class FlaxNoRepeatNGramLogitsProcessor:
-    """Bans every token that would repeat an n-gram already in the sequence."""
-
-    def __init__(self, ngram_size: int) -> None:
-        self.ngram_size = ngram_size
-
-    def __call__(self, sequences, cur_len, scores):
-        n = self.ngram_size
-        rows, vocab = scores.shape
-        starts = np.arange(sequences.shape[1] - n + 1)
-        windows = sequences[:, starts[:, None] + np.arange(n)[None, :]]  # [N, W, n], window s = tokens s .. s+n-1
-        prefix = lax.dynamic_slice_in_dim(sequences, jnp.maximum(cur_len + 1 - n, 0), n - 1, axis=1)  # [N, n-1]
-        # Windows wholly inside the filled part whose first n - 1 tokens equal the current suffix ban
-        # their last token; nothing is banned before n tokens exist.
-        complete = (jnp.asarray(starts) <= cur_len - n)[None, :]  # [1, W]
-        matches = jnp.all(windows[:, :, :-1] == prefix[:, None, :], axis=-1) & complete
-        banned = _mark(rows, vocab, jnp.where(matches, jnp.clip(windows[:, :, -1], 0, vocab), vocab))
-        return jnp.where(banned, -jnp.inf, scores)
-
-
-class FlaxNoBadWordsLogitsProcessor:
-    """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
-
-    def __init__(self, single, groups) -> None:
-        self.single = single  # [V] bool, or None
-        self.groups = groups  # ((prefixes [G, p], last tokens [G]), ...) per prefix length p
-
-    def __call__(self, sequences, cur_len, scores):
-        rows, vocab = scores.shape
-        banned = jnp.zeros(scores.shape, bool) if self.single is None else jnp.broadcast_to(self.single, scores.shape)
-        for prefixes, last in self.groups:
-            p = prefixes.shape[1]
-            tail = lax.dynamic_slice_in_dim(sequences, jnp.maximum(cur_len - p, 0), p, axis=1)  # [N, p]
-            matching = jnp.all(tail[:, None, :] == prefixes[None], axis=-1) & (cur_len >= p)  # [N, G]
-            banned = banned | _mark(rows, vocab, jnp.where(matching, last[None, :], vocab))
-        return jnp.where(banned, -jnp.inf, scores)
-
-
-class FlaxMinLengthLogitsProcessor:
-    """No eos before the sequence (decoder start included) is `min_length` long."""
-
-    def __init__(self, min_length, eos_token_ids) -> None:
-        self.min_length = min_length
-        self.eos_token_ids = eos_token_ids  # [E]; an id equal to the vocabulary size marks nothing
-
-    def __call__(self, sequences, cur_len, scores):
-        is_eos = jnp.zeros((scores.shape[1],), bool).at[self.eos_token_ids].set(True, mode="drop")
-        return jnp.where((cur_len < self.min_length) & is_eos[None, :], -jnp.inf, scores)
-
-
-def _forced(scores, token_ids):
-    allowed = jnp.zeros((scores.shape[1],), bool).at[token_ids].set(True, mode="drop")
-    return jnp.broadcast_to(jnp.where(allowed, 0.0, -jnp.inf).astype(scores.dtype), scores.shape)
-
-
-class FlaxForcedBOSTokenLogitsProcessor:
-    """The first generated token is `bos_token_id`."""
-
-    def __init__(self, token_id) -> None:
-        self.bos_token_id = token_id
-
-    def __call__(self, sequences, cur_len, scores):
-        return jnp.where(cur_len == 1, _forced(scores, self.bos_token_id), scores)
-
-
-class FlaxForcedEOSTokenLogitsProcessor:
-    """The last token (at `max_length - 1`) is an eos token."""
-
-    def __init__(self, max_length: int, eos_token_ids) -> None:
-        self.max_length = max_length
-        self.eos_token_ids = eos_token_ids
-
-    def __call__(self, sequences, cur_len, scores):
-        return jnp.where(cur_len == self.max_length - 1, _forced(scores, self.eos_token_ids), scores)
-
-
-class FlaxTemperatureLogitsWarper:
-    def __init__(self, temperature) -> None:
-        self.temperature = temperature
-
-    def __call__(self, sequences, cur_len, scores):
-        return scores / self.temperature
-
-
-class FlaxTopKLogitsWarper:
-    """Keeps the `top_k` best scores; `top_k` (traced) already counts `min_tokens_to_keep` and is <= V."""
-
-    def __init__(self, top_k) -> None:
-        self.top_k = top_k
-
-    def __call__(self, sequences, cur_len, scores):
-        rows, vocab = scores.shape
-        kth = jnp.sort(scores, axis=-1)[:, vocab - self.top_k][:, None]  # [N, 1], the k-th largest
-        return jnp.where(scores < kth, -jnp.inf, scores)
-
-
-class FlaxTopPLogitsWarper:
-    """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
-
-    def __init__(self, top_p, min_tokens_to_keep) -> None:
-        self.top_p = top_p
-        self.min_tokens_to_keep = min_tokens_to_keep
-
-    def __call__(self, sequences, cur_len, scores):
-        rows, vocab = scores.shape
-        order = jnp.argsort(scores, axis=-1)  # ascending: the low-probability tail first
-        cumulative = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(scores, order, axis=-1), axis=-1), axis=-1)
-        remove = cumulative <= (1.0 - self.top_p)
-        remove = remove & (jnp.arange(vocab) < vocab - self.min_tokens_to_keep)[None, :]
-        remove = jnp.zeros_like(remove).at[jnp.arange(rows)[:, None], order].set(remove)
-        return jnp.where(remove, -jnp.inf, scores)
+    asarray = staticmethod(jnp.asarray)
+    arange = staticmethod(jnp.arange)
+    where = staticmethod(jnp.where)
+    take = staticmethod(lambda x, positions: x[:, positions])
+    all = staticmethod(lambda x: jnp.all(x, axis=-1))
+    # The k-th largest by a full sort: `lax.top_k` needs a static k.
+    kth_largest = staticmethod(lambda x, k: jnp.sort(x, axis=-1)[:, x.shape[-1] - k][:, None])
+    unsort = staticmethod(lambda x, order: jnp.zeros_like(x).at[jnp.arange(x.shape[0])[:, None], order].set(x))
+    softmax = staticmethod(lambda x: jax.nn.softmax(x, axis=-1))
+    cumsum = staticmethod(lambda x: jnp.cumsum(x, axis=-1))
 
 
 def build_logits_processors(static: StaticPlan, opts: dict) -> list:
     """The processors of a compiled loop (`encdec.generation.loop_processors`), in transformers' order,
     their options the loop's traced inputs."""
-    return loop_processors(static, opts, lambda name: globals()["Flax" + name])
+    return loop_processors(static, opts, logits_processors.bind(_FlaxOps))
 
 
 # ---------------------------------------------------------------------------

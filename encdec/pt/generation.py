@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .. import outputs
+from .. import logits_processors, outputs
 from ..config import GenerationConfig
 from ..errors import NonFiniteError
 from ..generation import (
@@ -41,158 +41,41 @@ from .common import _host, _ModelOutput
 from .fast_linear import packed_weights
 
 # ---------------------------------------------------------------------------
-# Logits processors, in the order transformers applies them. Their options come from the
-# core's plan, which has checked them (`encdec.generation.logits_processors`).
+# Logits processors (`encdec.logits_processors`), in the order transformers applies them. Their
+# options come from the core's plan, which has checked them (`encdec.generation.logits_processors`).
 
 
-class RepetitionPenaltyLogitsProcessor:
-    """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
+class _TorchOps:
+    """The array ops of `encdec.logits_processors` in PyTorch, on `device`."""
 
-    def __init__(self, penalty: float) -> None:
-        self.penalty = float(penalty)
+    def __init__(self, device) -> None:
+        self.device = device
 
-    def __call__(self, sequences, cur_len: int, scores):
-        vocab = scores.shape[-1]
-        # Unfilled positions point at a spare column past the vocabulary, dropped at the end.
-        filled = torch.arange(sequences.shape[1], device=sequences.device) < cur_len  # [L]
-        ids = torch.where(filled, sequences.clamp(max=vocab), vocab)  # [N, L]
-        padded = F.pad(scores, (0, 1))  # [N, V + 1]
-        score = torch.gather(padded, 1, ids)
-        score = torch.where(score < 0, score * self.penalty, score / self.penalty)
-        return padded.scatter(1, ids, score)[:, :vocab]
+    def asarray(self, value):
+        return torch.as_tensor(value, device=self.device)
 
+    def arange(self, n: int):
+        return torch.arange(n, device=self.device)
 
-class NoRepeatNGramLogitsProcessor:
-    """Bans every token that would repeat an n-gram already in the sequence."""
+    @staticmethod
+    def mark(ids, vocab: int):
+        # scatter_ indexes with int64; ids past the vocabulary go to the spare column, dropped with it.
+        hit = torch.zeros((ids.shape[0], vocab + 1), dtype=torch.bool, device=ids.device)
+        return hit.scatter_(1, ids.long().clamp(max=vocab), True)[:, :vocab]
 
-    def __init__(self, ngram_size: int) -> None:
-        self.ngram_size = ngram_size
-
-    def __call__(self, sequences, cur_len: int, scores):
-        n = self.ngram_size
-        if cur_len < n:
-            return scores
-        vocab = scores.shape[-1]
-        windows = sequences.unfold(1, n, 1)  # [N, L - n + 1, n], window s = tokens s .. s + n - 1
-        # Windows wholly inside the filled part whose first n - 1 tokens equal the current suffix
-        # ban their last token; the suffix's own window is not complete yet, so it bans nothing.
-        prefix = sequences[:, cur_len + 1 - n : cur_len]  # [N, n - 1]
-        complete = torch.arange(windows.shape[1], device=sequences.device) <= cur_len - n  # [L - n + 1]
-        matches = (windows[..., :-1] == prefix[:, None]).all(dim=-1) & complete
-        banned = scores.new_zeros((scores.shape[0], vocab + 1), dtype=torch.bool)
-        banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=vocab), vocab), True)
-        return scores.masked_fill(banned[:, :vocab], -float("inf"))
-
-
-class NoBadWordsLogitsProcessor:
-    """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
-
-    def __init__(self, single, groups, vocab_size, device=None) -> None:
-        # The plan's arrays: single-token bans (bool [V], or None) as a [V] bias, -inf where banned,
-        # and per prefix length p the banned sequences' prefixes [G, p] and last tokens [G].
-        self.single = torch.zeros(int(vocab_size), device=device)
-        if single is not None:
-            self.single.masked_fill_(torch.from_numpy(single).to(device), -float("inf"))
-        self.groups = [
-            (torch.from_numpy(prefixes).long().to(device), torch.from_numpy(last).long().to(device))
-            for prefixes, last in groups
-        ]
-
-    def __call__(self, sequences, cur_len: int, scores):
-        bias = torch.zeros_like(scores) + self.single
-        for prefixes, last in self.groups:
-            p = prefixes.shape[1]
-            if p > cur_len:
-                continue
-            tail = sequences[:, cur_len - p : cur_len]  # [N, p]
-            matching = (tail[:, None] == prefixes).all(dim=-1)  # [N, G]
-            bias.index_add_(1, last, torch.where(matching, -float("inf"), 0.0).to(bias.dtype))
-        return scores + bias
-
-
-class MinLengthLogitsProcessor:
-    """No eos before the sequence (decoder start included) is `min_length` long."""
-
-    def __init__(self, min_length: int, eos_token_ids) -> None:
-        self.min_length = min_length
-        self.eos_token_ids = list(eos_token_ids)
-
-    def __call__(self, sequences, cur_len: int, scores):
-        if cur_len >= self.min_length:
-            return scores
-        scores = scores.clone()
-        scores[:, self.eos_token_ids] = -float("inf")
-        return scores
-
-
-class ForcedBOSTokenLogitsProcessor:
-    """The first generated token is `bos_token_id`."""
-
-    def __init__(self, token_id: int) -> None:
-        self.bos_token_id = token_id
-
-    def __call__(self, sequences, cur_len: int, scores):
-        if cur_len != 1:
-            return scores
-        forced = torch.full_like(scores, -float("inf"))
-        forced[:, self.bos_token_id] = 0
-        return forced
-
-
-class ForcedEOSTokenLogitsProcessor:
-    """The last token (at `max_length - 1`) is an eos token."""
-
-    def __init__(self, max_length: int, eos_token_ids) -> None:
-        self.max_length = max_length
-        self.eos_token_ids = list(eos_token_ids) if isinstance(eos_token_ids, (list, tuple)) else [eos_token_ids]
-
-    def __call__(self, sequences, cur_len: int, scores):
-        if cur_len != self.max_length - 1:
-            return scores
-        forced = torch.full_like(scores, -float("inf"))
-        forced[:, self.eos_token_ids] = 0
-        return forced
-
-
-class TemperatureLogitsWarper:
-    def __init__(self, temperature: float) -> None:
-        self.temperature = float(temperature)
-
-    def __call__(self, sequences, cur_len: int, scores):
-        return scores / self.temperature
-
-
-class TopKLogitsWarper:
-    """Keeps the `top_k` best scores (at least `min_tokens_to_keep`)."""
-
-    def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
-        self.top_k = max(int(top_k), min_tokens_to_keep)
-
-    def __call__(self, sequences, cur_len: int, scores):
-        k = min(self.top_k, scores.shape[-1])
-        kth = torch.topk(scores, k)[0][..., -1, None]  # [N, 1]
-        return scores.masked_fill(scores < kth, -float("inf"))
-
-
-class TopPLogitsWarper:
-    """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
-
-    def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
-        self.top_p = float(top_p)
-        self.min_tokens_to_keep = min_tokens_to_keep
-
-    def __call__(self, sequences, cur_len: int, scores):
-        sorted_logits, sorted_indices = torch.sort(scores, descending=False)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        remove = cumulative <= (1 - self.top_p)  # ascending order: the low-probability tail
-        remove[..., -self.min_tokens_to_keep :] = False
-        remove = remove.scatter(1, sorted_indices, remove)
-        return scores.masked_fill(remove, -float("inf"))
+    where = staticmethod(torch.where)
+    take = staticmethod(lambda x, positions: x[:, positions])
+    all = staticmethod(lambda x: x.all(dim=-1))
+    kth_largest = staticmethod(lambda x, k: torch.topk(x, k)[0][..., -1:])
+    sort = staticmethod(lambda x: torch.sort(x, descending=False))
+    unsort = staticmethod(lambda x, order: x.scatter(1, order, x))
+    softmax = staticmethod(lambda x: x.softmax(dim=-1))
+    cumsum = staticmethod(lambda x: x.cumsum(dim=-1))
 
 
 def build_logits_processors(specs: tuple, device=None) -> list:
     """The PyTorch processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order."""
-    return build_processors(specs, globals().__getitem__, device=device)
+    return build_processors(specs, logits_processors.bind(_TorchOps(device)))
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from .. import logits_processors
 from ..config import GenerationConfig
 from ..errors import InputError
 from ..generation import (
@@ -53,178 +54,40 @@ from ..outputs import GenerateBeamEncoderDecoderOutput, GenerateEncoderDecoderOu
 from .common import _host_facts
 from .roberta import create_position_ids_from_input_ids
 
-NEG_INF = float("-inf")
-
 # ---------------------------------------------------------------------------
-# Logits processors, in the order transformers applies them.
+# Logits processors (`encdec.logits_processors`), in the order transformers applies them.
 
 
-def _set_column(buffer: tf.Tensor, index: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
-    """`buffer[..., index] = values` for a `[..., T]` buffer and `[...]` values, as a select (fixed shapes)."""
-    hit = tf.equal(tf.range(tf.shape(buffer)[-1]), index)
-    return tf.where(hit, values[..., None], buffer)
+class _TFOps:
+    """The array ops of `encdec.logits_processors` in TensorFlow: static shapes, the same eagerly and under XLA."""
 
+    @staticmethod
+    def mark(ids, vocab):
+        # A scatter of counts: ids equal to `vocab` go to the spare column, dropped with it.
+        n = tf.shape(ids)[0]
+        row = tf.broadcast_to(tf.range(n)[:, None], tf.shape(ids))
+        counts = tf.scatter_nd(tf.stack([row, ids], axis=-1), tf.ones_like(ids), tf.stack([n, vocab + 1]))
+        return counts[:, :vocab] > 0
 
-def _isin(ids: tf.Tensor, candidates) -> tf.Tensor:
-    """Elementwise `ids in candidates` for a static list of ids."""
-    return tf.reduce_any(tf.equal(ids[..., None], tf.constant(list(candidates), ids.dtype)), axis=-1)
+    @staticmethod
+    def sort(x):
+        order = tf.argsort(x, axis=-1, direction="ASCENDING", stable=True)
+        return tf.gather(x, order, batch_dims=1), order
 
-
-def _mark(ids: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
-    """`[N, V]` bools from `[N, L]` ids: True at `(n, ids[n, j])`; ids equal to `vocab` go to a dropped spare column."""
-    n = tf.shape(ids)[0]
-    row = tf.broadcast_to(tf.range(n)[:, None], tf.shape(ids))
-    counts = tf.scatter_nd(tf.stack([row, ids], axis=-1), tf.ones_like(ids), tf.stack([n, vocab + 1]))
-    return counts[:, :vocab] > 0
-
-
-class TFRepetitionPenaltyLogitsProcessor:
-    """Scores of tokens already in the sequence: divided by `penalty` if positive, multiplied if negative."""
-
-    def __init__(self, penalty: float) -> None:
-        self.penalty = float(penalty)
-
-    def __call__(self, sequences, cur_len, scores):
-        vocab = tf.shape(scores)[-1]
-        # Unfilled positions point at a spare column past the vocabulary.
-        filled = tf.range(tf.shape(sequences)[1]) < cur_len  # [T]
-        seen = _mark(tf.where(filled[None, :], sequences, vocab), vocab)  # [N, V]
-        penalized = tf.where(scores < 0, scores * self.penalty, scores / self.penalty)
-        return tf.where(seen, penalized, scores)
-
-
-class TFNoRepeatNGramLogitsProcessor:
-    """Bans every token that would repeat an n-gram already in the sequence."""
-
-    def __init__(self, ngram_size: int) -> None:
-        self.ngram_size = int(ngram_size)
-
-    def __call__(self, sequences, cur_len, scores):
-        n = self.ngram_size
-        length = sequences.shape[1]
-        if n > length:
-            return scores
-        vocab = tf.shape(scores)[-1]
-        starts = tf.range(length - n + 1)  # window s = tokens s .. s + n - 1
-        windows = tf.gather(sequences, starts[:, None] + tf.range(n)[None, :], axis=1)  # [N, W, n]
-        # Windows wholly inside the filled part whose first n - 1 tokens equal the current suffix
-        # ban their last token; the suffix's own window is not complete yet, so it bans nothing.
-        suffix_pos = tf.clip_by_value(cur_len + 1 - n + tf.range(n - 1), 0, length - 1)
-        suffix = tf.gather(sequences, suffix_pos, axis=1)  # [N, n - 1]
-        complete = starts <= cur_len - n  # [W]
-        matches = tf.reduce_all(tf.equal(windows[:, :, :-1], suffix[:, None, :]), axis=-1) & complete[None, :]
-        banned = _mark(tf.where(matches, windows[:, :, -1], vocab), vocab)
-        banned = banned & (cur_len >= n)
-        return tf.where(banned, tf.constant(NEG_INF, scores.dtype), scores)
-
-
-class TFNoBadWordsLogitsProcessor:
-    """Bans single tokens, and the last token of a banned sequence once its prefix has been generated."""
-
-    def __init__(self, single, groups, vocab_size: int) -> None:
-        # The plan's arrays (`ProcessorSpec.arrays`): single-token bans as a [V] bias (-inf where banned),
-        # and per prefix length p the banned sequences' prefixes [G, p] and last tokens [G].
-        banned = single if single is not None else np.zeros(int(vocab_size), bool)
-        self.single = np.where(banned, NEG_INF, 0.0).astype(np.float32)
-        self.groups = list(groups)
-
-    def __call__(self, sequences, cur_len, scores):
-        vocab = tf.shape(scores)[-1]
-        bias = tf.zeros_like(scores) + tf.constant(self.single, scores.dtype)
-        length = sequences.shape[1]
-        for prefixes, last in self.groups:
-            p = prefixes.shape[1]
-            if p > length:
-                continue
-            tail = tf.gather(sequences, tf.clip_by_value(cur_len - p + tf.range(p), 0, length - 1), axis=1)  # [N, p]
-            matching = tf.reduce_all(tf.equal(tail[:, None, :], tf.constant(prefixes)), axis=-1)  # [N, G]
-            matching = matching & (cur_len >= p)
-            hit = _mark(tf.where(matching, tf.constant(last)[None, :], vocab), vocab)
-            bias = tf.where(hit, tf.constant(NEG_INF, scores.dtype), bias)
-        return scores + bias
-
-
-class TFMinLengthLogitsProcessor:
-    """No eos before the sequence (decoder start included) is `min_length` long."""
-
-    def __init__(self, min_length: int, eos_token_ids) -> None:
-        self.min_length = min_length
-        self.eos_token_ids = list(eos_token_ids)
-
-    def __call__(self, sequences, cur_len, scores):
-        is_eos = _isin(tf.range(tf.shape(scores)[-1]), self.eos_token_ids)  # [V]
-        return tf.where(is_eos & (cur_len < self.min_length), tf.constant(NEG_INF, scores.dtype), scores)
-
-
-def _force(scores, token_ids, when):
-    """Where `when`, every score is -inf but those of `token_ids`, which are 0."""
-    allowed = _isin(tf.range(tf.shape(scores)[-1]), token_ids)  # [V]
-    forced = tf.where(allowed, tf.zeros((), scores.dtype), tf.constant(NEG_INF, scores.dtype))
-    return tf.where(when, tf.broadcast_to(forced, tf.shape(scores)), scores)
-
-
-class TFForcedBOSTokenLogitsProcessor:
-    """The first generated token is `bos_token_id`."""
-
-    def __init__(self, token_id: int) -> None:
-        self.bos_token_id = token_id
-
-    def __call__(self, sequences, cur_len, scores):
-        return _force(scores, [self.bos_token_id], tf.equal(cur_len, 1))
-
-
-class TFForcedEOSTokenLogitsProcessor:
-    """The last token (at `max_length - 1`) is an eos token."""
-
-    def __init__(self, max_length: int, eos_token_ids) -> None:
-        self.max_length = max_length
-        self.eos_token_ids = list(eos_token_ids) if isinstance(eos_token_ids, (list, tuple)) else [eos_token_ids]
-
-    def __call__(self, sequences, cur_len, scores):
-        return _force(scores, self.eos_token_ids, tf.equal(cur_len, self.max_length - 1))
-
-
-class TFTemperatureLogitsWarper:
-    def __init__(self, temperature: float) -> None:
-        self.temperature = float(temperature)
-
-    def __call__(self, sequences, cur_len, scores):
-        return scores / self.temperature
-
-
-class TFTopKLogitsWarper:
-    """Keeps the `top_k` best scores (at least `min_tokens_to_keep`)."""
-
-    def __init__(self, top_k: int, min_tokens_to_keep: int = 1) -> None:
-        self.top_k = max(int(top_k), min_tokens_to_keep)
-
-    def __call__(self, sequences, cur_len, scores):
-        k = min(self.top_k, scores.shape[-1])
-        kth = tf.math.top_k(scores, k).values[..., -1:]  # [N, 1]
-        return tf.where(scores < kth, tf.constant(NEG_INF, scores.dtype), scores)
-
-
-class TFTopPLogitsWarper:
-    """Keeps the smallest set of best tokens whose probability reaches `top_p` (at least `min_tokens_to_keep`)."""
-
-    def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
-        self.top_p = float(top_p)
-        self.min_tokens_to_keep = min_tokens_to_keep
-
-    def __call__(self, sequences, cur_len, scores):
-        order = tf.argsort(scores, axis=-1, direction="ASCENDING", stable=True)  # [N, V]
-        sorted_scores = tf.gather(scores, order, batch_dims=1)
-        cumulative = tf.cumsum(tf.nn.softmax(sorted_scores, axis=-1), axis=-1)
-        remove = cumulative <= (1 - self.top_p)  # ascending order: the low-probability tail
-        vocab = tf.shape(scores)[-1]
-        remove = remove & (tf.range(vocab) < vocab - self.min_tokens_to_keep)[None, :]
-        remove = tf.gather(remove, tf.argsort(order, axis=-1), batch_dims=1)  # back to vocabulary order
-        return tf.where(remove, tf.constant(NEG_INF, scores.dtype), scores)
+    asarray = staticmethod(tf.convert_to_tensor)
+    arange = staticmethod(tf.range)
+    where = staticmethod(tf.where)
+    take = staticmethod(lambda x, positions: tf.gather(x, positions, axis=1))
+    all = staticmethod(lambda x: tf.reduce_all(x, axis=-1))
+    kth_largest = staticmethod(lambda x, k: tf.math.top_k(x, k).values[..., -1:])
+    unsort = staticmethod(lambda x, order: tf.gather(x, tf.argsort(order, axis=-1), batch_dims=1))
+    softmax = staticmethod(lambda x: tf.nn.softmax(x, axis=-1))
+    cumsum = staticmethod(lambda x: tf.cumsum(x, axis=-1))
 
 
 def build_logits_processors(specs: tuple) -> list:
     """The TensorFlow processors of a plan's `ProcessorSpec`s (`GenerationPlan.processors`), in their order."""
-    return build_processors(specs, lambda name: globals()["TF" + name])
+    return build_processors(specs, logits_processors.bind(_TFOps))
 
 
 # ---------------------------------------------------------------------------
@@ -241,6 +104,17 @@ class TFGenerateBeamEncoderDecoderOutput(GenerateBeamEncoderDecoderOutput):
 
 # ---------------------------------------------------------------------------
 # Search loops
+
+
+def _set_column(buffer: tf.Tensor, index: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """`buffer[..., index] = values` for a `[..., T]` buffer and `[...]` values, as a select (fixed shapes)."""
+    hit = tf.equal(tf.range(tf.shape(buffer)[-1]), index)
+    return tf.where(hit, values[..., None], buffer)
+
+
+def _isin(ids: tf.Tensor, candidates) -> tf.Tensor:
+    """Elementwise `ids in candidates` for a static list of ids."""
+    return tf.reduce_any(tf.equal(ids[..., None], tf.constant(list(candidates), ids.dtype)), axis=-1)
 
 
 class _Step:
