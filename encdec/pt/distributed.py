@@ -42,7 +42,6 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..weights.pretrained import write_model_folder
 
 __all__ = ["layer_groups", "fully_shard_model", "unsharded", "full_state_dict", "save_pretrained"]
 
@@ -181,8 +180,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, safe_se
     error: Optional[BaseException] = None
     if _rank() == 0:
         try:
-            write_model_folder(save_directory, state, inner.spec, inner.config, inner.generation_config,
-                               "safetensors" if safe_serialization else "pt", max_shard_size)
+            # The model's own writer: the same files, config.json's dtype included.
+            inner._write_folder(save_directory, state, safe_serialization, max_shard_size)
         except BaseException as exc:  # re-raised below, after the other ranks are released
             error = exc
     if dist.is_available() and dist.is_initialized():

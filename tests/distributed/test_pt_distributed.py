@@ -95,3 +95,19 @@ def test_fsdp2_steps_equal_single_process_and_save_the_same_files(tmp_path, vari
     for name in saved:
         assert (tmp_path / "saved" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
     assert json.loads((tmp_path / "saved" / "config.json").read_text())["tie_encoder_decoder"] == (variant == "tie")
+
+
+def test_save_writes_the_files_of_the_models_own_save_in_bfloat16(tmp_path):
+    """Without a process group `save_pretrained` writes what `EncoderDecoderModel.save_pretrained` does,
+    config.json's recorded dtype included."""
+    from encdec.pt.distributed import save_pretrained
+
+    config = dist_lib.model_config("plain")
+    model = EncoderDecoderModel.from_state(config, dist_lib.model_state(config), dtype=torch.bfloat16)
+    save_pretrained(model, tmp_path / "distributed")
+    model.save_pretrained(tmp_path / "own")
+    names = sorted(p.name for p in (tmp_path / "own").iterdir())
+    assert sorted(p.name for p in (tmp_path / "distributed").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "distributed" / name).read_bytes() == (tmp_path / "own" / name).read_bytes(), name
+    assert json.loads((tmp_path / "distributed" / "config.json").read_text())["dtype"] == "bfloat16"
