@@ -106,12 +106,11 @@ PROCESSOR_CLASSES = {
 }
 
 
-def build_processors(specs: Iterable[ProcessorSpec], lookup, **bad_words_extra: Any) -> list:
+def build_processors(specs: Iterable[ProcessorSpec], lookup) -> list:
     """A port's processors for a plan's specs, in their order: `lookup(name)` is the port's class of a
-    PROCESSOR_CLASSES name, called with the spec's options by name (bad words: its arrays and `bad_words_extra`)."""
+    PROCESSOR_CLASSES name, called with the spec's options by name (bad words: its arrays)."""
     return [
-        lookup(PROCESSOR_CLASSES[s.name])(**s.arrays(), **bad_words_extra) if s.name == "bad_words"
-        else lookup(PROCESSOR_CLASSES[s.name])(**s.as_dict())
+        lookup(PROCESSOR_CLASSES[s.name])(**(s.arrays() if s.name == "bad_words" else s.as_dict()))
         for s in specs
     ]
 

@@ -385,13 +385,13 @@ def test_generate_outputs_packs_results_as_asked():
 
 def test_build_processors_calls_each_class_with_its_options_in_order():
     setup = plan(dict(max_length=8, repetition_penalty=1.5, bad_words_ids=[[7], [8, 9]], do_sample=True, top_k=4))
-    made = G.build_processors(setup.plan.processors, lambda name: (lambda **kw: (name, kw)), device="here")
+    made = G.build_processors(setup.plan.processors, lambda name: (lambda **kw: (name, kw)))
     # No min_length processor: min_length 0 bans nothing.
     assert [name for name, _ in made] == ["RepetitionPenaltyLogitsProcessor", "NoBadWordsLogitsProcessor",
                                           "TopKLogitsWarper"]
     assert made[0][1] == {"penalty": 1.5} and made[2][1] == {"top_k": 4, "min_tokens_to_keep": 1}
     bad = made[1][1]
-    assert bad["device"] == "here" and bad["single"].nonzero()[0].tolist() == [7]
+    assert bad["single"].nonzero()[0].tolist() == [7]
     np.testing.assert_array_equal(bad["groups"][0][0], [[8]])
     assert G.apply_processors([lambda s, n, x: x + n, lambda s, n, x: x * 2], None, 3, 1) == 8
 
