@@ -22,14 +22,17 @@ from ..config import ArchConfig
 from .bert import FlaxBertSelfAttention, _layer_norm
 from .common import (
     ACT2FN,
+    _attends_encoder,
     _causal_lm_output,
     _CausalLM,
     _close_cache,
     _encoder_bias,
-    _layer_class,
+    _LayerCollection,
     _open_stack,
     _run_layers,
+    _split_layer_cache,
     _stack_output,
+    _updated_layer_cache,
     causal_bias,
 )
 
@@ -69,6 +72,7 @@ class FlaxBartDecoderLayer(nn.Module):
 
     config: ArchConfig
     dtype: Any = jnp.float32
+    layer_idx: int = 0  # its place in the stack, given to every layer by `_LayerCollection`
 
     def setup(self):
         cfg = self.config
@@ -98,7 +102,7 @@ class FlaxBartDecoderLayer(nn.Module):
         deterministic=True,
     ):
         layer_input = hidden_states
-        self_kv = None if layer_cache is None else (layer_cache["key"], layer_cache["value"])
+        self_kv, cross_kv = _split_layer_cache(layer_cache)
         attn_output, self_weights, new_self_kv = self.self_attn(
             hidden_states,
             attention_bias,
@@ -110,8 +114,7 @@ class FlaxBartDecoderLayer(nn.Module):
         attn_output = self.dropout(attn_output, deterministic=deterministic)
         hidden_states = self.self_attn_layer_norm(hidden_states + attn_output)
         cross_weights = None
-        cross_kv = None if layer_cache is None else (layer_cache["cross_key"], layer_cache["cross_value"])
-        if encoder_hidden_states is not None or cross_kv is not None:
+        if _attends_encoder(encoder_hidden_states, layer_cache):
             cross_output, cross_weights, _ = self.encoder_attn(
                 hidden_states,
                 encoder_bias,
@@ -131,23 +134,14 @@ class FlaxBartDecoderLayer(nn.Module):
             # on) with probability decoder_layerdrop, drawn from the dropout key so that each step draws anew.
             kept = jax.random.uniform(self.make_rng("dropout")) >= self.config.decoder_layerdrop
             output = jnp.where(kept, output, layer_input)
-        new_cache = None
-        if layer_cache is not None:
-            new_cache = dict(layer_cache, key=new_self_kv[0], value=new_self_kv[1])
-        return output, self_weights, cross_weights, new_cache
+        return output, self_weights, cross_weights, _updated_layer_cache(layer_cache, new_self_kv)
 
 
-class _FlaxBartDecoderLayerCollection(nn.Module):
+class _FlaxBartDecoderLayerCollection(_LayerCollection):
     """The decoder layers, named "0", "1", ... under `layers` as in transformers' Flax params."""
 
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    gradient_checkpointing: bool = False
-
-    def setup(self):
-        layer_class = _layer_class(FlaxBartDecoderLayer, self.gradient_checkpointing)
-        n = self.config.decoder_layers
-        self.layers = [layer_class(self.config, self.dtype, name=str(i)) for i in range(n)]
+    layer_class = FlaxBartDecoderLayer
+    num_layers_field = "decoder_layers"
 
 
 class FlaxBartDecoder(nn.Module):

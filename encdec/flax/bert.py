@@ -24,21 +24,23 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import ArchConfig
-from ..errors import ConfigError
 from ..weights.names import embedding_width
 from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
     _attend_heads,
+    _attends_encoder,
     _CausalLM,
     _close_cache,
     _encoder_bias,
     _GradientCheckpointing,
     _heads_first,
-    _layer_class,
+    _LayerCollection,
     _open_stack,
     _run_layers,
+    _split_layer_cache,
     _stack_output,
+    _updated_layer_cache,
     _write_self_cache,
     attention_bias,
     causal_bias,
@@ -237,7 +239,7 @@ class FlaxBertLayer(nn.Module):
         output_attentions=False,
         deterministic=True,
     ):
-        self_kv = None if layer_cache is None else (layer_cache["key"], layer_cache["value"])
+        self_kv, cross_kv = _split_layer_cache(layer_cache)
         hidden_states, self_probs, new_self_kv = self.attention(
             hidden_states,
             attention_bias,
@@ -247,13 +249,7 @@ class FlaxBertLayer(nn.Module):
             deterministic=deterministic,
         )
         cross_probs = None
-        cross_kv = None if layer_cache is None else (layer_cache["cross_key"], layer_cache["cross_value"])
-        if encoder_hidden_states is not None or cross_kv is not None:
-            if not self.config.add_cross_attention:
-                raise ConfigError(
-                    "encoder_hidden_states were given to a layer without cross-attention; expected a "
-                    "decoder config with add_cross_attention=True"
-                )
+        if _attends_encoder(encoder_hidden_states, layer_cache, self.config.add_cross_attention):
             hidden_states, cross_probs, _ = self.crossattention(
                 hidden_states,
                 encoder_bias,
@@ -263,21 +259,14 @@ class FlaxBertLayer(nn.Module):
                 deterministic=deterministic,
             )
         hidden_states = self.output(self.intermediate(hidden_states), hidden_states, deterministic=deterministic)
-        new_cache = None if layer_cache is None else dict(layer_cache, key=new_self_kv[0], value=new_self_kv[1])
-        return hidden_states, self_probs, cross_probs, new_cache
+        return hidden_states, self_probs, cross_probs, _updated_layer_cache(layer_cache, new_self_kv)
 
 
-class _FlaxBertLayerCollection(nn.Module):
+class _FlaxBertLayerCollection(_LayerCollection):
     """The layers, named "0", "1", ... under `layer`, as in transformers' Flax params."""
 
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    gradient_checkpointing: bool = False
-
-    def setup(self):
-        layer_class = _layer_class(FlaxBertLayer, self.gradient_checkpointing)
-        n = self.config.num_hidden_layers
-        self.layers = [layer_class(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
+    layer_class = FlaxBertLayer
+    num_layers_field = "num_hidden_layers"
 
 
 class FlaxBertEncoder(nn.Module):

@@ -145,6 +145,29 @@ def _write_self_cache(kv_cache, key, value, cache_index):
     return key, value
 
 
+def _split_layer_cache(layer_cache: Optional[dict]):
+    """A layer's cache entry, or None -> (self-attention `(key, value)`, cross-attention `(key, value)`),
+    both None without a cache."""
+    if layer_cache is None:
+        return None, None
+    return (layer_cache["key"], layer_cache["value"]), (layer_cache["cross_key"], layer_cache["cross_value"])
+
+
+def _updated_layer_cache(layer_cache: Optional[dict], self_kv) -> Optional[dict]:
+    """A layer's cache entry with the self-attention keys/values `self_kv` its call wrote (None without a cache)."""
+    return None if layer_cache is None else dict(layer_cache, key=self_kv[0], value=self_kv[1])
+
+
+def _attends_encoder(encoder_hidden_states, layer_cache: Optional[dict], has_cross_attention: bool = True) -> bool:
+    """Whether a layer attends the encoder in this call: its states are given, or their keys/values are in
+    `layer_cache` (the layer's cache entry). ConfigError when it does but the layer has no cross-attention."""
+    attends = encoder_hidden_states is not None or _split_layer_cache(layer_cache)[1] is not None
+    if attends and not has_cross_attention:
+        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
+                          "decoder config with add_cross_attention=True")
+    return attends
+
+
 def _reorder_cache(cache: dict, rows) -> dict:
     """The cache of the self-attention rows `rows` `[N]`. Cross keys/values and the encoder mask
     follow the rows when they have as many rows as the self-attention keys; kept per batch item
@@ -181,10 +204,27 @@ class _GradientCheckpointing:
         return self.gradient_checkpointing
 
 
-def _layer_class(cls, gradient_checkpointing: bool):
-    """`cls` (a BERT layer or GPT-2 block), wrapped in `nn.remat` when checkpointing. Its flags
-    `output_attentions` and `deterministic` (arguments 7 and 8, counting self) stay Python values."""
-    return nn.remat(cls, static_argnums=(7, 8)) if gradient_checkpointing else cls
+class _LayerCollection(nn.Module):
+    """A stack's layers, named "0", "1", ... under the stack's attribute, as in transformers' Flax params:
+    `layer_class`, as many as the config field `num_layers_field` says.
+
+    With `gradient_checkpointing` each layer is wrapped in `nn.remat`; its flags `output_attentions`
+    and `deterministic` (arguments 7 and 8, counting self) stay Python values.
+    """
+
+    config: ArchConfig
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    layer_class = None  # the architecture's layer module
+    num_layers_field = ""  # the config field of the number of layers
+
+    def setup(self):
+        layer_class = self.layer_class
+        if self.gradient_checkpointing:
+            layer_class = nn.remat(layer_class, static_argnums=(7, 8))
+        n = getattr(self.config, self.num_layers_field)
+        self.layers = [layer_class(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
 
 
 def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, encoder_bias, cache, cache_index,
@@ -196,7 +236,7 @@ def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, en
     """
     all_hidden = (hidden_states,) if output_hidden_states else None
     all_self = () if output_attentions else None
-    has_cross = encoder_hidden_states is not None or cache is not None
+    has_cross = _attends_encoder(encoder_hidden_states, None if cache is None else cache["layers"][0])
     all_cross = () if output_attentions and has_cross else None
     new_layers = []
     for i, layer in enumerate(layers):

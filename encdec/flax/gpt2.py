@@ -13,21 +13,23 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ..config import ArchConfig
-from ..errors import InputError
 from .bert import _layer_norm
 from .pretrained import FlaxPreTrainedModel
 from .common import (
     ACT2FN,
     _attend_heads,
+    _attends_encoder,
     _CausalLM,
     _close_cache,
     _encoder_bias,
     _GradientCheckpointing,
     _heads_first,
-    _layer_class,
+    _LayerCollection,
     _open_stack,
     _run_layers,
+    _split_layer_cache,
     _stack_output,
+    _updated_layer_cache,
     _write_self_cache,
     causal_bias,
 )
@@ -147,7 +149,7 @@ class FlaxGPT2Block(nn.Module):
         output_attentions=False,
         deterministic=True,
     ):
-        self_kv = None if layer_cache is None else (layer_cache["key"], layer_cache["value"])
+        self_kv, cross_kv = _split_layer_cache(layer_cache)
         attn_output, self_weights, new_self_kv = self.attn(
             self.ln_1(hidden_states),
             attention_bias,
@@ -158,13 +160,7 @@ class FlaxGPT2Block(nn.Module):
         )
         hidden_states = attn_output + hidden_states
         cross_weights = None
-        cross_kv = None if layer_cache is None else (layer_cache["cross_key"], layer_cache["cross_value"])
-        if encoder_hidden_states is not None or cross_kv is not None:
-            if not self.config.add_cross_attention:
-                raise InputError(
-                    "encoder_hidden_states were given to a GPT-2 block without cross-attention; "
-                    "expected a decoder config with add_cross_attention=True"
-                )
+        if _attends_encoder(encoder_hidden_states, layer_cache, self.config.add_cross_attention):
             cross_output, cross_weights, _ = self.crossattention(
                 self.ln_cross_attn(hidden_states),
                 encoder_bias,
@@ -175,23 +171,14 @@ class FlaxGPT2Block(nn.Module):
             )
             hidden_states = hidden_states + cross_output
         hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states), deterministic=deterministic)
-        new_cache = None
-        if layer_cache is not None:
-            new_cache = dict(layer_cache, key=new_self_kv[0], value=new_self_kv[1])
-        return hidden_states, self_weights, cross_weights, new_cache
+        return hidden_states, self_weights, cross_weights, _updated_layer_cache(layer_cache, new_self_kv)
 
 
-class _FlaxGPT2BlockCollection(nn.Module):
+class _FlaxGPT2BlockCollection(_LayerCollection):
     """The blocks, named "0", "1", ... under `h` as in transformers' Flax params."""
 
-    config: ArchConfig
-    dtype: Any = jnp.float32
-    gradient_checkpointing: bool = False
-
-    def setup(self):
-        block_class = _layer_class(FlaxGPT2Block, self.gradient_checkpointing)
-        n = self.config.n_layer
-        self.blocks = [block_class(self.config, self.dtype, layer_idx=i, name=str(i)) for i in range(n)]
+    layer_class = FlaxGPT2Block
+    num_layers_field = "n_layer"
 
 
 class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
@@ -213,7 +200,7 @@ class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
         return self.wte
 
     def _cross_key_values(self, encoder_hidden_states):
-        return [block._cross_key_value(encoder_hidden_states) for block in self.h.blocks]
+        return [block._cross_key_value(encoder_hidden_states) for block in self.h.layers]
 
     def __call__(
         self,
@@ -243,7 +230,7 @@ class FlaxGPT2Model(FlaxPreTrainedModel, _GradientCheckpointing, nn.Module):
         encoder_bias = _encoder_bias(encoder_attention_mask, self.dtype)
 
         hidden, all_hidden, all_self, all_cross, new_layers = _run_layers(
-            self.h.blocks, hidden, bias, encoder_hidden_states, encoder_bias, cache, past_length, output_attentions,
+            self.h.layers, hidden, bias, encoder_hidden_states, encoder_bias, cache, past_length, output_attentions,
             output_hidden_states, deterministic,
         )
         hidden = self.ln_f(hidden)

@@ -18,6 +18,7 @@ from torch import nn
 from .bert import BertSelfAttention, _padding_idx
 from .common import (
     ACT2FN,
+    _attends_encoder,
     _causal_lm_output,
     _CausalLM,
     _checkpointing,
@@ -96,7 +97,7 @@ class BartDecoderLayer(nn.Module):
                                           past_length)
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn))
         cross_probs = None
-        if encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None):
+        if _attends_encoder(encoder_hidden_states, cache):
             cross, cross_probs = self.encoder_attn(hidden_states, encoder_bias, False, encoder_hidden_states, cache,
                                                    output_attentions)
             hidden_states = self.encoder_attn_layer_norm(hidden_states + self.dropout(cross))

@@ -17,6 +17,7 @@ from ..weights.names import embedding_width
 from .common import (
     ACT2FN,
     _attend_heads,
+    _attends_encoder,
     _CausalLM,
     _checkpointing,
     _close_cache,
@@ -224,10 +225,7 @@ class BertLayer(nn.Module):
             past_length=past_length,
         )
         cross_probs = None
-        if encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None):
-            if not hasattr(self, "crossattention"):
-                raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
-                                  "decoder config with add_cross_attention=True")
+        if _attends_encoder(encoder_hidden_states, cache, hasattr(self, "crossattention")):
             hidden_states, cross_probs = self.crossattention(
                 hidden_states, encoder_bias, False, encoder_hidden_states, cache, output_attentions
             )

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import outputs
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..inputs import check_ids, check_stack_inputs
 from .pretrained import PreTrainedModel
 
@@ -320,6 +320,16 @@ def _checkpointing(stack) -> bool:
     return stack.gradient_checkpointing and stack.training and torch.is_grad_enabled()
 
 
+def _attends_encoder(encoder_hidden_states, cache: Optional[dict], has_cross_attention: bool = True) -> bool:
+    """Whether a layer attends the encoder in this forward: its states are given, or their keys/values are
+    in `cache` (the layer's cache entry). ConfigError when it does but the layer has no cross-attention."""
+    attends = encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None)
+    if attends and not has_cross_attention:
+        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
+                          "decoder config with add_cross_attention=True")
+    return attends
+
+
 def _call(layer, *args):
     return layer(*args)
 
@@ -334,7 +344,7 @@ def _run_layers(stack, layers, hidden_states, attention_bias, is_causal, encoder
     """
     all_hidden = (hidden_states,) if output_hidden_states else None
     all_self = () if output_attentions else None
-    cross = encoder_hidden_states is not None or (cache is not None and cache[0]["cross_key"] is not None)
+    cross = _attends_encoder(encoder_hidden_states, cache[0] if cache is not None else None)
     all_cross = () if output_attentions and cross else None
     run = stack._gradient_checkpointing_func if _checkpointing(stack) else _call
     for i, layer in enumerate(layers):

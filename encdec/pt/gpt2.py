@@ -12,10 +12,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..errors import InputError
 from .common import (
     ACT2FN,
     _attend_heads,
+    _attends_encoder,
     _CausalLM,
     _checkpointing,
     _close_cache,
@@ -144,10 +144,7 @@ class GPT2Block(nn.Module):
                                      output_attentions, past_length)
         hidden_states = attn + hidden_states
         cross_probs = None
-        if encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None):
-            if not hasattr(self, "crossattention"):
-                raise InputError("encoder_hidden_states were given to a GPT-2 block without cross-attention; "
-                                 "expected a decoder config with add_cross_attention=True")
+        if _attends_encoder(encoder_hidden_states, cache, hasattr(self, "crossattention")):
             cross, cross_probs = self.crossattention(
                 self.ln_cross_attn(hidden_states), encoder_bias, False, encoder_hidden_states, cache, output_attentions
             )

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from .bert import TFBertSelfAttention
 from .common import (
     ACT2FN,
+    _attends_encoder,
     _causal_lm_output,
     _CausalLM,
     _dense,
@@ -31,6 +32,7 @@ from .common import (
     _open_stack,
     _output_projection,
     _run_layers,
+    _split_layer_cache,
     _stack_output,
     causal_bias,
 )
@@ -100,18 +102,18 @@ class TFBartDecoderLayer(keras.layers.Layer):
         training=False,
     ):
         layer_input = hidden_states
+        self_past, cross_past = _split_layer_cache(past_key_value)
         attn, present, self_probs = self.self_attn(
             hidden_states,
             attention_bias,
-            past_key_value=past_key_value[:2] if past_key_value is not None else None,
+            past_key_value=self_past,
             cache_index=cache_index,
             output_attentions=output_attentions,
             training=training,
         )
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn, training=training))
         cross_probs = None
-        cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
-        if encoder_hidden_states is not None or cross_past is not None:
+        if _attends_encoder(encoder_hidden_states, past_key_value):
             cross, cross_present, cross_probs = self.encoder_attn(
                 hidden_states,
                 encoder_bias,
@@ -196,28 +198,9 @@ class TFBartDecoderWrapper(keras.layers.Layer):
         self.decoder = TFBartDecoder(config, name="decoder")
         self.built = True  # every weight exists from here on
 
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        use_cache=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        return_dict=True,
-        training=False,
-        cache_index=None,
-    ):
-        return self.decoder(
-            input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=return_dict, training=training,
-            cache_index=cache_index,
-        )
+    def call(self, *args, training=False, **kwargs):
+        # `training` named, so that Keras passes it in (a call without it gets the outer call's).
+        return self.decoder(*args, training=training, **kwargs)
 
 
 class TFBartForCausalLM(_CausalLM):

@@ -24,12 +24,12 @@ import keras
 import tensorflow as tf
 
 from ..config import ArchConfig
-from ..errors import ConfigError
 from ..weights.names import embedding_width
 from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
     _attend_heads,
+    _attends_encoder,
     _cross_keys_values,
     _CausalLM,
     _dense,
@@ -42,6 +42,7 @@ from .common import (
     _output_projection,
     _project_to_vocab,
     _run_layers,
+    _split_layer_cache,
     _stack_output,
     attention_bias,
     causal_bias,
@@ -245,22 +246,17 @@ class TFBertLayer(keras.layers.Layer):
         output_attentions=False,
         training=False,
     ):
+        self_past, cross_past = _split_layer_cache(past_key_value)
         hidden_states, present, self_probs = self.attention(
             hidden_states,
             attention_bias,
-            past_key_value=past_key_value[:2] if past_key_value is not None else None,
+            past_key_value=self_past,
             cache_index=cache_index,
             output_attentions=output_attentions,
             training=training,
         )
         cross_probs = None
-        cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
-        if encoder_hidden_states is not None or cross_past is not None:
-            if not hasattr(self, "crossattention"):
-                raise ConfigError(
-                    "encoder_hidden_states were given to a layer without cross-attention; expected a "
-                    "decoder config with add_cross_attention=True"
-                )
+        if _attends_encoder(encoder_hidden_states, past_key_value, hasattr(self, "crossattention")):
             hidden_states, cross_present, cross_probs = self.crossattention(
                 hidden_states,
                 encoder_bias,

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import ArchConfig
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..inputs import Traced, check_ids, check_stack_inputs, token_type_table
 from ..outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput  # noqa: F401  (the port's outputs)
 from .pretrained import TFPreTrainedModel
@@ -362,13 +362,31 @@ def _encoder_bias(encoder_attention_mask):
     return attention_bias(encoder_attention_mask)
 
 
+def _split_layer_cache(past_key_value):
+    """A layer's cache tuple `(self_k, self_v[, cross_k, cross_v])`, or None -> (self-attention keys/values,
+    cross-attention keys/values); each part None where the cache has none."""
+    if past_key_value is None:
+        return None, None
+    return past_key_value[:2], past_key_value[2:] if len(past_key_value) == 4 else None
+
+
+def _attends_encoder(encoder_hidden_states, past_key_value, has_cross_attention: bool = True) -> bool:
+    """Whether a layer attends the encoder in this call: its states are given, or their keys/values are in
+    `past_key_value` (the layer's cache tuple). ConfigError when it does but the layer has no cross-attention."""
+    attends = encoder_hidden_states is not None or _split_layer_cache(past_key_value)[1] is not None
+    if attends and not has_cross_attention:
+        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
+                          "decoder config with add_cross_attention=True")
+    return attends
+
+
 def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, encoder_bias, past_key_values,
                 cache_index, output_attentions, output_hidden_states, training):
     """Run BERT layers or GPT-2 blocks in turn -> (hidden, presents (a tuple per layer), all hidden
     states (the input and each layer's output), self-attention probs, cross-attention probs)."""
     all_hidden = (hidden_states,) if output_hidden_states else None
     all_self = () if output_attentions else None
-    cross = encoder_hidden_states is not None or (past_key_values is not None and len(past_key_values[0]) == 4)
+    cross = _attends_encoder(encoder_hidden_states, past_key_values[0] if past_key_values is not None else None)
     all_cross = () if output_attentions and cross else None
     presents = ()
     for i, layer in enumerate(layers):

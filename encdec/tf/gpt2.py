@@ -18,6 +18,7 @@ from .pretrained import TFPreTrainedModel
 from .common import (
     ACT2FN,
     _attend_heads,
+    _attends_encoder,
     _cross_keys_values,
     _CausalLM,
     _embedding,
@@ -28,6 +29,7 @@ from .common import (
     _open_stack,
     _output_projection,
     _run_layers,
+    _split_layer_cache,
     _stack_output,
     causal_bias,
 )
@@ -142,23 +144,18 @@ class TFGPT2Block(keras.layers.Layer):
         output_attentions=False,
         training=False,
     ):
+        self_past, cross_past = _split_layer_cache(past_key_value)
         attn, present, self_probs = self.attn(
             self.ln_1(hidden_states),
             attention_bias,
-            past_key_value=past_key_value[:2] if past_key_value is not None else None,
+            past_key_value=self_past,
             cache_index=cache_index,
             output_attentions=output_attentions,
             training=training,
         )
         hidden_states = attn + hidden_states
         cross_probs = None
-        cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
-        if encoder_hidden_states is not None or cross_past is not None:
-            if not hasattr(self, "crossattention"):
-                raise ConfigError(
-                    "encoder_hidden_states were given to a GPT-2 block without cross-attention; "
-                    "expected a decoder config with add_cross_attention=True"
-                )
+        if _attends_encoder(encoder_hidden_states, past_key_value, hasattr(self, "crossattention")):
             cross, cross_present, cross_probs = self.crossattention(
                 self.ln_cross_attn(hidden_states),
                 encoder_bias,

@@ -158,3 +158,18 @@ def test_bad_folders_are_refused_naming_the_file(port, tmp_path):
     with pytest.raises(ConfigError, match=f"{tmp_path / 'gpt2' / CONFIG_NAME}: model_type 'gpt2' cannot be "
                                           f"loaded into {decoder_class.__name__}; expected model_type 'bert'"):
         decoder_class.from_pretrained(tmp_path / "gpt2")
+
+
+@pytest.mark.parametrize("name", ["BertLMHeadModel", "GPT2LMHeadModel"])
+def test_encoder_states_given_to_a_decoder_without_cross_attention_are_a_config_error(port, name, tmp_path):
+    """The same mistake gets the same error in every architecture and port: the config lacks cross-attention."""
+    model_type, _ = CLASSES[name]
+    config = arch_config(model_type, np.random.default_rng(5), is_decoder=True)
+    assert not config.add_cross_attention
+    write_component_folder(tmp_path, init_weights(config, role="decoder"), config, "lm", name, "safetensors")
+    model = arch_class(port, name).from_pretrained(tmp_path)
+    ids, mask = batch(config.vocab_size)
+    states = np.zeros((2, 3, config.hidden_size), np.float32)
+    with pytest.raises(ConfigError, match="given to a layer without cross-attention; expected a decoder config "
+                                          "with add_cross_attention=True"):
+        model(**port.tensors(input_ids=ids, attention_mask=mask, encoder_hidden_states=states))
