@@ -198,9 +198,29 @@ class TFBartDecoderWrapper(keras.layers.Layer):
         self.decoder = TFBartDecoder(config, name="decoder")
         self.built = True  # every weight exists from here on
 
-    def call(self, *args, training=False, **kwargs):
-        # `training` named, so that Keras passes it in (a call without it gets the outer call's).
-        return self.decoder(*args, training=training, **kwargs)
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        past_key_values=None,
+        use_cache=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        return_dict=True,
+        training=False,
+        cache_index=None,
+    ):
+        # Named arguments: Keras refuses a `**kwargs` that mixes tensors and other values.
+        return self.decoder(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict, training=training,
+            cache_index=cache_index,
+        )
 
 
 class TFBartForCausalLM(_CausalLM):

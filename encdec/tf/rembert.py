@@ -29,10 +29,23 @@ class TFRemBertEncoder(TFBertEncoder):
             self.embedding_hidden_mapping_in = _dense(config.hidden_size, config.input_embedding_size,
                                                       "embedding_hidden_mapping_in")
 
-    def call(self, hidden_states, *args, training=False, **kwargs):
-        # `training` named, so that Keras passes it in (a call without it gets the outer call's).
+    def call(
+        self,
+        hidden_states,
+        attention_bias=None,
+        encoder_hidden_states=None,
+        encoder_bias=None,
+        past_key_values=None,
+        cache_index=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        training=False,
+    ):
+        # Named arguments: Keras refuses a `**kwargs` that mixes tensors and other values.
         # [B, S, input_embedding_size] -> [B, S, hidden_size]
-        return super().call(self.embedding_hidden_mapping_in(hidden_states), *args, training=training, **kwargs)
+        hidden_states = self.embedding_hidden_mapping_in(hidden_states)
+        return super().call(hidden_states, attention_bias, encoder_hidden_states, encoder_bias, past_key_values,
+                            cache_index, output_attentions, output_hidden_states, training)
 
 
 class _TFRemBertOutputEmbeddings(keras.layers.Layer):
