@@ -203,6 +203,15 @@ def check_stack_inputs(config: ArchConfig, input_ids, attention_mask=None, token
     return batch
 
 
+def check_cross_attention(attends: bool, has_cross_attention: bool) -> bool:
+    """`attends` (whether a layer attends the encoder in this call: the ports decide it from the states
+    and the cache), after a ConfigError when the layer has no cross-attention to do it with."""
+    if attends and not has_cross_attention:
+        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
+                          "decoder config with add_cross_attention=True")
+    return attends
+
+
 def check_encoder_inputs(config: EncoderDecoderConfig, input_ids, attention_mask=None, token_type_ids=None,
                          position_ids=None) -> int:
     """The encoder's inputs (`encode`, `generate`, the forward): ids, lengths, shapes.

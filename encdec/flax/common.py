@@ -162,10 +162,7 @@ def _attends_encoder(encoder_hidden_states, layer_cache: Optional[dict], has_cro
     """Whether a layer attends the encoder in this call: its states are given, or their keys/values are in
     `layer_cache` (the layer's cache entry). ConfigError when it does but the layer has no cross-attention."""
     attends = encoder_hidden_states is not None or _split_layer_cache(layer_cache)[1] is not None
-    if attends and not has_cross_attention:
-        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
-                          "decoder config with add_cross_attention=True")
-    return attends
+    return inputs.check_cross_attention(attends, has_cross_attention)
 
 
 def _reorder_cache(cache: dict, rows) -> dict:

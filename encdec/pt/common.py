@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import outputs
-from ..errors import ConfigError, InputError
-from ..inputs import check_ids, check_stack_inputs
+from ..errors import InputError
+from ..inputs import check_cross_attention, check_ids, check_stack_inputs
 from .pretrained import PreTrainedModel
 
 
@@ -324,10 +324,7 @@ def _attends_encoder(encoder_hidden_states, cache: Optional[dict], has_cross_att
     """Whether a layer attends the encoder in this forward: its states are given, or their keys/values are
     in `cache` (the layer's cache entry). ConfigError when it does but the layer has no cross-attention."""
     attends = encoder_hidden_states is not None or (cache is not None and cache["cross_key"] is not None)
-    if attends and not has_cross_attention:
-        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
-                          "decoder config with add_cross_attention=True")
-    return attends
+    return check_cross_attention(attends, has_cross_attention)
 
 
 def _call(layer, *args):

@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import ArchConfig
-from ..errors import ConfigError, InputError
-from ..inputs import Traced, check_ids, check_stack_inputs, token_type_table
+from ..errors import InputError
+from ..inputs import Traced, check_cross_attention, check_ids, check_stack_inputs, token_type_table
 from ..outputs import BaseModelOutput, CausalLMOutput, Seq2SeqLMOutput  # noqa: F401  (the port's outputs)
 from .pretrained import TFPreTrainedModel
 
@@ -374,10 +374,7 @@ def _attends_encoder(encoder_hidden_states, past_key_value, has_cross_attention:
     """Whether a layer attends the encoder in this call: its states are given, or their keys/values are in
     `past_key_value` (the layer's cache tuple). ConfigError when it does but the layer has no cross-attention."""
     attends = encoder_hidden_states is not None or _split_layer_cache(past_key_value)[1] is not None
-    if attends and not has_cross_attention:
-        raise ConfigError("encoder_hidden_states were given to a layer without cross-attention; expected a "
-                          "decoder config with add_cross_attention=True")
-    return attends
+    return check_cross_attention(attends, has_cross_attention)
 
 
 def _run_layers(layers, hidden_states, attention_bias, encoder_hidden_states, encoder_bias, past_key_values,

@@ -344,3 +344,12 @@ def test_route_half_kwargs_takes_what_each_forward_takes_less_what_the_model_set
     with pytest.raises(InputError, match=r"\['decoder_head_mask'\] for the decoder"):
         I.route_half_kwargs({"decoder_head_mask": 1}, halves, "forward",
                             I.SET_BY_MODEL | {"head_mask"})
+
+
+def test_a_layer_without_cross_attention_refuses_to_attend_the_encoder():
+    assert I.check_cross_attention(True, True) is True
+    assert I.check_cross_attention(False, True) is False
+    assert I.check_cross_attention(False, False) is False  # nothing to attend: a plain causal decoder
+    with pytest.raises(ConfigError, match="given to a layer without cross-attention; expected a decoder config "
+                                          "with add_cross_attention=True"):
+        I.check_cross_attention(True, False)
